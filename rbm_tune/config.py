@@ -102,15 +102,15 @@ class _Section:
         for old, new in ALIASES.items():
             if old in values:
                 if new in values:
-                    raise ConfigError(f"both {old!r} and its new name {new!r} are set; keep {new!r}")
+                    raise ConfigError(
+                        f"both {old!r} and its new name {new!r} are set; keep {new!r}"
+                    )
                 values[new] = values.pop(old)
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - names)
         section = cls.__name__.removesuffix("Spec").lower()
         if unknown:
-            raise ConfigError(
-                f"unknown {section} keys {unknown}; allowed: {sorted(names)}"
-            )
+            raise ConfigError(f"unknown {section} keys {unknown}; allowed: {sorted(names)}")
         coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
         return cls(**coerced)
 
@@ -242,9 +242,7 @@ class DistillSpec(_Section):
         if self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("distill.lr must be > 0 and distill.weight_decay >= 0")
         if self.max_epochs < 1 or self.patience < 1 or self.pretrain_epochs < 0:
-            raise ConfigError(
-                "distill.max_epochs and patience must be >= 1, pretrain_epochs >= 0"
-            )
+            raise ConfigError("distill.max_epochs and patience must be >= 1, pretrain_epochs >= 0")
         if self.batch_size == 0 or self.batch_size < -1:
             raise ConfigError(f"distill.batch_size={self.batch_size}: use -1 (full) or >= 1")
         if self.kmeans_restarts < 1 or self.kmeans_max_iter < 1 or self.kmeans_max_rows < 0:
@@ -253,8 +251,12 @@ class DistillSpec(_Section):
             raise ConfigError("distill.krd_bins must be >= 2 and krd_update_rate >= 1")
         if self.adv_iters < 1 or self.adv_eps < 0:
             raise ConfigError("distill.adv_iters must be >= 1 and adv_eps >= 0")
-        if min(self.pe_walk_length, self.pe_num_walks, self.pe_window, self.pe_epochs,
-               self.pe_dim) < 1:
+        if (
+            min(
+                self.pe_walk_length, self.pe_num_walks, self.pe_window, self.pe_epochs, self.pe_dim
+            )
+            < 1
+        ):
             raise ConfigError("distill.pe_* values must be >= 1")
 
 

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real data in ../shared/data, a per-session cache, tiny graphs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RBM_TUNE_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real dataset files (read-only). Absent on a user's clone: skip, but never in CI."""
+    if not (SHARED_DATA / "Cora" / "raw").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real datasets at {SHARED_DATA}")
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set RBM_TUNE_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One rbm-tune cache for the whole session, so PyG processes each dataset once."""
+    return tmp_path_factory.mktemp("rbm-tune-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never write to the user's ~/.cache from a test."""
+    monkeypatch.setenv("RBM_TUNE_CACHE", str(cache_dir))

@@ -1,0 +1,150 @@
+"""Real loaders on the real files in ../shared/data: sizes, splits, inductive hygiene."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+
+from rbm_tune.data import Graph, load_graph
+from rbm_tune.errors import DataError
+
+# name -> (nodes after preprocessing, features, classes, PyG's directed raw edge count)
+SIZES = {
+    "cora": (2708, 1433, 7, 10556),
+    "citeseer": (3327, 3703, 6, 9104),
+    "amazon-computers": (13381, 767, 10, None),
+    "amazon-photo": (7487, 745, 8, None),
+    "coauthor-cs": (18333, 6805, 15, 163788),
+    "coauthor-physics": (34493, 8415, 5, 495924),
+}
+PLANETOID_SPLIT = {"cora": (140, 500, 1000), "citeseer": (120, 500, 1000)}
+
+
+@cache
+def _load(name: str, root: str, setting: str = "transductive", seed: int = 0) -> Graph:
+    return load_graph(name, root=root, setting=setting, seed=seed)
+
+
+def _edges_without_loops(g: Graph) -> int:
+    return int((g.edge_index[0] != g.edge_index[1]).sum())
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_real_dataset_sizes(name: str, shared_data: Path) -> None:
+    nodes, features, classes, raw_edges = SIZES[name]
+    g = _load(name, str(shared_data))
+    assert (g.num_nodes, g.num_features, g.num_classes) == (nodes, features, classes)
+    assert g.y.shape == (nodes,) and g.x.dtype == torch.float32
+    assert g.edge_index.max() < nodes
+    loops = int((g.edge_index[0] == g.edge_index[1]).sum())
+    if name in PLANETOID_SPLIT:
+        assert loops == nodes  # spec §6.1: exactly one self-loop per node
+        assert _edges_without_loops(g) == raw_edges
+        assert torch.allclose(g.x.sum(1)[g.x.sum(1) > 0], torch.tensor(1.0))  # row-normalised
+    else:
+        assert loops == 0  # no self-loops on Amazon/Coauthor
+        if raw_edges is not None:  # Coauthor graphs are connected: LCC keeps every edge
+            assert g.edge_index.size(1) == raw_edges
+    # undirected
+    rev = torch.sparse_coo_tensor(g.edge_index.flip(0), torch.ones(g.edge_index.size(1)))
+    fwd = torch.sparse_coo_tensor(g.edge_index, torch.ones(g.edge_index.size(1)))
+    assert (fwd - rev).coalesce().values().abs().sum() == 0
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_splits_are_disjoint_with_spec_sizes(name: str, shared_data: Path) -> None:
+    g = _load(name, str(shared_data))
+    train, val, test = g.train_idx, g.val_idx, g.test_idx
+    sets = [set(train.tolist()), set(val.tolist()), set(test.tolist())]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    if name in PLANETOID_SPLIT:
+        assert (train.numel(), val.numel(), test.numel()) == PLANETOID_SPLIT[name]
+    else:
+        c = g.num_classes
+        assert torch.equal(torch.bincount(g.y[train], minlength=c), torch.full((c,), 20))
+        assert torch.equal(torch.bincount(g.y[val], minlength=c), torch.full((c,), 30))
+        assert train.numel() + val.numel() + test.numel() == g.num_nodes
+
+
+@pytest.mark.parametrize("name", ["amazon-photo", "coauthor-cs"])
+def test_seeded_split_is_reproducible(name: str, shared_data: Path) -> None:
+    a = _load(name, str(shared_data), seed=0)
+    b = load_graph(name, root=shared_data, seed=0)
+    c = _load(name, str(shared_data), seed=1)
+    assert torch.equal(a.train_idx, b.train_idx) and torch.equal(a.val_idx, b.val_idx)
+    assert a.fingerprint == b.fingerprint
+    assert not torch.equal(a.train_idx, c.train_idx)
+    assert a.fingerprint != c.fingerprint
+
+
+def test_planetoid_split_is_fixed_across_seeds(shared_data: Path) -> None:
+    a, b = _load("cora", str(shared_data), seed=0), _load("cora", str(shared_data), seed=3)
+    assert torch.equal(a.train_idx, b.train_idx) and torch.equal(a.test_idx, b.test_idx)
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_inductive_hides_heldout_nodes(name: str, shared_data: Path) -> None:
+    full = _load(name, str(shared_data))
+    g = _load(name, str(shared_data), setting="inductive")
+    held = set(g.test_idx.tolist())
+    observed = g.observed_idx
+    assert not held & set(observed.tolist())
+    assert observed.numel() + g.test_idx.numel() == g.num_nodes
+    if name in PLANETOID_SPLIT:
+        assert torch.equal(g.test_idx.sort().values, full.test_idx.sort().values)
+    else:
+        assert g.test_idx.numel() == int(0.2 * full.test_idx.numel())
+    # observed order is train, val, rest; local train/val ids point at the same nodes
+    assert torch.equal(observed[g.observed_train], g.train_idx)
+    assert torch.equal(observed[g.observed_val], g.val_idx)
+    # no edge of the training graph touches a held-out node
+    src, dst = observed[g.observed_edge_index[0]], observed[g.observed_edge_index[1]]
+    touched = set(src.tolist()) | set(dst.tolist())
+    assert not touched & held
+    # and every full-graph edge among observed nodes survives
+    mask = torch.zeros(g.num_nodes, dtype=torch.bool)
+    mask[observed] = True
+    inner = mask[g.edge_index[0]] & mask[g.edge_index[1]]
+    assert int(inner.sum()) == g.observed_edge_index.size(1)
+
+
+def test_demo_is_embedded_and_seeded() -> None:
+    a = load_graph("demo", root="/nonexistent/anywhere")
+    b = load_graph("demo", seed=0)
+    c = load_graph("demo", seed=1)
+    assert a.num_nodes >= 2000 and a.num_classes >= 3
+    assert a.fingerprint == b.fingerprint != c.fingerprint
+    assert torch.equal(a.x, c.x)  # the graph is fixed, the split is seeded
+    # homophilous: most edges join same-class nodes
+    same = (a.y[a.edge_index[0]] == a.y[a.edge_index[1]]).float().mean()
+    assert same > 0.6
+
+
+def test_unknown_dataset_lists_choices() -> None:
+    with pytest.raises(DataError, match="choose one of"):
+        load_graph("corra")
+
+
+def test_missing_root_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--data-root"):
+        load_graph("cora", root=tmp_path / "nope")
+    (tmp_path / "Cora" / "raw").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"missing .*ind\.cora\.x.*--download"):
+        load_graph("cora", root=tmp_path)
+
+
+def test_truncated_file_is_a_data_error(shared_data: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "Photo" / "raw"
+    raw.mkdir(parents=True)
+    src = shared_data / "Photo" / "raw" / "amazon_electronics_photo.npz"
+    (raw / src.name).write_bytes(src.read_bytes()[: 1 << 20])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        load_graph("amazon-photo", root=tmp_path)
+
+
+def test_shared_data_is_left_untouched(shared_data: Path) -> None:
+    _load("cora", str(shared_data))
+    assert not (shared_data / "Cora" / "processed").exists()
