@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import Tensor
 from torch_geometric.utils import (
     add_self_loops,
     coalesce,
