@@ -57,11 +57,13 @@ def resolve_config_path(value: str) -> Path:
 def train(args: argparse.Namespace) -> int:
     """One trial without Ray: teacher, then student; live progress, final metrics."""
     from rbm_tune.config import load_config
-    from rbm_tune.trial import run_trial
 
+    # validate the config before paying for the torch import
     config = load_config(resolve_config_path(args.config))
     if args.seed is not None:
         config = config.replace(seed=args.seed)
+
+    from rbm_tune.trial import run_trial
 
     def progress(line: str) -> None:
         if not args.quiet:

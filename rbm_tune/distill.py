@@ -1,0 +1,385 @@
+"""Train a node-wise student from a teacher's outputs (spec §4). Knows nothing of Ray/MLflow.
+
+``train_student`` runs the epoch loop and reports one plain dict per epoch through ``report``;
+the caller decides what a report means (print it, hand it to Ray Tune, append it to a list).
+
+Two epoch semantics (``distill.mode``):
+
+- ``reference`` reproduces spec §4.3 exactly: gradients of per-chunk mean losses accumulate over
+  a CE phase (training nodes) and a KD phase (distillation pairs), optionally an adversarial
+  phase, then one Adam step per epoch.
+- ``fast`` forwards each training-graph node once per epoch and computes CE, KD and aux from
+  that one forward, weighting each term by its reference chunk count so the objective matches
+  §4.3's (sum of chunk means) up to unequal last chunks. Deviation: the train nodes are
+  forwarded once instead of twice, so the RbM memory EMA runs once per chunk instead of once per
+  CE chunk plus once per KD chunk, and dropout masks are shared by the CE and KD terms.
+
+Selection: best validation accuracy over post-switch epochs only (spec §10.1 item 8); the
+primary result is the test accuracy at that epoch; the max-over-epochs test accuracy is kept
+under a name that says it is an oracle. Test accuracy never appears in a per-epoch report.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rbm_tune import losses
+from rbm_tune.config import TrialConfig
+from rbm_tune.data import Graph
+from rbm_tune.metrics import (
+    BEST_VAL_ACC,
+    EPOCH,
+    EPOCH_SECONDS,
+    IS_PRETRAINING,
+    TRAIN_ACC,
+    TRAIN_LOSS,
+    VAL_ACC,
+    accuracy,
+)
+from rbm_tune.teacher import TeacherOutputs
+
+__all__ = ["DistillResult", "Report", "train_student"]
+
+Report = Callable[[dict[str, float]], object]
+
+
+@dataclass
+class DistillResult:
+    """Outcome of one student training run.
+
+    Attributes:
+        val_acc: best post-switch validation accuracy.
+        test_acc: test accuracy at that epoch (primary).
+        test_acc_oracle: maximum test accuracy over all epochs (the reference's number).
+        best_epoch: 1-based epoch of ``val_acc``; epochs: epochs run; seconds: wall time.
+        history: the per-epoch reports.
+        model: the student with its best-val weights loaded (CPU), if kept.
+    """
+
+    val_acc: float
+    test_acc: float
+    test_acc_oracle: float
+    best_epoch: int
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    model: nn.Module | None = None
+
+
+def _chunks(n: int, batch_size: int) -> list[slice]:
+    size = n if batch_size == -1 else batch_size
+    return [slice(i, min(i + size, n)) for i in range(0, n, max(size, 1))]
+
+
+class _Trainer:
+    """The state of one student training run; ``epoch()`` is one optimisation step."""
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        graph: Graph,
+        teacher: TeacherOutputs,
+        features: Tensor,
+        device: torch.device,
+    ) -> None:
+        from rbm_tune.models import build_student
+
+        d = config.distill
+        self.cfg, self.d, self.graph, self.device = config, d, graph, device
+        self.x_full = features.to(device)
+        self.x = self.x_full[graph.observed_idx.to(device)]
+        self.y = graph.y[graph.observed_idx].to(device)
+        self.train = graph.observed_train.to(device)
+        self.val = graph.observed_val.to(device)
+        self.test = graph.test_idx.to(device)
+        self.y_test = graph.y[graph.test_idx].to(device)
+        self.logp_t = teacher.log_probs.to(device)
+        self.h_t = teacher.embedding.to(device)
+        self.teacher_pred = self.logp_t.argmax(-1)
+        self.gen = torch.Generator(device=device).manual_seed(config.seed)
+
+        self.model = build_student(
+            config.student,
+            self.x.size(1),
+            graph.num_classes,
+            feature_encoder=d.similarity_distill,
+        ).to(device)
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            is_memory = name.endswith("memory")
+            (no_decay if is_memory and not d.memory_weight_decay else decay).append(p)
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        self.opt = torch.optim.Adam(groups, lr=d.lr, weight_decay=d.weight_decay)
+
+        self.sampler = None
+        if d.reliable_sampling:
+            from rbm_tune.reliable import ReliableSampler
+
+            self.sampler = ReliableSampler(
+                teacher.krd_delta.to(device),
+                graph.observed_edge_index.to(device),
+                graph.num_observed,
+                init_power=d.krd_init_power,
+                momentum=d.krd_momentum,
+                min_update_epoch=d.krd_min_update_epoch,
+                update_rate=d.krd_update_rate,
+                bins=d.krd_bins,
+            )
+
+    # -- losses ---------------------------------------------------------------------------
+    def _kd(self, logits: Tensor, target: Tensor) -> Tensor:
+        d = self.d
+        if d.kd_form == "hinton":
+            return losses.kd_hinton(logits, target, d.temperature)
+        return losses.kd_reference(F.log_softmax(logits, -1), target, d.temperature)
+
+    def _forward(self, x: Tensor, *, update_memory: bool = True):  # -> StudentOutput
+        if hasattr(self.model, "update_memory"):
+            self.model.update_memory = update_memory
+        return self.model(x)
+
+    def _ce_term(self, x: Tensor, rows: Tensor, *, update_memory: bool = True) -> Tensor:
+        out = self._forward(x, update_memory=update_memory)
+        loss = self.d.label_weight * losses.label_loss(F.log_softmax(out.logits, -1), self.y[rows])
+        loss = loss + out.aux
+        if self.d.similarity_distill:
+            z = self.model.similarity_features(out.embedding)
+            loss = loss + self.d.feat_distill_weight * losses.similarity_loss(z, self.h_t[rows])
+        return loss
+
+    def _kd_term(self, x: Tensor, v: Tensor, *, update_memory: bool = True) -> Tensor:
+        out = self._forward(x, update_memory=update_memory)
+        return (1 - self.d.label_weight) * self._kd(out.logits, self.logp_t[v]) + out.aux
+
+    def _perturb(self, x: Tensor, raw_loss: Callable[[Tensor], Tensor]) -> Tensor:
+        """PGD on the inputs (spec §4.5): returns x + δ after ``adv_iters`` signed steps."""
+        eps = self.d.adv_eps
+        delta = (torch.rand(x.shape, generator=self.gen, device=x.device) * 2 - 1) * eps
+        clean = self.d.memory_update == "every_forward"
+        for _ in range(self.d.adv_iters):
+            delta.requires_grad_(True)
+            if hasattr(self.model, "update_memory"):
+                self.model.update_memory = clean
+            (grad,) = torch.autograd.grad(raw_loss(x + delta), delta)
+            delta = (delta.detach() + eps / 4 * grad.sign()).clamp(-eps, eps)
+        return x + delta
+
+    def _raw_ce(self, rows: Tensor) -> Callable[[Tensor], Tensor]:
+        def f(x: Tensor) -> Tensor:
+            out = self.model(x)
+            return losses.label_loss(F.log_softmax(out.logits, -1), self.y[rows]) + out.aux
+
+        return f
+
+    def _raw_kd(self, v: Tensor) -> Callable[[Tensor], Tensor]:
+        def f(x: Tensor) -> Tensor:
+            out = self.model(x)
+            logp_s = F.log_softmax(out.logits, -1)
+            kd = F.kl_div(logp_s, self.logp_t[v], log_target=True, reduction="batchmean")
+            return kd + out.aux
+
+        return f
+
+    # -- one epoch ------------------------------------------------------------------------
+    def _pairs(self) -> tuple[Tensor, Tensor]:
+        if self.sampler is not None:
+            return self.sampler.sample_pairs(self.gen)
+        ids = torch.arange(self.x.size(0), device=self.device)
+        return ids, ids
+
+    def epoch_reference(self) -> float:
+        """Spec §4.3 steps 2-7: accumulate chunk losses, one Adam step."""
+        d = self.d
+        u, v = self._pairs()
+        ema_adv = d.memory_update == "every_forward"
+        self.opt.zero_grad(set_to_none=True)
+        total = 0.0
+        ce_chunks = [self.train[s] for s in _chunks(self.train.numel(), d.batch_size)]
+        kd_chunks = [
+            (u[s], v[s]) for s in _chunks(u.numel(), d.batch_size) if s.stop - s.start >= 2
+        ]
+        for rows in ce_chunks:
+            loss = self._ce_term(self.x[rows], rows)
+            loss.backward()
+            total += float(loss)
+        for cu, cv in kd_chunks:
+            loss = self._kd_term(self.x[cu], cv)
+            loss.backward()
+            total += float(loss)
+        if d.adv_augment:
+            for rows in ce_chunks:
+                x_adv = self._perturb(self.x[rows], self._raw_ce(rows))
+                loss = d.adv_weight * self._ce_term(x_adv, rows, update_memory=ema_adv)
+                loss.backward()
+                total += float(loss)
+            for cu, cv in kd_chunks:
+                x_adv = self._perturb(self.x[cu], self._raw_kd(cv))
+                loss = d.adv_weight * self._kd_term(x_adv, cv, update_memory=ema_adv)
+                loss.backward()
+                total += float(loss)
+        self.opt.step()
+        return total
+
+    def epoch_fast(self) -> float:
+        """One forward per node; CE/KD/aux weighted by their reference chunk counts."""
+        d = self.d
+        u, v = self._pairs()
+        n_ce = len(_chunks(self.train.numel(), d.batch_size))
+        n_kd = sum(1 for s in _chunks(u.numel(), d.batch_size) if s.stop - s.start >= 2)
+        self.opt.zero_grad(set_to_none=True)
+
+        def objective(x: Tensor, *, raw: bool, update_memory: bool) -> Tensor:
+            out = self._forward(x, update_memory=update_memory)
+            logits, aux = out.logits, out.aux
+            logp = F.log_softmax(logits, -1)
+            ce = losses.label_loss(logp[self.train], self.y[self.train])
+            if raw:
+                kd = F.kl_div(logp[u], self.logp_t[v], log_target=True, reduction="batchmean")
+                return ce + kd + aux
+            loss = n_ce * d.label_weight * ce + n_kd * (1 - d.label_weight) * self._kd(
+                logits[u], self.logp_t[v]
+            )
+            if d.similarity_distill:
+                z = self.model.similarity_features(out.embedding[self.train])
+                sim = losses.similarity_loss(z, self.h_t[self.train])
+                loss = loss + n_ce * d.feat_distill_weight * sim
+            return loss + (n_ce + n_kd) * aux
+
+        loss = objective(self.x, raw=False, update_memory=True)
+        loss.backward()
+        total = float(loss)
+        if d.adv_augment:
+            ema_adv = d.memory_update == "every_forward"
+            x_adv = self._perturb(self.x, lambda x: objective(x, raw=True, update_memory=ema_adv))
+            loss = d.adv_weight * objective(x_adv, raw=False, update_memory=ema_adv)
+            loss.backward()
+            total += float(loss)
+        self.opt.step()
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float, float, Tensor]:
+        """Eval-mode logits for every node (chunked); (train, val, test acc, observed preds)."""
+        self.model.eval()
+        x = self.x_full if self.graph.is_inductive else self.x
+        logits = torch.cat(
+            [self.model(x[s]).logits for s in _chunks(x.size(0), self.d.batch_size)]
+        )
+        self.model.train()
+        if self.graph.is_inductive:
+            obs_logits = logits[self.graph.observed_idx.to(self.device)]
+        else:
+            obs_logits = logits
+        train_acc = accuracy(obs_logits[self.train], self.y[self.train])
+        val_acc = accuracy(obs_logits[self.val], self.y[self.val])
+        test_acc = accuracy(logits[self.test], self.y_test)
+        return train_acc, val_acc, test_acc, obs_logits.argmax(-1)
+
+
+def train_student(
+    config: TrialConfig,
+    graph: Graph,
+    teacher: TeacherOutputs,
+    *,
+    report: Report | None = None,
+    features: Tensor | None = None,
+    device: torch.device | str = "cpu",
+    keep_model: bool = False,
+) -> DistillResult:
+    """Distil ``teacher`` into the student ``config.student`` (spec §4).
+
+    Args:
+        config: the trial (student and distill sections are used; ``seed`` seeds everything).
+        graph: the dataset and split.
+        teacher: the teacher's outputs on the training graph (observed order).
+        report: called once per epoch with a dict keyed by ``rbm_tune.metrics`` names:
+            epoch (1-based), train_loss, train_acc, val_acc, best_val_acc, is_pretraining,
+            epoch_seconds. Never a test accuracy.
+        features: student inputs for every node, (N, d'); default ``graph.x`` (pass the
+            features with positional encodings concatenated to use them).
+        device: where to train.
+        keep_model: return the best-val student (on the CPU) in the result.
+
+    Returns:
+        DistillResult with the test accuracy at the best post-switch validation epoch.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    trainer = _Trainer(config, graph, teacher, graph.x if features is None else features, device)
+    d, model = config.distill, trainer.model
+    has_switch = hasattr(model, "end_pretraining") and config.student.model != "mlp"
+    pretrain = d.pretrain_epochs if has_switch else 0
+    step = trainer.epoch_fast if d.mode == "fast" else trainer.epoch_reference
+
+    best_val, best_epoch, test_at_best, test_max = -1.0, 0, 0.0, 0.0
+    best_state: dict[str, Tensor] | None = None
+    since_best = -pretrain  # pretraining epochs do not use up patience (§4.3 step 10)
+    history: list[dict[str, float]] = []
+    epoch = 0
+    for epoch in range(1, d.max_epochs + pretrain + 1):
+        tick = time.perf_counter()
+        if has_switch and epoch - 1 == pretrain:
+            model.end_pretraining(
+                trainer.x,
+                batch_size=d.batch_size,
+                seed=config.seed,
+                kmeans_restarts=d.kmeans_restarts,
+                kmeans_max_iter=d.kmeans_max_iter,
+                kmeans_max_rows=d.kmeans_max_rows,
+            )
+        model.train()
+        loss = step()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
+        train_acc, val_acc, test_acc, pred = trainer.evaluate()
+        if trainer.sampler is not None:
+            trainer.sampler.update(trainer.teacher_pred, pred)
+        switched = not getattr(model, "is_pretraining", False)
+        test_max = max(test_max, test_acc)
+        if switched and val_acc >= best_val:
+            best_val, best_epoch, test_at_best, since_best = val_acc, epoch, test_acc, 0
+            if keep_model:
+                best_state = {
+                    k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()
+                }
+        else:
+            since_best += 1
+        metrics = {
+            EPOCH: epoch,
+            TRAIN_LOSS: loss,
+            TRAIN_ACC: train_acc,
+            VAL_ACC: val_acc,
+            BEST_VAL_ACC: max(best_val, 0.0),
+            IS_PRETRAINING: float(not switched),
+            EPOCH_SECONDS: time.perf_counter() - tick,
+        }
+        history.append(metrics)
+        if report is not None:
+            report(dict(metrics))
+        if since_best >= d.patience:
+            break
+
+    kept = None
+    if keep_model and best_state is not None:
+        model.load_state_dict(best_state)
+        kept = model.cpu().eval()
+    return DistillResult(
+        val_acc=best_val,
+        test_acc=test_at_best,
+        test_acc_oracle=test_max,
+        best_epoch=best_epoch,
+        epochs=epoch,
+        seconds=time.perf_counter() - start,
+        history=history,
+        model=kept,
+    )

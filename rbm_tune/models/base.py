@@ -1,0 +1,260 @@
+"""Shared pieces of the students: output tuples, the stacked expert bank, argument checks.
+
+The expert bank is the dense formulation of spec §10.3: the E experts of a layer are one
+``(E, d_out, d_in)`` weight tensor, so all experts run as a single GEMM and the chosen ones are
+mixed with an einsum. No Python loop over experts and no device-to-host sync.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rbm_tune.models.norm import NORM_TYPES
+
+__all__ = [
+    "EXPERT_DROPOUTS",
+    "LOG_100",
+    "ExpertBank",
+    "PhasedLayer",
+    "Student",
+    "StudentOutput",
+    "TeacherOutput",
+    "check_expert_args",
+    "check_student_args",
+    "clamped_exp",
+]
+
+LOG_100 = math.log(100.0)
+EXPERT_DROPOUTS = ("per_pair", "shared")
+
+
+class StudentOutput(NamedTuple):
+    """What every student returns (spec §3).
+
+    Attributes:
+        embedding: output of the first layer before norm and activation, shape (B, D_emb)
+            (D_emb = hidden_dim, or out_dim for a 1-layer student).
+        logits: class logits, shape (B, C).
+        aux: the student's auxiliary loss (already weighted by its coefficients), a scalar
+            tensor; 0 for the MLP, in eval mode and during pretraining.
+    """
+
+    embedding: Tensor
+    logits: Tensor
+    aux: Tensor
+
+
+class TeacherOutput(NamedTuple):
+    """What every teacher returns (spec §2.1).
+
+    Attributes:
+        logits: class logits, shape (N, C).
+        embedding: the last hidden layer's output before norm and dropout, shape (N, H)
+            (the input features for a 1-layer teacher, as in the reference).
+    """
+
+    logits: Tensor
+    embedding: Tensor
+
+
+def clamped_exp(theta: Tensor) -> Tensor:
+    """``exp(min(theta, ln 100))``: the learnable scales and gates of spec §3.2-§3.3."""
+    return theta.clamp(max=LOG_100).exp()
+
+
+def check_student_args(
+    *, num_layers: int, hidden_dim: int, dropout: float, norm_type: str
+) -> None:
+    """Validate the hyperparameters every student shares; raise ValueError naming the fix."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers={num_layers} must be >= 1")
+    if hidden_dim < 1:
+        raise ValueError(f"hidden_dim={hidden_dim} must be >= 1")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout} must lie in [0, 1)")
+    if norm_type not in NORM_TYPES:
+        raise ValueError(f"norm_type={norm_type!r} is not one of {list(NORM_TYPES)}")
+
+
+def check_expert_args(*, num_experts: int, k: int, expert_dropout: str) -> None:
+    """Validate the mixture hyperparameters: ``1 <= k < num_experts`` (spec §3.3, strict)."""
+    if num_experts < 2:
+        raise ValueError(f"num_experts={num_experts} must be >= 2; raise it or use the MLP")
+    if not 1 <= k < num_experts:
+        raise ValueError(
+            f"k={k} must satisfy 1 <= k < num_experts={num_experts}; lower k or raise num_experts"
+        )
+    if expert_dropout not in EXPERT_DROPOUTS:
+        raise ValueError(
+            f"expert_dropout={expert_dropout!r} is not one of {list(EXPERT_DROPOUTS)}"
+        )
+
+
+class ExpertBank(nn.Module):
+    """E independent ``Linear(in_dim, out_dim)`` experts stored as stacked tensors.
+
+    Each expert is initialised like ``nn.Linear`` (weights and bias uniform in
+    ±1/sqrt(in_dim)), independently.
+
+    Args:
+        num_experts: E.
+        in_dim: d_in.
+        out_dim: d_out.
+    """
+
+    def __init__(self, num_experts: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.weight = nn.Parameter(torch.empty(num_experts, out_dim, in_dim))
+        self.bias = nn.Parameter(torch.empty(num_experts, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw every expert like a fresh ``nn.Linear``."""
+        bound = 1.0 / math.sqrt(self.in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def single(self, x: Tensor, expert: int = 0) -> Tensor:
+        """Apply one expert: (B, d_in) -> (B, d_out)."""
+        return F.linear(x, self.weight[expert], self.bias[expert])
+
+    @torch.no_grad()
+    def copy_first_to_all(self) -> None:
+        """Overwrite experts 1..E-1 with expert 0 (the end of pretraining, spec §3.3 step 4)."""
+        self.weight[1:] = self.weight[0]
+        self.bias[1:] = self.bias[0]
+
+    def mix(
+        self,
+        x: Tensor,
+        index: Tensor,
+        weight: Tensor,
+        *,
+        dropout: nn.Dropout,
+        per_pair: bool,
+        gate: Tensor | None = None,
+    ) -> Tensor:
+        """Weighted sum of the chosen experts: ``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)``.
+
+        ``e = index[i, j]``. The gates are folded into the weights
+        (``Ŵ_e = W_e diag(g_e)``), so every expert runs in one GEMM over the chunk (spec §10.3).
+
+        Dropout: with ``per_pair`` (the reference) an independent input mask is drawn for every
+        (node, chosen expert) pair; this is done as one batched GEMM over a (k, B, d_in) stack of
+        independently dropped copies of the chunk, costing k times the dense FLOPs. Otherwise
+        (``shared``, a deviation, spec §10.4) one mask per node is shared by its experts and the
+        whole layer is a single dense GEMM. Without active dropout (eval mode or p = 0) or with
+        k = 1 both are the same and the dense path is used.
+
+        Args:
+            x: layer inputs, shape (B, d_in).
+            index: chosen experts, shape (B, k), long.
+            weight: mixing weights of the chosen experts, shape (B, k) (detach them yourself
+                if no gradient should flow, as RbM does).
+            dropout: the layer's dropout module (applied to the inputs of every expert).
+            per_pair: draw an independent dropout mask per (node, chosen expert).
+            gate: optional per-expert input gates g, shape (E, d_in).
+
+        Returns:
+            Shape (B, d_out).
+        """
+        num_experts, out_dim, in_dim = self.weight.shape
+        batch, k = index.shape
+        w_stack = self.weight if gate is None else self.weight * gate.unsqueeze(1)
+        w_all = w_stack.reshape(num_experts * out_dim, in_dim)
+        b_all = self.bias.reshape(num_experts * out_dim)
+        if per_pair and k > 1 and dropout.training and dropout.p > 0:
+            # Dropout of an expanded view draws a fresh mask for every (slot, node, feature).
+            x_pairs = dropout(x.unsqueeze(0).expand(k, batch, in_dim))
+            y = F.linear(x_pairs, w_all, b_all).view(k, batch, num_experts, out_dim)
+            pick = index.T.reshape(k, batch, 1, 1).expand(k, batch, 1, out_dim)
+            y = y.gather(2, pick).squeeze(2)  # (k, B, d_out): slot j's own expert
+            return torch.einsum("bk,kbd->bd", weight, y)
+        y = F.linear(dropout(x), w_all, b_all).view(batch, num_experts, out_dim)
+        dense = weight.new_zeros(batch, num_experts).scatter(1, index, weight)
+        return torch.einsum("be,bed->bd", dense, y)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_experts} x {self.in_dim} -> {self.out_dim})"
+
+
+class PhasedLayer(nn.Module):
+    """A mixture layer with a pretraining phase (spec §3.2-§3.3).
+
+    The phase flag is a Python bool, so ``forward`` never syncs with the device to read it, and
+    it travels in the ``state_dict`` as extra state: reloading a checkpoint taken during
+    pretraining brings the phase back with the weights (spec §10.1 item 8).
+
+    Args:
+        pretraining: start in the pretraining phase.
+    """
+
+    def __init__(self, *, pretraining: bool) -> None:
+        super().__init__()
+        self._pretraining = pretraining
+
+    @property
+    def is_pretraining(self) -> bool:
+        """Whether the layer is still in its pretraining phase."""
+        return self._pretraining
+
+    def get_extra_state(self) -> Tensor:
+        return torch.tensor(self._pretraining)
+
+    def set_extra_state(self, state: Any) -> None:
+        self._pretraining = bool(state)
+
+
+class Student(nn.Module):
+    """Behaviour shared by the node-wise students (spec §3).
+
+    Subclasses set ``self.dropout_p``, ``self.embedding_dim`` and ``self.feature_encoder``
+    (a ``Linear(D_emb, D_emb)`` for similarity distillation, or None).
+    """
+
+    feature_encoder: nn.Linear | None
+    dropout_p: float
+
+    @property
+    def is_pretraining(self) -> bool:
+        """Whether the student is still in its pretraining phase (never for the MLP)."""
+        return False
+
+    def end_pretraining(
+        self,
+        x_all: Tensor | None = None,
+        *,
+        batch_size: int = -1,
+        seed: int = 0,
+        kmeans_restarts: int = 10,
+        kmeans_max_iter: int = 300,
+        kmeans_max_rows: int = 0,
+    ) -> None:
+        """Leave the pretraining phase (spec §4.3 step 1). A no-op unless overridden."""
+
+    def similarity_features(self, embedding: Tensor) -> Tensor:
+        """``dropout(ReLU(F · embedding))`` for similarity distillation (spec §4.6).
+
+        Args:
+            embedding: ``StudentOutput.embedding``, shape (B, D_emb).
+
+        Returns:
+            Shape (B, D_emb).
+
+        Raises:
+            RuntimeError: the student was built without ``feature_encoder=True``.
+        """
+        if self.feature_encoder is None:
+            raise RuntimeError(
+                "this student has no feature encoder; build it with feature_encoder=True"
+            )
+        z = F.relu(self.feature_encoder(embedding))
+        return F.dropout(z, p=self.dropout_p, training=self.training)

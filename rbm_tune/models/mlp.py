@@ -1,0 +1,97 @@
+"""MLP student, the GLNN baseline (spec §3.1)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rbm_tune.models.base import Student, StudentOutput, check_student_args
+from rbm_tune.models.norm import make_norm
+
+__all__ = ["MLP"]
+
+
+class MLP(Student):
+    """Plain MLP ``d -> h -> ... -> C`` (spec §3.1).
+
+    Between layers: optional norm -> ReLU -> dropout; no dropout on the input features.
+    The embedding is the first ``Linear``'s output, before norm and ReLU. There is no
+    pretraining phase: ``end_pretraining`` is a no-op and ``is_pretraining`` is always False.
+
+    Args:
+        in_dim: input feature width d.
+        out_dim: number of classes C.
+        num_layers: number of Linear layers L (1 maps d -> C directly).
+        hidden_dim: hidden width h.
+        dropout: dropout probability after each hidden ReLU.
+        norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
+        pretraining: accepted so every student has the same constructor; ignored.
+        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` for similarity
+            distillation (spec §4.6); D_emb = h, or C when L = 1.
+
+    Raises:
+        ValueError: a hyperparameter is out of range.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        num_layers: int = 2,
+        hidden_dim: int = 256,
+        dropout: float = 0.5,
+        norm_type: str = "none",
+        pretraining: bool = False,
+        feature_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        check_student_args(
+            num_layers=num_layers, hidden_dim=hidden_dim, dropout=dropout, norm_type=norm_type
+        )
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.dropout_p = dropout
+        self.norm_type = norm_type
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(make_norm(norm_type, hidden_dim) for _ in dims[1:-1])
+        self.dropout = nn.Dropout(dropout)
+        self.embedding_dim = dims[1]
+        self.feature_encoder = (
+            nn.Linear(self.embedding_dim, self.embedding_dim) if feature_encoder else None
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every layer, norm and the feature encoder."""
+        for module in [*self.layers, *self.norms, self.feature_encoder]:
+            if module is not None and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def forward(self, x: Tensor) -> StudentOutput:
+        """Run the MLP.
+
+        Args:
+            x: node features, shape (B, d).
+
+        Returns:
+            ``StudentOutput(embedding (B, D_emb), logits (B, C), aux = 0)``.
+        """
+        h = x
+        embedding = x
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i == 0:
+                embedding = h
+            if i < self.num_layers - 1:
+                h = self.dropout(F.relu(self.norms[i](h)))
+        return StudentOutput(embedding, h, h.new_zeros(()))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_dim}, {self.out_dim}, num_layers={self.num_layers}, "
+            f"hidden_dim={self.hidden_dim}, dropout={self.dropout_p}, "
+            f"norm_type={self.norm_type!r})"
+        )

@@ -1,0 +1,375 @@
+"""Vanilla sparse MoE student, as the reference wires it (spec §3.2).
+
+Deviations from the reference, all deliberate:
+
+- The dispatch is dense (spec §10.3): every expert runs on the whole chunk in one GEMM and the
+  chosen ones are mixed with ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
+- ``router="noisy_topk"`` offers the real Shazeer-style router the reference defines but never
+  uses (spec §10.1 item 9); the default ``"reference"`` is the cosine router actually wired.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rbm_tune.losses import cv_squared
+from rbm_tune.models.base import (
+    ExpertBank,
+    PhasedLayer,
+    Student,
+    StudentOutput,
+    check_expert_args,
+    check_student_args,
+    clamped_exp,
+)
+from rbm_tune.models.norm import make_norm
+
+__all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
+
+ROUTERS = ("reference", "noisy_topk")
+
+
+class Route(NamedTuple):
+    """A router's decision for a chunk of B rows.
+
+    Attributes:
+        index: chosen experts, shape (B, k'), long.
+        weight: their mixing weights, shape (B, k'), differentiable.
+        importance: per-expert importance, shape (E,).
+        load: per-expert load, shape (E,).
+    """
+
+    index: Tensor
+    weight: Tensor
+    importance: Tensor
+    load: Tensor
+
+
+class CosineRouter(nn.Module):
+    """The router the reference actually uses (spec §3.2), despite its "noisy top-k" label.
+
+    ``ℓ = s_r · norm(P x)ᵀ norm(K)``; in training ``ℓ += ε`` with ε ~ N(0, (1/E)²) (fixed std);
+    the top ``min(k + 1, E)`` experts are chosen and weighted by ``softmax(ℓ)`` over **all** E
+    experts (not renormalised). importance = Σ_i π_i, load = Σ_i mask_i (a count).
+
+    Args:
+        in_dim: d_in.
+        router_dim: width h of the projection P (the student's hidden_dim at every layer).
+        num_experts: E.
+        k: the configured k; k + 1 experts are used, as in the reference.
+    """
+
+    def __init__(self, in_dim: int, router_dim: int, num_experts: int, k: int) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.num_selected = min(k + 1, num_experts)
+        self.proj = nn.Linear(in_dim, router_dim)
+        self.keys = nn.Parameter(torch.empty(router_dim, num_experts))
+        self.scale_logit = nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Projection like ``nn.Linear``, keys N(0, 0.01²), scale 2."""
+        self.proj.reset_parameters()
+        nn.init.normal_(self.keys, 0.0, 0.01)
+        nn.init.constant_(self.scale_logit, math.log(2.0))
+
+    def forward(self, x: Tensor) -> Route:
+        """Route a chunk x of shape (B, d_in)."""
+        z = F.normalize(self.proj(x), dim=1)
+        logits = z @ F.normalize(self.keys, dim=0) * clamped_exp(self.scale_logit)
+        if self.training:
+            logits = logits + torch.randn_like(logits) / self.num_experts
+        index = logits.topk(self.num_selected, dim=-1).indices
+        probs = torch.softmax(logits, dim=-1)
+        mask = torch.zeros_like(probs).scatter(1, index, 1.0)
+        return Route(index, probs.gather(1, index), probs.sum(0), mask.sum(0))
+
+
+class NoisyTopKRouter(nn.Module):
+    """Shazeer et al. (2017) noisy top-k gating, the spec's alternative (§3.2, §10.1 item 9).
+
+    ``H = x W_g + ξ · (softplus(x W_n) + 0.01)`` with ξ ~ N(0, 1) in training only; the top k
+    entries of H are kept and renormalised with a softmax. importance = Σ_i G_i; load (training)
+    is Shazeer's smooth estimate Σ_i Φ((x W_g - threshold) / noise_std) with the standard normal
+    CDF Φ (std 1, not the reference's 1/E); in eval mode it is the selection count. W_g and W_n
+    start at zero, as in the paper.
+
+    Args:
+        in_dim: d_in.
+        num_experts: E.
+        k: experts per row (k < E).
+    """
+
+    def __init__(self, in_dim: int, num_experts: int, k: int) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.k = k
+        self.w_gate = nn.Parameter(torch.zeros(in_dim, num_experts))
+        self.w_noise = nn.Parameter(torch.zeros(in_dim, num_experts))
+
+    def reset_parameters(self) -> None:
+        """Zero both weight matrices."""
+        nn.init.zeros_(self.w_gate)
+        nn.init.zeros_(self.w_noise)
+
+    def forward(self, x: Tensor) -> Route:
+        """Route a chunk x of shape (B, d_in)."""
+        k = self.k
+        clean = x @ self.w_gate
+        if not self.training:
+            top_val, index = clean.topk(k, dim=-1)
+            weight = torch.softmax(top_val, dim=-1)
+            gates = torch.zeros_like(clean).scatter(1, index, weight)
+            load = (gates > 0).to(clean.dtype).sum(0)
+            return Route(index, weight, gates.sum(0), load)
+        noise_std = F.softplus(x @ self.w_noise) + 1e-2
+        noisy = clean + torch.randn_like(clean) * noise_std
+        top_val, top_idx = noisy.topk(k + 1, dim=-1)
+        index = top_idx[:, :k]
+        weight = torch.softmax(top_val[:, :k], dim=-1)
+        gates = torch.zeros_like(clean).scatter(1, index, weight)
+        # P(expert e is still chosen if its own noise were redrawn): compare its clean logit
+        # with the k-th largest of the *other* noisy logits.
+        threshold_in = top_val[:, k : k + 1]
+        threshold_out = top_val[:, k - 1 : k]
+        is_in = noisy > threshold_in
+        prob_in = torch.special.ndtr((clean - threshold_in) / noise_std)
+        prob_out = torch.special.ndtr((clean - threshold_out) / noise_std)
+        load = torch.where(is_in, prob_in, prob_out).sum(0)
+        return Route(index, weight, gates.sum(0), load)
+
+
+def _slice_experts(batch: int, num_experts: int, device: torch.device) -> Tensor:
+    """Expert of each row when a chunk is cut into E contiguous slices (``tensor_split``)."""
+    q, r = divmod(batch, num_experts)
+    rows = torch.arange(batch, device=device)
+    head = r * (q + 1)
+    return torch.where(rows < head, rows // (q + 1), r + (rows - head) // max(q, 1))
+
+
+class MoELayer(PhasedLayer):
+    """One MoE layer: E experts ``Dropout(p) -> Linear(d_in, d_out)``, a router, a scale.
+
+    Output ``y = s_l · Σ_{chosen e} π_e · expert_e(x)`` with ``s_l = exp(min(θ_l, ln 100))``,
+    θ_l init ln 2. During pretraining the chunk is cut into E contiguous slices, slice e goes to
+    expert e with weight 1 (no router, no aux); ``s_l`` is applied in both phases, as in the
+    reference. Balance loss ``coef · (CV²(importance) + CV²(load))`` in training mode after
+    pretraining, skipped when coef = 0.
+
+    Args:
+        in_dim: d_in.
+        out_dim: d_out.
+        num_experts: E.
+        k: the configured k.
+        router_dim: projection width of the reference router.
+        dropout: input dropout of every expert.
+        load_balance_coef: weight of the balance loss.
+        router: ``"reference"`` (:class:`CosineRouter`) or ``"noisy_topk"``.
+        expert_dropout: ``"per_pair"`` or ``"shared"`` (see :meth:`ExpertBank.mix`).
+        pretraining: start in the pretraining phase.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        num_experts: int,
+        k: int,
+        router_dim: int,
+        dropout: float = 0.0,
+        load_balance_coef: float = 0.01,
+        router: str = "reference",
+        expert_dropout: str = "per_pair",
+        pretraining: bool = True,
+    ) -> None:
+        super().__init__(pretraining=pretraining)
+        check_expert_args(num_experts=num_experts, k=k, expert_dropout=expert_dropout)
+        if router not in ROUTERS:
+            raise ValueError(f"router={router!r} is not one of {list(ROUTERS)}")
+        self.num_experts = num_experts
+        self.k = k
+        self.load_balance_coef = load_balance_coef
+        self.expert_dropout = expert_dropout
+        self.experts = ExpertBank(num_experts, in_dim, out_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.router: nn.Module = (
+            CosineRouter(in_dim, router_dim, num_experts, k)
+            if router == "reference"
+            else NoisyTopKRouter(in_dim, num_experts, k)
+        )
+        self.scale_logit = nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-draw experts and router; scale back to 2."""
+        self.experts.reset_parameters()
+        self.router.reset_parameters()
+        nn.init.constant_(self.scale_logit, math.log(2.0))
+
+    def end_pretraining(self) -> None:
+        """Switch the learned router on; nothing is copied or re-initialised (spec §3.2)."""
+        self._pretraining = False
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mix the experts for a chunk.
+
+        Args:
+            x: shape (B, d_in).
+
+        Returns:
+            Output (B, d_out) and the weighted balance loss (scalar tensor).
+        """
+        zero = x.new_zeros(())
+        scale = clamped_exp(self.scale_logit)
+        if self._pretraining:
+            index = _slice_experts(x.shape[0], self.num_experts, x.device).unsqueeze(1)
+            ones = x.new_ones(x.shape[0], 1)
+            y = self.experts.mix(x, index, ones, dropout=self.dropout, per_pair=False)
+            return scale * y, zero
+        route = self.router(x)
+        per_pair = self.expert_dropout == "per_pair"
+        y = self.experts.mix(x, route.index, route.weight, dropout=self.dropout, per_pair=per_pair)
+        aux = zero
+        if self.training and self.load_balance_coef > 0:
+            balance = cv_squared(route.importance) + cv_squared(route.load)
+            aux = self.load_balance_coef * balance
+        return scale * y, aux
+
+
+class MoE(Student):
+    """Vanilla MoE student: every layer (input, hidden, output) is a :class:`MoELayer`.
+
+    Between layers: optional norm -> ReLU (the dropout sits inside the experts, so it also
+    applies to the raw input features). Embedding = first layer's output, before norm/ReLU.
+
+    Args:
+        in_dim: input feature width d.
+        out_dim: number of classes C.
+        num_layers: L.
+        hidden_dim: hidden width h (also the router projection width at every layer).
+        dropout: input dropout of every expert.
+        norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
+        num_experts: E per layer.
+        k: the configured k (the reference router uses k + 1 experts).
+        load_balance_coef: weight of each layer's balance loss.
+        router: ``"reference"`` or ``"noisy_topk"``.
+        expert_dropout: ``"per_pair"`` (reference) or ``"shared"`` (fast, a deviation).
+        pretraining: start in the slice-dispatch pretraining phase (call ``end_pretraining``).
+        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (spec §4.6).
+
+    Raises:
+        ValueError: a hyperparameter is out of range, e.g. k >= num_experts.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        *,
+        num_layers: int = 2,
+        hidden_dim: int = 256,
+        dropout: float = 0.5,
+        norm_type: str = "none",
+        num_experts: int = 4,
+        k: int = 2,
+        load_balance_coef: float = 0.01,
+        router: str = "reference",
+        expert_dropout: str = "per_pair",
+        pretraining: bool = True,
+        feature_encoder: bool = False,
+    ) -> None:
+        super().__init__()
+        check_student_args(
+            num_layers=num_layers, hidden_dim=hidden_dim, dropout=dropout, norm_type=norm_type
+        )
+        check_expert_args(num_experts=num_experts, k=k, expert_dropout=expert_dropout)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.dropout_p = dropout
+        self.norm_type = norm_type
+        self.num_experts = num_experts
+        self.k = k
+        self.router_name = router
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(
+            MoELayer(
+                a,
+                b,
+                num_experts=num_experts,
+                k=k,
+                router_dim=hidden_dim,
+                dropout=dropout,
+                load_balance_coef=load_balance_coef,
+                router=router,
+                expert_dropout=expert_dropout,
+                pretraining=pretraining,
+            )
+            for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.norms = nn.ModuleList(make_norm(norm_type, hidden_dim) for _ in dims[1:-1])
+        self.embedding_dim = dims[1]
+        self.feature_encoder = (
+            nn.Linear(self.embedding_dim, self.embedding_dim) if feature_encoder else None
+        )
+
+    @property
+    def is_pretraining(self) -> bool:
+        """Whether the layers still use the slice dispatch."""
+        return any(layer.is_pretraining for layer in self.layers)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise layers, norms and the feature encoder (the phase is kept)."""
+        for module in [*self.layers, *self.norms, self.feature_encoder]:
+            if module is not None and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def end_pretraining(
+        self,
+        x_all: Tensor | None = None,
+        *,
+        batch_size: int = -1,
+        seed: int = 0,
+        kmeans_restarts: int = 10,
+        kmeans_max_iter: int = 300,
+        kmeans_max_rows: int = 0,
+    ) -> None:
+        """Switch every layer's router on (spec §3.2); the arguments are ignored."""
+        for layer in self.layers:
+            layer.end_pretraining()
+
+    def forward(self, x: Tensor) -> StudentOutput:
+        """Run the MoE student.
+
+        Args:
+            x: node features, shape (B, d).
+
+        Returns:
+            ``StudentOutput(embedding (B, D_emb), logits (B, C), aux)``, aux = Σ layer losses.
+        """
+        h = x
+        embedding = x
+        aux = x.new_zeros(())
+        for i, layer in enumerate(self.layers):
+            h, layer_aux = layer(h)
+            aux = aux + layer_aux
+            if i == 0:
+                embedding = h
+            if i < self.num_layers - 1:
+                h = F.relu(self.norms[i](h))
+        return StudentOutput(embedding, h, aux)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.in_dim}, {self.out_dim}, num_layers={self.num_layers}, "
+            f"hidden_dim={self.hidden_dim}, num_experts={self.num_experts}, k={self.k}, "
+            f"router={self.router_name!r}, pretraining={self.is_pretraining})"
+        )

@@ -1,0 +1,186 @@
+"""One trial end to end, without Ray: data → teacher → (PE) → student → result.
+
+This is what ``rbm-tune train`` runs, and what the search's trial function will call.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rbm_tune.config import TrialConfig
+from rbm_tune.data import Graph, load_graph
+from rbm_tune.distill import DistillResult, Report, train_student
+from rbm_tune.metrics import BEST_EPOCH, TEST_ACC, TEST_ACC_ORACLE, VAL_ACC
+from rbm_tune.teacher import TeacherOutputs, train_teacher
+
+__all__ = ["TrialResult", "resolve_device", "run_trial", "seed_everything", "student_features"]
+
+
+def seed_everything(seed: int) -> None:
+    """One seed into python ``random``, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Final numbers of one trial; test accuracies are at the best-validation epoch."""
+
+    dataset: str
+    setting: str
+    seed: int
+    teacher: str
+    student: str
+    teacher_val_acc: float
+    teacher_test_acc: float
+    teacher_test_acc_oracle: float
+    val_acc: float
+    test_acc: float
+    test_acc_oracle: float
+    best_epoch: int
+    epochs: int
+    teacher_seconds: float
+    student_seconds: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        return (
+            f"{self.dataset}/{self.setting} seed {self.seed}: "
+            f"teacher {self.teacher} test {self.teacher_test_acc:.4f} "
+            f"(val {self.teacher_val_acc:.4f}); "
+            f"student {self.student} {TEST_ACC} {self.test_acc:.4f} at best {VAL_ACC} "
+            f"{self.val_acc:.4f} ({BEST_EPOCH} {self.best_epoch}/{self.epochs}); "
+            f"{TEST_ACC_ORACLE} {self.test_acc_oracle:.4f}; {self.seconds:.1f}s"
+        )
+
+
+def student_features(
+    config: TrialConfig, graph: Graph, cache_dir: Path | None = None
+) -> torch.Tensor:
+    """Node features the student sees: raw, plus DeepWalk columns when enabled (spec §4.7).
+
+    The walk graph is the training graph; inductive held-out nodes get the mean of their
+    full-graph neighbours' embeddings. Embeddings are cached on disk per graph fingerprint,
+    seed and PE parameters.
+    """
+    d = config.distill
+    if not d.positional_encoding:
+        return graph.x
+    from rbm_tune.data import default_cache_dir
+    from rbm_tune.positional import cached_deepwalk, deepwalk, impute_heldout
+
+    params = (d.pe_walk_length, d.pe_num_walks, d.pe_window, d.pe_epochs, d.pe_dim)
+    key = f"deepwalk|{graph.fingerprint}|{config.seed}|{params}"
+
+    def compute() -> torch.Tensor:
+        return deepwalk(
+            graph.observed_edge_index,
+            graph.num_observed,
+            walk_length=d.pe_walk_length,
+            num_walks=d.pe_num_walks,
+            window=d.pe_window,
+            epochs=d.pe_epochs,
+            dim=d.pe_dim,
+            seed=config.seed,
+        )
+
+    pe = cached_deepwalk((cache_dir or default_cache_dir()) / "deepwalk", key, compute)
+    if graph.is_inductive:
+        pe = impute_heldout(
+            pe, graph.observed_idx, graph.test_idx, graph.edge_index, graph.num_nodes
+        )
+    return torch.cat([graph.x, pe.to(graph.x.dtype)], dim=1)
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    device: str | torch.device = "auto",
+    log: Callable[[str], None] | None = None,
+    report: Report | None = None,
+    graph: Graph | None = None,
+    teacher: TeacherOutputs | None = None,
+) -> TrialResult:
+    """Run one trial: load data, train the teacher (unless given), distil the student.
+
+    Args:
+        config: the trial.
+        data_root, download: where the dataset lives; see ``rbm_tune.data.load_graph``.
+        device: ``auto``, ``cpu``, ``cuda``...
+        log: receives human-readable progress lines.
+        report: receives the student's per-epoch metric dicts.
+        graph, teacher: reuse an already loaded graph / trained teacher.
+    """
+    start = time.perf_counter()
+    say = log or (lambda _line: None)
+    dev = resolve_device(device)
+    seed_everything(config.seed)
+    if graph is None:
+        graph = load_graph(
+            config.dataset,
+            root=data_root,
+            setting=config.setting,
+            seed=config.seed,
+            download=download,
+        )
+    say(f"data: {graph.summary()}; device {dev}")
+    if teacher is None:
+        teacher = train_teacher(config.teacher, graph, seed=config.seed, device=dev)
+    say(
+        f"teacher {config.teacher.model}: test_acc {teacher.test_acc:.4f} at best val_acc "
+        f"{teacher.val_acc:.4f} (epoch {teacher.best_epoch}/{teacher.epochs}, "
+        f"{teacher.seconds:.1f}s)"
+    )
+    features = student_features(config, graph)
+
+    def on_epoch(m: dict[str, float]) -> None:
+        if report is not None:
+            report(m)
+        phase = " pretrain" if m["is_pretraining"] else ""
+        say(
+            f"epoch {int(m['epoch']):4d}{phase} loss {m['train_loss']:.4f} "
+            f"train {m['train_acc']:.4f} val {m['val_acc']:.4f} best {m['best_val_acc']:.4f}"
+        )
+
+    result: DistillResult = train_student(
+        config, graph, teacher, report=on_epoch, features=features, device=dev
+    )
+    return TrialResult(
+        dataset=config.dataset,
+        setting=config.setting,
+        seed=config.seed,
+        teacher=config.teacher.model,
+        student=config.student.model,
+        teacher_val_acc=teacher.val_acc,
+        teacher_test_acc=teacher.test_acc,
+        teacher_test_acc_oracle=teacher.test_acc_oracle,
+        val_acc=result.val_acc,
+        test_acc=result.test_acc,
+        test_acc_oracle=result.test_acc_oracle,
+        best_epoch=result.best_epoch,
+        epochs=result.epochs,
+        teacher_seconds=teacher.seconds,
+        student_seconds=result.seconds,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,120 @@
+"""The real ``rbm-tune`` command in a subprocess: help, listings, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RBM_TUNE = [sys.executable, "-m", "rbm_tune.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*RBM_TUNE, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rbm-tune: error: ")
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_help_lists_commands() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for command in ("datasets", "train", "configs"):
+        assert command in proc.stdout
+
+
+def test_datasets_lists_presence_and_sizes(shared_data: Path) -> None:
+    proc = run("datasets", "--data-root", str(shared_data))
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[2:]}
+    assert rows["cora"][1] == "yes" and rows["cora"][2] == "2708"
+    assert rows["coauthor-physics"][1] == "yes"
+    assert rows["ogbn-arxiv"][1] == "no" and "missing" in " ".join(rows["ogbn-arxiv"])
+    assert rows["demo"][1] == "yes"
+
+
+def test_datasets_honours_env_root(tmp_path: Path) -> None:
+    proc = run("datasets", env={"RBM_TUNE_DATA": str(tmp_path)})
+    assert proc.returncode == 0
+    assert f"data root: {tmp_path}" in proc.stdout
+    assert " no " in proc.stdout.splitlines()[3]
+
+
+def test_configs_lists_shipped_configs() -> None:
+    proc = run("configs")
+    names = proc.stdout.split()
+    assert "cora-transductive-sage-rbm" in names and "demo-transductive-sage-rbm" in names
+
+
+def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("dataset: corra\nstudent: {model: mlp}\n")
+    proc = run("train", "--config", str(cfg))
+    assert_one_line_error(proc, "unknown dataset 'corra'", "cora")
+
+
+def test_missing_data_root_is_one_line(tmp_path: Path) -> None:
+    proc = run(
+        "train", "--config", "cora-transductive-sage-mlp", "--data-root", str(tmp_path / "x")
+    )
+    assert_one_line_error(proc, "does not exist", "--data-root")
+
+
+def test_missing_files_is_one_line(tmp_path: Path) -> None:
+    proc = run(
+        "train", "--config", "cora-transductive-sage-mlp", env={"RBM_TUNE_DATA": str(tmp_path)}
+    )
+    assert_one_line_error(proc, "dataset cora: missing", str(tmp_path / "Cora"), "--download")
+
+
+def test_truncated_file_is_one_line(shared_data: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "Cora" / "raw"
+    raw.mkdir(parents=True)
+    for src in (shared_data / "Cora" / "raw").iterdir():
+        data = src.read_bytes()
+        (raw / src.name).write_bytes(data[: len(data) // 2] if src.name.endswith(".x") else data)
+    proc = run("train", "--config", "cora-transductive-sage-mlp", "--data-root", str(tmp_path))
+    assert_one_line_error(proc, "cannot read dataset cora", "truncated or corrupt")
+
+
+def test_bad_config_key_is_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("dataset: demo\nstudent: {model: rbm, num_experts: 3, k: 3}\n")
+    assert_one_line_error(run("train", "--config", str(cfg)), "k=3", "num_experts=3")
+    cfg.write_text("dataset: demo\ndistill: {adv_weigth: 0.1, lamda: 0.3}\n")
+    assert_one_line_error(run("train", "--config", str(cfg)), "unknown distill keys ['lamda']")
+    cfg.write_text("dataset: demo\nstudent: [1, 2\n")
+    assert_one_line_error(run("train", "--config", str(cfg)), "not valid YAML")
+    assert_one_line_error(run("train", "--config", str(tmp_path / "none.yaml")), "no config file")
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("dataset: corra\n")
+    proc = run("--debug", "train", "--config", str(cfg))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.integration
+def test_train_demo_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "m.json"
+    proc = run("train", "--config", "demo-transductive-sage-rbm", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch" in proc.stderr and "test_acc" in proc.stdout
+    import json
+
+    metrics = json.loads(out.read_text())
+    assert metrics["student"] == "rbm" and metrics["val_acc"] > 0.5
