@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["kmeans"]
@@ -57,9 +58,10 @@ def _lloyd(x: Tensor, centres: Tensor, max_iter: int, tol: float) -> tuple[Tenso
     labels = None
     for _ in range(max_iter):
         dist, new_labels = _sq_dist(x, centres, x_sq).min(1)
-        counts = torch.bincount(new_labels, minlength=num_clusters)
-        sums = torch.zeros_like(centres).index_add_(0, new_labels, x)
-        new_centres = sums / counts.clamp_min(1)[:, None].to(x.dtype)
+        # One-hot GEMM rather than index_add_: deterministic on CUDA (no float atomics).
+        one_hot = F.one_hot(new_labels, num_clusters).to(x.dtype)
+        counts = one_hot.sum(0)
+        new_centres = (one_hot.T @ x) / counts.clamp_min(1)[:, None]
         empty = counts == 0
         num_empty = int(empty.sum())
         if num_empty:

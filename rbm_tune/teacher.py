@@ -20,6 +20,7 @@ from torch import Tensor
 from rbm_tune.config import TeacherSpec
 from rbm_tune.data import Graph
 from rbm_tune.metrics import accuracy
+from rbm_tune.reliable import entropy_shift
 
 __all__ = ["TeacherOutputs", "train_teacher"]
 
@@ -48,11 +49,6 @@ class TeacherOutputs:
     best_epoch: int
     epochs: int
     seconds: float
-
-
-def _entropy(logits: Tensor) -> Tensor:
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
 
 
 def train_teacher(
@@ -128,8 +124,7 @@ def train_teacher(
         gen = torch.Generator(device=device).manual_seed(seed)
         noise = torch.randn(x_obs.shape, generator=gen, device=device)
         noisy = model(x_obs + noise, edges_obs).logits
-        shift = (_entropy(noisy) - _entropy(out.logits)).abs()
-        delta = shift / shift.max() if float(shift.max()) > 0 else torch.zeros_like(shift)
+        delta = entropy_shift(out.logits, noisy)
     return TeacherOutputs(
         log_probs=F.log_softmax(out.logits, dim=-1).cpu(),
         embedding=out.embedding.cpu(),

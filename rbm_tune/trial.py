@@ -86,10 +86,17 @@ def student_features(
     if not d.positional_encoding:
         return graph.x
     from rbm_tune.data import default_cache_dir
-    from rbm_tune.positional import cached_deepwalk, deepwalk, impute_heldout
+    from rbm_tune.positional import cached_deepwalk, deepwalk, deepwalk_cache_key, impute_heldout
 
-    params = (d.pe_walk_length, d.pe_num_walks, d.pe_window, d.pe_epochs, d.pe_dim)
-    key = f"deepwalk|{graph.fingerprint}|{config.seed}|{params}"
+    key = deepwalk_cache_key(
+        graph.fingerprint,
+        seed=config.seed,
+        walk_length=d.pe_walk_length,
+        num_walks=d.pe_num_walks,
+        window=d.pe_window,
+        epochs=d.pe_epochs,
+        dim=d.pe_dim,
+    )
 
     def compute() -> torch.Tensor:
         return deepwalk(

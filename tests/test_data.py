@@ -148,3 +148,68 @@ def test_truncated_file_is_a_data_error(shared_data: Path, tmp_path: Path) -> No
 def test_shared_data_is_left_untouched(shared_data: Path) -> None:
     _load("cora", str(shared_data))
     assert not (shared_data / "Cora" / "processed").exists()
+
+
+# --- datasets that cannot be had here: their real loaders on synthetic files --------------------
+# (tests/synthetic_files.py writes the exact on-disk layout of the real downloads)
+
+
+def test_pubmed_through_planetoid(tmp_path: Path) -> None:
+    from synthetic_files import PUBMED_NUM_NODES, write_planetoid_pubmed
+
+    write_planetoid_pubmed(tmp_path, num_features=20)
+    g = load_graph("pubmed", root=tmp_path)
+    assert (g.num_nodes, g.num_features, g.num_classes) == (PUBMED_NUM_NODES, 20, 3)
+    assert (g.train_idx.numel(), g.val_idx.numel(), g.test_idx.numel()) == (60, 500, 1000)
+    assert int((g.edge_index[0] == g.edge_index[1]).sum()) == g.num_nodes
+    ind = load_graph("pubmed", root=tmp_path, setting="inductive")
+    assert torch.equal(ind.test_idx.sort().values, g.test_idx.sort().values)
+    assert ind.num_observed == PUBMED_NUM_NODES - 1000
+
+
+def test_truncated_planetoid_index_is_caught(tmp_path: Path) -> None:
+    from synthetic_files import write_planetoid_pubmed
+
+    folder = write_planetoid_pubmed(tmp_path)
+    index = folder / "raw" / "ind.pubmed.test.index"
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[: len(lines) // 2]) + "\n")  # loads silently in PyG
+    with pytest.raises(DataError, match="instead of 500/1000"):
+        load_graph("pubmed", root=tmp_path)
+
+
+def test_ogbn_arxiv_through_ogb(tmp_path: Path) -> None:
+    from synthetic_files import arxiv_split_sizes, write_ogbn_arxiv
+
+    write_ogbn_arxiv(tmp_path, num_nodes=600, num_features=16, num_classes=5)
+    g = load_graph("ogbn-arxiv", root=tmp_path)
+    assert (g.num_nodes, g.num_features, g.num_classes) == (600, 16, 5)
+    sizes = (g.train_idx.numel(), g.val_idx.numel(), g.test_idx.numel())
+    assert sizes == arxiv_split_sizes(600)
+    # made undirected, then one self-loop per node (spec §6.1)
+    assert int((g.edge_index[0] == g.edge_index[1]).sum()) == 600
+    fwd = set(map(tuple, g.edge_index.t().tolist()))
+    assert all((b, a) in fwd for a, b in fwd)
+    raw = (tmp_path / "ogbn_arxiv" / "raw" / "edge.csv.gz").stat().st_size
+    assert raw > 0 and not (tmp_path / "ogbn_arxiv" / "processed").exists()  # root untouched
+    ind = load_graph("ogbn-arxiv", root=tmp_path, setting="inductive", seed=1)
+    assert ind.test_idx.numel() == int(0.2 * sizes[2])
+
+
+def test_ogbn_products_through_ogb(tmp_path: Path) -> None:
+    from synthetic_files import products_split_sizes, write_ogbn_products
+
+    write_ogbn_products(tmp_path, num_nodes=600, num_features=12, num_classes=6)
+    g = load_graph("ogbn-products", root=tmp_path)
+    assert (g.num_nodes, g.num_features, g.num_classes) == (600, 12, 6)
+    sizes = (g.train_idx.numel(), g.val_idx.numel(), g.test_idx.numel())
+    assert sizes == products_split_sizes(600)
+    assert int((g.edge_index[0] == g.edge_index[1]).sum()) == 600
+
+
+def test_ogb_missing_release_file_is_a_data_error(tmp_path: Path) -> None:
+    from synthetic_files import write_ogbn_arxiv
+
+    (write_ogbn_arxiv(tmp_path) / "RELEASE_v1.txt").unlink()
+    with pytest.raises(DataError, match="missing RELEASE_v1.txt"):
+        load_graph("ogbn-arxiv", root=tmp_path)

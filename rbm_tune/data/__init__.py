@@ -105,6 +105,30 @@ def _preprocess(source: Source, raw: RawGraph) -> RawGraph:
     raise AssertionError(source.kind)
 
 
+def _check_consistent(source: Source, raw: RawGraph) -> None:
+    """Catch damage the loaders accept silently (a short ``test.index``, short label files)."""
+    n = raw.x.size(0)
+    problems = []
+    if raw.y.size(0) != n:
+        problems.append(f"{raw.y.size(0)} labels for {n} nodes")
+    if raw.edge_index.numel() and int(raw.edge_index.max()) >= n:
+        problems.append("edges point past the last node")
+    if raw.split is not None:
+        if any(t.numel() and int(t.max()) >= n for t in raw.split):
+            problems.append("split indices point past the last node")
+        if source.kind == "planetoid" and (raw.split[1].numel(), raw.split[2].numel()) != (
+            500,
+            1000,
+        ):
+            sizes = f"{raw.split[1].numel()}/{raw.split[2].numel()}"
+            problems.append(f"public split has {sizes} val/test nodes instead of 500/1000")
+    if problems:
+        raise DataError(
+            f"dataset {source.name} is inconsistent ({'; '.join(problems)}); the files look "
+            "truncated or corrupt: copy them again, or remove them and use --download"
+        )
+
+
 def load_graph(
     name: str,
     *,
@@ -140,6 +164,7 @@ def load_graph(
             Path(cache_dir) if cache_dir else default_cache_dir(),
             download=download,
         )
+    _check_consistent(source, raw)
     raw = _preprocess(source, raw)
     num_classes = int(raw.y.max()) + 1
     if raw.split is not None:

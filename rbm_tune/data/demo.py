@@ -13,7 +13,7 @@ from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
 __all__ = ["DEMO_SIZES", "make_demo"]
 
-DEMO_SIZES = {"nodes": 3000, "features": 32, "classes": 5, "degree": 8, "homophily": 0.8}
+DEMO_SIZES = {"nodes": 3000, "features": 32, "classes": 5, "degree": 8, "homophily": 0.75}
 
 
 def make_demo(
@@ -24,7 +24,7 @@ def make_demo(
     num_classes: int = DEMO_SIZES["classes"],
     degree: int = DEMO_SIZES["degree"],
     homophily: float = DEMO_SIZES["homophily"],
-    signal: float = 0.45,
+    signal: float = 0.3,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Generate a contextual SBM.
 

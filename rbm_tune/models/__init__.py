@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from rbm_tune.config import StudentSpec, TeacherSpec
@@ -63,7 +65,7 @@ def build_student(
         ConfigError: unknown model name.
     """
     cls = _lookup("student", spec.model, STUDENTS)
-    common = dict(
+    common: dict[str, Any] = dict(
         num_layers=spec.num_layers,
         hidden_dim=spec.hidden_dim,
         dropout=spec.dropout,
@@ -113,7 +115,7 @@ def build_teacher(spec: TeacherSpec, in_dim: int, out_dim: int) -> nn.Module:
         ConfigError: unknown model name.
     """
     cls = _lookup("teacher", spec.model, TEACHERS)
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         num_layers=spec.num_layers,
         hidden_dim=spec.hidden_dim,
         dropout=spec.dropout,

@@ -27,6 +27,7 @@ __all__ = [
     "check_expert_args",
     "check_student_args",
     "clamped_exp",
+    "reset_modules",
 ]
 
 LOG_100 = math.log(100.0)
@@ -65,6 +66,14 @@ class TeacherOutput(NamedTuple):
 def clamped_exp(theta: Tensor) -> Tensor:
     """``exp(min(theta, ln 100))``: the learnable scales and gates of spec §3.2-§3.3."""
     return theta.clamp(max=LOG_100).exp()
+
+
+def reset_modules(*modules: nn.Module | None) -> None:
+    """Call ``reset_parameters()`` on every given module that has one (None is skipped)."""
+    for module in modules:
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset):
+            reset()
 
 
 def check_student_args(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rbm_tune.models.base import Student, StudentOutput, check_student_args
+from rbm_tune.models.base import Student, StudentOutput, check_student_args, reset_modules
 from rbm_tune.models.norm import make_norm
 
 __all__ = ["MLP"]
@@ -66,9 +66,7 @@ class MLP(Student):
 
     def reset_parameters(self) -> None:
         """Re-initialise every layer, norm and the feature encoder."""
-        for module in [*self.layers, *self.norms, self.feature_encoder]:
-            if module is not None and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        reset_modules(*self.layers, *self.norms, self.feature_encoder)
 
     def forward(self, x: Tensor) -> StudentOutput:
         """Run the MLP.

@@ -11,7 +11,7 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from rbm_tune.models.base import (
     check_expert_args,
     check_student_args,
     clamped_exp,
+    reset_modules,
 )
 from rbm_tune.models.norm import make_norm
 
@@ -38,13 +39,13 @@ class Route(NamedTuple):
     """A router's decision for a chunk of B rows.
 
     Attributes:
-        index: chosen experts, shape (B, k'), long.
+        experts: chosen experts, shape (B, k'), long.
         weight: their mixing weights, shape (B, k'), differentiable.
         importance: per-expert importance, shape (E,).
         load: per-expert load, shape (E,).
     """
 
-    index: Tensor
+    experts: Tensor
     weight: Tensor
     importance: Tensor
     load: Tensor
@@ -199,7 +200,7 @@ class MoELayer(PhasedLayer):
         self.expert_dropout = expert_dropout
         self.experts = ExpertBank(num_experts, in_dim, out_dim)
         self.dropout = nn.Dropout(dropout)
-        self.router: nn.Module = (
+        self.router: CosineRouter | NoisyTopKRouter = (
             CosineRouter(in_dim, router_dim, num_experts, k)
             if router == "reference"
             else NoisyTopKRouter(in_dim, num_experts, k)
@@ -235,7 +236,9 @@ class MoELayer(PhasedLayer):
             return scale * y, zero
         route = self.router(x)
         per_pair = self.expert_dropout == "per_pair"
-        y = self.experts.mix(x, route.index, route.weight, dropout=self.dropout, per_pair=per_pair)
+        y = self.experts.mix(
+            x, route.experts, route.weight, dropout=self.dropout, per_pair=per_pair
+        )
         aux = zero
         if self.training and self.load_balance_coef > 0:
             balance = cv_squared(route.importance) + cv_squared(route.load)
@@ -322,15 +325,18 @@ class MoE(Student):
         )
 
     @property
+    def moe_layers(self) -> list[MoELayer]:
+        """The layers, typed."""
+        return cast("list[MoELayer]", list(self.layers))
+
+    @property
     def is_pretraining(self) -> bool:
         """Whether the layers still use the slice dispatch."""
-        return any(layer.is_pretraining for layer in self.layers)
+        return any(layer.is_pretraining for layer in self.moe_layers)
 
     def reset_parameters(self) -> None:
         """Re-initialise layers, norms and the feature encoder (the phase is kept)."""
-        for module in [*self.layers, *self.norms, self.feature_encoder]:
-            if module is not None and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        reset_modules(*self.layers, *self.norms, self.feature_encoder)
 
     def end_pretraining(
         self,
@@ -343,7 +349,7 @@ class MoE(Student):
         kmeans_max_rows: int = 0,
     ) -> None:
         """Switch every layer's router on (spec §3.2); the arguments are ignored."""
-        for layer in self.layers:
+        for layer in self.moe_layers:
             layer.end_pretraining()
 
     def forward(self, x: Tensor) -> StudentOutput:

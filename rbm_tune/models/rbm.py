@@ -6,11 +6,15 @@ Deviations from the reference, all deliberate:
   weights, an einsum with the detached routing weights, the memory EMA as one matmul, the
   commitment loss without a loop over k. Verified against a per-expert loop in
   ``tests/test_rbm_equivalence.py``.
-- ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts;
-  the default ``"per_pair"`` draws one per (node, chosen expert), as the reference does.
+- ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts
+  (one dense GEMM); the default ``"per_pair"`` draws one per (node, chosen expert), as the
+  reference does, at k times the dense FLOPs (see :meth:`ExpertBank.mix`).
 - The memory is overwritten in place (``copy_`` under ``no_grad``) and the self-similarity loss
   reads a clone of it, so a graph built by an earlier forward stays valid after the EMA.
-- k-means runs in torch (:func:`rbm_tune.kmeans.kmeans`), seeded per layer with ``seed + l``.
+- k-means runs in torch (:func:`rbm_tune.kmeans.kmeans`), seeded per layer with ``seed + l``;
+  ``end_pretraining`` restores the previous train/eval mode (the reference always sets train).
+- Before the switch the memory holds random unit vectors (the reference: zeros); it is unused
+  until the switch overwrites it, and a student built with ``pretraining=False`` routes with it.
 - The phase flag is part of the ``state_dict`` (extra state), see :class:`PhasedLayer`.
 - ``update_memory = False`` skips the EMA (the "once per clean chunk" variant, spec §10.4).
 """
@@ -18,6 +22,7 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +38,7 @@ from rbm_tune.models.base import (
     check_expert_args,
     check_student_args,
     clamped_exp,
+    reset_modules,
 )
 from rbm_tune.models.norm import make_norm
 
@@ -278,25 +284,28 @@ class RbM(Student):
         )
 
     @property
+    def rbm_layers(self) -> list[RbMLayer]:
+        """The layers, typed."""
+        return cast("list[RbMLayer]", list(self.layers))
+
+    @property
     def is_pretraining(self) -> bool:
         """Whether any layer is still a plain linear layer."""
-        return any(layer.is_pretraining for layer in self.layers)
+        return any(layer.is_pretraining for layer in self.rbm_layers)
 
     @property
     def update_memory(self) -> bool:
         """Whether training forwards run the memory EMA (set on every layer)."""
-        return all(layer.update_memory for layer in self.layers)
+        return all(layer.update_memory for layer in self.rbm_layers)
 
     @update_memory.setter
     def update_memory(self, value: bool) -> None:
-        for layer in self.layers:
+        for layer in self.rbm_layers:
             layer.update_memory = value
 
     def reset_parameters(self) -> None:
         """Re-initialise layers, norms and the feature encoder (the phase is kept)."""
-        for module in [*self.layers, *self.norms, self.feature_encoder]:
-            if module is not None and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+        reset_modules(*self.layers, *self.norms, self.feature_encoder)
 
     def _after(self, index: int, h: Tensor) -> Tensor:
         """Norm and ReLU after layer ``index`` (none after the last)."""
@@ -363,8 +372,9 @@ class RbM(Student):
         self.eval()
         try:
             with torch.no_grad():
-                h = x_all.to(self.layers[0].memory.device)
-                for i, layer in enumerate(self.layers):
+                layers = self.rbm_layers
+                h = x_all.to(layers[0].memory.device)
+                for i, layer in enumerate(layers):
                     if layer.is_pretraining:
                         centres = kmeans(
                             F.normalize(h, dim=1),

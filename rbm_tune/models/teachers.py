@@ -17,15 +17,17 @@ Deviations from the reference's DGL layers:
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
-from rbm_tune.models.base import TeacherOutput
+from rbm_tune.models.base import TeacherOutput, reset_modules
 from rbm_tune.models.norm import make_norm
+
+if TYPE_CHECKING:  # PyG is imported when a teacher is built, so students never pay for it
+    from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
 __all__ = ["GATTeacher", "GCNTeacher", "SAGETeacher"]
 
@@ -62,10 +64,7 @@ class _Teacher(nn.Module):
 
     def reset_parameters(self) -> None:
         """Re-initialise the PyG model and the norms."""
-        self.gnn.reset_parameters()
-        for norm in self.norms:
-            if hasattr(norm, "reset_parameters"):
-                norm.reset_parameters()
+        reset_modules(self.gnn, *self.norms)
 
     def _edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         return edge_index
@@ -140,6 +139,8 @@ class GCNTeacher(_Teacher):
             dropout=dropout,
             norm_type=norm_type,
         )
+        from torch_geometric.nn.models import GCN
+
         self.gnn = GCN(
             in_dim,
             hidden_dim,
@@ -186,6 +187,8 @@ class SAGETeacher(_Teacher):
             dropout=dropout,
             norm_type=norm_type,
         )
+        from torch_geometric.nn.models import GraphSAGE
+
         self.gnn = GraphSAGE(
             in_dim,
             hidden_dim,
@@ -258,4 +261,6 @@ class GATTeacher(_Teacher):
                 f"hidden_dim={hidden_dim} must be a multiple of heads={heads}; change either"
             )
         self.heads = heads
+        from torch_geometric.nn.models import GAT
+
         self.gnn = GAT(in_dim, hidden_dim, num_layers, out_dim, dropout=dropout, heads=heads)

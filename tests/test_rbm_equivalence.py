@@ -1,0 +1,264 @@
+"""The vectorised RbM layer equals a plain per-expert loop (acceptance check §11.1, spec §10.3).
+
+``LoopRbMLayer`` is the oracle: spec §3.3 steps 1-7 written straightforwardly, one expert at a
+time with index lists and host-side branching, the way the reference code does it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rbm_tune.models.moe import MoELayer
+from rbm_tune.models.rbm import RbMLayer
+
+ATOL = 1e-5
+
+
+def _cv_squared(v: Tensor) -> Tensor:
+    v = v.float()
+    return v.var() / (v.mean() ** 2 + 1e-10)
+
+
+class LoopRbMLayer(nn.Module):
+    """Spec §3.3 after pretraining, one expert at a time; ``masks`` emulates expert dropout."""
+
+    def __init__(self, layer: RbMLayer) -> None:
+        super().__init__()
+        self.k = layer.k
+        self.num_experts = layer.num_experts
+        self.momentum = layer.momentum
+        self.coeffs = (layer.vq_coeff, layer.sim_coeff, layer.load_balance_coef)
+        self.memory = nn.Parameter(layer.memory.detach().clone())
+        self.experts = nn.ModuleList()
+        for e in range(self.num_experts):
+            lin = nn.Linear(layer.in_dim, layer.out_dim)
+            lin.weight.data.copy_(layer.experts.weight[e].detach())
+            lin.bias.data.copy_(layer.experts.bias[e].detach())
+            self.experts.append(lin)
+        self.scale_logit = nn.Parameter(layer.scale_logit.detach().clone())
+        gate = layer.gate_logit
+        self.gate_logit = None if gate is None else nn.Parameter(gate.detach().clone())
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``mask``: (k, B, d_in) per (slot, node) dropout masks, or None for no dropout."""
+        batch = x.shape[0]
+        memory = F.normalize(self.memory, dim=1).detach()  # step 1
+        x_hat = F.normalize(x, dim=1)
+        cos = x_hat @ memory.T  # step 2
+        top_v, top_i = cos.topk(self.k, dim=-1, sorted=True)  # step 3
+        w = torch.softmax(top_v, dim=-1)  # step 4
+        attention = torch.zeros_like(cos).scatter(1, top_i, w)
+        gates = (
+            torch.ones_like(self.memory)
+            if self.gate_logit is None
+            else self.gate_logit.clamp(max=math.log(100)).exp()
+        )
+        out = x.new_zeros(batch, self.experts[0].out_features)
+        for e in range(self.num_experts):  # step 5
+            rows, slots = (top_i == e).nonzero(as_tuple=True)
+            if rows.numel() == 0:
+                continue
+            inp = gates[e] * x[rows]
+            if mask is not None:
+                inp = inp * mask[slots, rows]
+            y = attention[rows, e : e + 1].detach() * self.experts[e](inp)
+            out = out.index_add(0, rows, y)
+        out = out * self.scale_logit.clamp(max=math.log(100)).exp()
+        with torch.no_grad():  # step 6
+            averages = []
+            for e in range(self.num_experts):
+                rows = (top_i == e).any(1).nonzero(as_tuple=True)[0]
+                a = torch.softmax(attention[rows, e], dim=0)
+                averages.append((a[:, None] * x_hat[rows]).sum(0))
+            self.memory.data = self.momentum * memory + (1 - self.momentum) * torch.stack(averages)
+        vq_coeff, sim_coeff, lb_coeff = self.coeffs  # step 7
+        vq = 0.0
+        for j in range(self.k):
+            vq = vq + w[:, j] * (-x_hat * memory[top_i[:, j]]).sum(-1)
+        aux = vq_coeff * vq.mean()
+        m = F.normalize(self.memory, dim=1)
+        aux = aux + sim_coeff * (m @ m.T.detach()).mean()
+        aux = aux + lb_coeff * _cv_squared(attention.sum(0))
+        return out, aux
+
+
+class FixedMask(nn.Module):
+    """A stand-in for ``nn.Dropout`` that multiplies by a given mask (so both sides agree)."""
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__()
+        self.p = 0.5
+        self.mask = mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.mask
+
+
+def _layer(*, input_attention: bool, k: int = 2, num_experts: int = 4) -> RbMLayer:
+    torch.manual_seed(0)
+    layer = RbMLayer(
+        6,
+        5,
+        num_experts=num_experts,
+        k=k,
+        momentum=0.9,
+        vq_coeff=0.05,
+        sim_coeff=0.02,
+        load_balance_coef=0.03,
+        input_attention=input_attention,
+        dropout=0.0,
+        pretraining=False,
+    )
+    with torch.no_grad():
+        if input_attention:  # gates that differ per expert and feature
+            layer.gate_logit.uniform_(-0.5, 0.5)
+        layer.scale_logit.fill_(0.3)
+    return layer
+
+
+def _inputs(batch: int, *, starve_last_expert: bool, layer: RbMLayer) -> Tensor:
+    x = torch.randn(batch, 6, generator=torch.Generator().manual_seed(1))
+    if starve_last_expert:
+        x = x.abs() + 0.1  # all inputs in the positive orthant ...
+        with torch.no_grad():  # ... and the last expert's memory points away from it
+            layer.memory[-1] = -torch.ones(6)
+            layer.memory[:-1] = layer.memory[:-1].abs()
+    return x
+
+
+def _compare(layer: RbMLayer, x: Tensor, masks: tuple[Tensor | None, Tensor | None]) -> None:
+    """Run both layers on x, backpropagate the same loss, compare everything."""
+    oracle = LoopRbMLayer(layer)
+    layer.train()
+    oracle.train()
+    r = torch.randn(x.shape[0], 5, generator=torch.Generator().manual_seed(2))
+    x_fast = x.clone().requires_grad_(True)
+    x_loop = x.clone().requires_grad_(True)
+    if masks[0] is not None:
+        layer.dropout = FixedMask(masks[0])
+    out_fast, aux_fast = layer(x_fast)
+    out_loop, aux_loop = oracle(x_loop, masks[1])
+    assert torch.allclose(out_fast, out_loop, atol=ATOL)
+    assert torch.allclose(aux_fast, aux_loop, atol=ATOL)
+    assert torch.allclose(layer.memory, oracle.memory, atol=ATOL)
+    ((out_fast * r).sum() + aux_fast).backward()
+    ((out_loop * r).sum() + aux_loop).backward()
+    assert torch.allclose(x_fast.grad, x_loop.grad, atol=ATOL)
+    assert torch.allclose(layer.memory.grad, oracle.memory.grad, atol=ATOL)
+    assert torch.allclose(layer.scale_logit.grad, oracle.scale_logit.grad, atol=ATOL)
+    for e, expert in enumerate(oracle.experts):  # an unused loop expert has no grad at all
+        for fast, loop in (
+            (layer.experts.weight, expert.weight),
+            (layer.experts.bias, expert.bias),
+        ):
+            expected = torch.zeros_like(loop) if loop.grad is None else loop.grad
+            assert torch.allclose(fast.grad[e], expected, atol=ATOL)
+    if oracle.gate_logit is not None:
+        assert torch.allclose(layer.gate_logit.grad, oracle.gate_logit.grad, atol=ATOL)
+
+
+@pytest.mark.parametrize("input_attention", [False, True])
+@pytest.mark.parametrize("starve_last_expert", [False, True])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_vectorised_layer_equals_loop(
+    input_attention: bool, starve_last_expert: bool, k: int
+) -> None:
+    layer = _layer(input_attention=input_attention, k=k)
+    x = _inputs(12, starve_last_expert=starve_last_expert, layer=layer)
+    if starve_last_expert:
+        chosen = (F.normalize(x, dim=1) @ F.normalize(layer.memory, dim=1).T).topk(k).indices
+        assert not (chosen == layer.num_experts - 1).any()  # the case really has an empty expert
+    _compare(layer, x, (None, None))
+
+
+def test_empty_expert_keeps_its_direction() -> None:
+    layer = _layer(input_attention=False)
+    x = _inputs(12, starve_last_expert=True, layer=layer)
+    before = F.normalize(layer.memory.detach().clone(), dim=1)[-1]
+    layer.train()
+    layer(x)
+    assert torch.allclose(layer.memory[-1], 0.9 * before, atol=1e-6)
+
+
+@pytest.mark.parametrize("input_attention", [False, True])
+def test_per_pair_dropout_masks_each_node_expert_pair(input_attention: bool) -> None:
+    layer = _layer(input_attention=input_attention, k=3)
+    x = _inputs(10, starve_last_expert=False, layer=layer)
+    gen = torch.Generator().manual_seed(5)
+    mask = (torch.rand(3, 10, 6, generator=gen) > 0.5).float() * 2.0
+    _compare(layer, x, (mask, mask))
+
+
+def test_shared_dropout_uses_one_mask_per_node() -> None:
+    layer = _layer(input_attention=True, k=2)
+    layer.expert_dropout = "shared"
+    x = _inputs(10, starve_last_expert=False, layer=layer)
+    mask = (torch.rand(10, 6, generator=torch.Generator().manual_seed(6)) > 0.5).float() * 2.0
+    _compare(layer, x, (mask, mask.expand(2, 10, 6)))
+
+
+def test_real_dropout_per_pair_masks_differ_between_a_nodes_experts() -> None:
+    """Identity experts on all-ones input: output = 2 Σ_j w_ij m_ij per feature (p = 0.5).
+
+    One shared mask per node gives only 0 or 2; independent per-pair masks also give 2 w_ij.
+    """
+    layer = RbMLayer(
+        8,
+        8,
+        num_experts=3,
+        k=2,
+        vq_coeff=0.0,
+        sim_coeff=0.0,
+        load_balance_coef=0.0,
+        dropout=0.5,
+        pretraining=False,
+    )
+    with torch.no_grad():
+        layer.experts.weight.copy_(torch.eye(8).expand(3, 8, 8))
+        layer.experts.bias.zero_()
+    layer.train()
+    x = torch.ones(64, 8)
+
+    def all_or_nothing(y: Tensor) -> bool:
+        return bool(
+            (torch.isclose(y, torch.zeros(())) | torch.isclose(y, torch.full((), 2.0))).all()
+        )
+
+    torch.manual_seed(0)
+    per_pair = layer(x)[0] / 2.0  # s = 2
+    layer.expert_dropout = "shared"
+    shared = layer(x)[0] / 2.0
+    assert all_or_nothing(shared)
+    assert not all_or_nothing(per_pair)
+
+
+def test_moe_dense_dispatch_equals_loop() -> None:
+    torch.manual_seed(0)
+    layer = MoELayer(6, 5, num_experts=4, k=2, router_dim=8, dropout=0.0, pretraining=False)
+    layer.eval()  # deterministic routing: no router noise
+    x = torch.randn(12, 6)
+    route = layer.router(x)
+    expected = torch.zeros(12, 5)
+    for e in range(4):
+        rows, slots = (route.experts == e).nonzero(as_tuple=True)
+        y = route.weight[rows, slots, None] * layer.experts.single(x[rows], e)
+        expected = expected.index_add(0, rows, y)
+    expected = expected * layer.scale_logit.exp()
+    assert torch.allclose(layer(x)[0], expected, atol=ATOL)
+    assert route.experts.shape == (12, 3)  # the reference router uses k + 1 experts
+
+
+def test_moe_pretraining_sends_contiguous_slices_to_experts() -> None:
+    torch.manual_seed(0)
+    layer = MoELayer(6, 5, num_experts=4, k=2, router_dim=8, dropout=0.0)
+    x = torch.randn(10, 6)
+    slices = torch.tensor_split(torch.arange(10), 4)
+    expected = torch.cat([layer.experts.single(x[s], e) for e, s in enumerate(slices)]) * 2.0
+    out, aux = layer(x)
+    assert torch.allclose(out, expected, atol=ATOL)
+    assert aux.item() == 0.0
