@@ -40,7 +40,7 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace, on_progress=None) -> list[dict]:
     device = resolve_device(args.device)
     rows: list[dict] = []
     for dataset in args.datasets:
@@ -103,18 +103,21 @@ def run(args: argparse.Namespace) -> list[dict]:
                         file=sys.stderr,
                         flush=True,
                     )
+                if on_progress is not None:
+                    on_progress(rows)
     return rows
 
 
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
-        f"Seeds 0..{args.seeds - 1}, {args.teacher.upper()} teacher, device {args.device}, "
+        f"Seeds 0..{args.seeds - 1} (n = seeds finished), {args.teacher.upper()} teacher, "
+        f"device {args.device}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Accuracy ×100, mean ± "
         "population std over seeds. `test@best-val` = test accuracy at the best validation "
         "epoch (primary); `oracle` = max test accuracy over epochs (the reference's number).",
         "",
-        "| dataset | setting | model | test@best-val | oracle (max over epochs) | s / trial |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| dataset | setting | model | n | test@best-val | oracle (max over epochs) | s / trial |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     order = [f"teacher-{args.teacher}", "plain-mlp", "mlp", "moe", "rbm"]
     for dataset in args.datasets:
@@ -132,7 +135,8 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                     model, model
                 )
                 lines.append(
-                    f"| {dataset} | {setting} | {label} | {_fmt([r['test_acc'] for r in sel])} "
+                    f"| {dataset} | {setting} | {label} | {len(sel)} "
+                    f"| {_fmt([r['test_acc'] for r in sel])} "
                     f"| {_fmt([r['oracle'] for r in sel])} | {secs:.1f} |"
                 )
     return "\n".join(lines) + "\n"
@@ -155,13 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="write the markdown table (and a .json) here")
     args = p.parse_args(argv)
     start = time.perf_counter()
-    rows = run(args)
-    text = table(rows, args) + f"\nTotal {time.perf_counter() - start:.0f} s.\n"
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+
+    def write(rows: list[dict]) -> str:
+        text = table(rows, args) + f"\nTotal {time.perf_counter() - start:.0f} s.\n"
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+            args.out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        return text
+
+    print(write(run(args, on_progress=write)))
     return 0
 
 

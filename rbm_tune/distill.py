@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -210,22 +210,22 @@ class _Trainer:
         for rows in ce_chunks:
             loss = self._ce_term(self.x[rows], rows)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         for cu, cv in kd_chunks:
             loss = self._kd_term(self.x[cu], cv)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         if d.adv_augment:
             for rows in ce_chunks:
                 x_adv = self._perturb(self.x[rows], self._raw_ce(rows))
                 loss = d.adv_weight * self._ce_term(x_adv, rows, update_memory=ema_adv)
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
             for cu, cv in kd_chunks:
                 x_adv = self._perturb(self.x[cu], self._raw_kd(cv))
                 loss = d.adv_weight * self._kd_term(x_adv, cv, update_memory=ema_adv)
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
         self.opt.step()
         return total
 
@@ -256,13 +256,13 @@ class _Trainer:
 
         loss = objective(self.x, raw=False, update_memory=True)
         loss.backward()
-        total = float(loss)
+        total = float(loss.detach())
         if d.adv_augment:
             ema_adv = d.memory_update == "every_forward"
             x_adv = self._perturb(self.x, lambda x: objective(x, raw=True, update_memory=ema_adv))
             loss = d.adv_weight * objective(x_adv, raw=False, update_memory=ema_adv)
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         self.opt.step()
         return total
 

@@ -35,3 +35,28 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never write to the user's ~/.cache from a test."""
     monkeypatch.setenv("RBM_TUNE_CACHE", str(cache_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_graph():
+    """A seeded 120-node contextual SBM: 3 classes, 5 train and 10 val nodes per class."""
+    from rbm_tune.data import make_graph
+    from rbm_tune.data.demo import make_demo
+
+    x, y, edge_index = make_demo(
+        seed=7, num_nodes=120, num_features=12, num_classes=3, degree=6, signal=0.6
+    )
+    return make_graph(x, y, edge_index, name="tiny", train_per_class=5, val_per_class=10)
+
+
+@pytest.fixture(scope="session")
+def tiny_inductive_graph():
+    from rbm_tune.data import make_graph
+    from rbm_tune.data.demo import make_demo
+
+    x, y, edge_index = make_demo(
+        seed=7, num_nodes=120, num_features=12, num_classes=3, degree=6, signal=0.6
+    )
+    return make_graph(
+        x, y, edge_index, name="tiny", setting="inductive", train_per_class=5, val_per_class=10
+    )

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch_geometric.utils import (
     add_self_loops,
     coalesce,
@@ -46,6 +47,7 @@ __all__ = [
     "default_data_root",
     "get_source",
     "load_graph",
+    "make_graph",
     "resolve_data_root",
 ]
 
@@ -166,31 +168,63 @@ def load_graph(
         )
     _check_consistent(source, raw)
     raw = _preprocess(source, raw)
-    num_classes = int(raw.y.max()) + 1
-    if raw.split is not None:
-        train, val, test = (t.long() for t in raw.split)
+    return make_graph(
+        raw.x,
+        raw.y,
+        raw.edge_index,
+        name=name,
+        setting=setting,
+        seed=seed,
+        split=raw.split,
+        heldout_all_test=source.kind == "planetoid",
+    )
+
+
+def make_graph(
+    x: Tensor,
+    y: Tensor,
+    edge_index: Tensor,
+    *,
+    name: str = "custom",
+    setting: str = "transductive",
+    seed: int = 0,
+    split: tuple[Tensor, Tensor, Tensor] | None = None,
+    heldout_all_test: bool = False,
+    train_per_class: int = 20,
+    val_per_class: int = 30,
+) -> Graph:
+    """Split an already preprocessed graph and wrap it in a :class:`Graph` (spec §6.2-6.3).
+
+    Args:
+        split: official train/val/test indices; ``None`` draws the seeded per-class split.
+        heldout_all_test: inductive Planetoid protocol (the whole test set is held out).
+        train_per_class, val_per_class: sizes of the seeded per-class split.
+    """
+    num_classes = int(y.max()) + 1
+    if split is not None:
+        train, val, test = (t.long() for t in split)
     else:
-        train, val, test = per_class_split(raw.y, num_classes, seed=seed)
-    n = raw.x.size(0)
+        train, val, test = per_class_split(
+            y, num_classes, seed=seed, train_per_class=train_per_class, val_per_class=val_per_class
+        )
+    n = x.size(0)
     if setting == "inductive":
         observed, test = inductive_split(
-            n, train, val, test, seed=seed, heldout_all_test=source.kind == "planetoid"
+            n, train, val, test, seed=seed, heldout_all_test=heldout_all_test
         )
-        observed_edges = subgraph(raw.edge_index, observed, n)
+        observed_edges = subgraph(edge_index, observed, n)
         obs_train = torch.arange(train.numel())
         obs_val = torch.arange(train.numel(), train.numel() + val.numel())
     else:
-        observed, observed_edges, obs_train, obs_val = torch.arange(n), raw.edge_index, train, val
-    digest = fingerprint(
-        raw.x, raw.y, raw.edge_index, train, val, test, observed, extra=f"{name}|{setting}"
-    )
+        observed, observed_edges, obs_train, obs_val = torch.arange(n), edge_index, train, val
+    digest = fingerprint(x, y, edge_index, train, val, test, observed, extra=f"{name}|{setting}")
     return Graph(
         name=name,
         setting=setting,
         seed=seed,
-        x=raw.x.contiguous(),
-        y=raw.y,
-        edge_index=raw.edge_index,
+        x=x.contiguous(),
+        y=y,
+        edge_index=edge_index,
         train_idx=train,
         val_idx=val,
         test_idx=test,
