@@ -1,0 +1,232 @@
+"""MLflow: one experiment per study, a parent run for the study, a nested run per trial.
+
+Runs are written from the Ray driver (a Ray Tune ``Callback``), so trial processes never talk
+to MLflow and a multi-node study only needs the *driver* to reach the tracking URI. The default
+URI is a SQLite file in the working directory, passed to MLflow as an absolute URI because Ray
+trials run in other directories (STACK.md). Reachability is checked before any trial starts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rbm_tune.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+__all__ = ["Tracker", "default_tracking_uri", "git_sha", "resolve_tracking_uri"]
+
+TRIAL_TAG = "rbm_tune.trial_id"
+ROLE_TAG = "rbm_tune.role"
+STUDY_TAG = "rbm_tune.study"
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """``sqlite:////abs/path/mlflow.db`` in the working directory."""
+    return f"sqlite:///{((cwd or Path.cwd()) / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else :func:`default_tracking_uri`.
+
+    Relative SQLite paths and plain folders are made absolute (trials run elsewhere).
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    elif "://" not in uri:
+        uri = Path(uri).resolve().as_uri()
+    return uri
+
+
+def git_sha() -> str:
+    """The rbm-tune checkout's commit, or ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when the tracking store cannot be used.
+
+    Raises:
+        TrackingError: an HTTP server does not answer ``/health``, or a SQLite / file store's
+            folder cannot be written.
+    """
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"MLflow server {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(
+                f"cannot reach the MLflow tracking server {uri} ({reason}); start it (mlflow "
+                "server --host 127.0.0.1 ...), fix --tracking-uri / MLFLOW_TRACKING_URI, or "
+                "omit it to use ./mlflow.db"
+            ) from None
+        return
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+    elif uri.startswith("file://"):
+        folder = Path(uri.removeprefix("file://"))
+    else:
+        return  # databricks, postgres, ...: MLflow reports its own errors
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise TrackingError(
+            f"cannot write the MLflow store in {folder}; create the folder or pass "
+            "--tracking-uri with a writable location"
+        )
+
+
+def _flat_str(values: Mapping[str, Any]) -> dict[str, str]:
+    return {k: ("null" if v is None else str(v)) for k, v in values.items()}
+
+
+class Tracker:
+    """Writes a study's runs. One instance per study, on the driver.
+
+    Args:
+        uri: tracking URI (already resolved).
+        experiment: experiment name (the study name).
+        study_tags: tags set on the parent run and every trial run.
+    """
+
+    def __init__(self, uri: str, experiment: str, *, study_tags: Mapping[str, str]) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        if uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.uri = uri
+        self.experiment_name = experiment
+        self.client: MlflowClient = MlflowClient(uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+            )
+        except mlflow.exceptions.MlflowException as err:
+            first = str(err).splitlines()[0][:200]
+            raise TrackingError(f"MLflow at {uri} refused the experiment ({first})") from None
+        self.study_tags = dict(study_tags)
+        self.parent_id = self._find_or_create(
+            {ROLE_TAG: "study"}, run_name=experiment, tags={**self.study_tags, ROLE_TAG: "study"}
+        )
+
+    def _find_or_create(
+        self, match: Mapping[str, str], *, run_name: str, tags: Mapping[str, str]
+    ) -> str:
+        """Reuse the run whose tags equal ``match`` (so a resumed study adds no duplicates)."""
+        clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
+        if STUDY_TAG in self.study_tags:
+            clauses += f" and tags.`{STUDY_TAG}` = '{self.study_tags[STUDY_TAG]}'"
+        found = self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        return run.info.run_id
+
+    @property
+    def experiment_url(self) -> str:
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}"
+        return f"mlflow ui --backend-store-uri {self.uri}  (experiment {self.experiment_id})"
+
+    def start_trial(
+        self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        """The nested run of a trial (reused if the trial ran before a resume)."""
+        run_id = self._find_or_create(
+            {TRIAL_TAG: trial_id},
+            run_name=f"trial {trial_id}",
+            tags={
+                **self.study_tags,
+                **tags,
+                TRIAL_TAG: trial_id,
+                ROLE_TAG: "trial",
+                "mlflow.parentRunId": self.parent_id,
+            },
+        )
+        self.log_params(run_id, params)
+        return run_id
+
+    def log_teacher(
+        self,
+        digest: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        *,
+        step: int,
+        trained: bool,
+    ) -> str:
+        """The teacher's own run (role=teacher), logged once per teacher key and experiment."""
+        run_id = self._find_or_create(
+            {"rbm_tune.teacher_key": digest},
+            run_name=f"teacher {digest[:12]}",
+            tags={
+                **self.study_tags,
+                ROLE_TAG: "teacher",
+                "rbm_tune.teacher_key": digest,
+                "rbm_tune.teacher_trained_here": str(trained).lower(),
+                "mlflow.parentRunId": self.parent_id,
+            },
+        )
+        if not self.client.get_run(run_id).data.metrics:
+            self.log_params(run_id, params)
+            self.log_metrics(run_id, metrics, step=step)
+        self.end(run_id)
+        return run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(run_id).data.params
+        new = [Param(k, v) for k, v in _flat_str(params).items() if k not in existing]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def trial_runs(self) -> list[Any]:
+        """Every trial run of this study (for tests and the final table)."""
+        study = self.study_tags.get(STUDY_TAG, "")
+        return self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'trial' and tags.`{STUDY_TAG}` = '{study}'",
+            max_results=10000,
+        )

@@ -1,0 +1,125 @@
+"""MLflow tracking against a real SQLite store and a real ``mlflow server`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rbm_tune.errors import TrackingError
+from rbm_tune.tracking import Tracker, check_reachable, resolve_tracking_uri
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` process on 127.0.0.1 and a random free port."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'db.sqlite'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                if resp.read().decode().strip() == "OK":
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+        pytest.fail("mlflow server did not become healthy in 90 s")
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def _exercise(uri: str, tmp_path: Path) -> None:
+    tags = {"rbm_tune.study": "s1", "rbm_tune.space_digest": "abc"}
+    tracker = Tracker(uri, "study-s1", study_tags=tags)
+    run = tracker.start_trial("t1", {"student.k": 2, "distill.lr": 0.01}, {"x": "y"})
+    for epoch in range(1, 4):
+        tracker.log_metrics(run, {"val_acc": 0.1 * epoch}, step=epoch)
+    art = tmp_path / "best.yaml"
+    art.write_text("a: 1\n")
+    tracker.log_artifact(tracker.parent_id, art)
+    tracker.end(run)
+    # a resumed study reuses the parent run and the trial's run instead of adding new ones
+    again = Tracker(uri, "study-s1", study_tags=tags)
+    assert again.parent_id == tracker.parent_id
+    assert again.start_trial("t1", {"student.k": 2}, {}) == run
+    runs = again.trial_runs()
+    assert len(runs) == 1
+    data = again.client.get_run(run).data
+    assert data.params["student.k"] == "2" and data.params["distill.lr"] == "0.01"
+    assert data.tags["mlflow.parentRunId"] == tracker.parent_id
+    history = again.client.get_metric_history(run, "val_acc")
+    assert [m.step for m in history] == [1, 2, 3]
+
+
+def test_sqlite_store(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    check_reachable(uri)
+    _exercise(uri, tmp_path)
+
+
+@pytest.mark.integration
+def test_mlflow_server_over_http(mlflow_server: str, tmp_path: Path) -> None:
+    check_reachable(mlflow_server)
+    _exercise(mlflow_server, tmp_path)
+
+
+def test_unreachable_server_is_one_line() -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(TrackingError, match=r"cannot reach the MLflow tracking server") as err:
+        check_reachable(f"http://127.0.0.1:{port}", timeout=2)
+    assert "\n" not in str(err.value)
+
+
+def test_unwritable_store_folder(tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match="cannot write"):
+        check_reachable(f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
+
+
+def test_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
