@@ -13,6 +13,7 @@ This module imports neither torch nor Ray.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -70,9 +71,14 @@ def _in_range(name: str, value: float, lo: float, hi: float) -> None:
         raise ConfigError(f"{name}={value!r} must lie in [{lo}, {hi}]")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
 def _coerce(cls: type, name: str, value: Any) -> Any:
     """Coerce a YAML scalar to the field's declared type, or raise a one-line ConfigError."""
-    hint = get_type_hints(cls)[name]
+    hint = _hints(cls)[name]
     where = f"{cls.__name__.removesuffix('Spec').lower()}.{name}"
     if hint is bool:
         if isinstance(value, bool):

@@ -1,0 +1,473 @@
+"""The search: Ray Tune + OptunaSearch (TPE) + ASHA over a validated ``SearchSpace``.
+
+The only module that imports ``ray.tune``. The data flow (STYLE.md §4):
+
+1. the space is validated and the tracking store checked *before* Ray starts;
+2. Ray is joined (``address``) or started locally on 127.0.0.1;
+3. the teacher is resolved once — loaded from the teacher cache or trained as one Ray task —
+   and handed to every trial through the object store (``tune.with_parameters``);
+4. OptunaSearch draws each trial's hyperparameters with ``SearchSpace.define_by_run``; the trial
+   function is a thin adapter over ``distill.train_student`` whose ``report`` calls
+   ``ray.tune.report`` once per epoch with validation metrics only;
+5. ASHA compares ``val_acc`` at its rungs, counting epochs *after* the pretraining switch
+   (``post_switch_epoch``), so a student is never judged on its MLP warm-up;
+6. a finished trial reports its test accuracy at the best-validation epoch exactly once, with
+   its best weights as a checkpoint; the searcher reads only ``val_acc``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from rbm_tune.errors import RbmTuneError
+
+__all__ = ["StudyResult", "run_study"]
+
+POST_SWITCH_EPOCH = "post_switch_epoch"
+NUM_PARAMS = "num_params"
+INFERENCE_MS = "inference_ms_per_1k_nodes"
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where a finished study's results are and what was best."""
+
+    name: str
+    storage_path: Path
+    experiment_url: str
+    best_config: dict[str, Any]
+    best_val_acc: float
+    best_test_acc: float | None
+    table: list[dict[str, Any]]
+    teacher_digest: str
+    teacher_trained: bool
+
+
+def _trial_device(requested_gpus: float) -> Any:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested_gpus > 0:
+        warnings.warn(
+            "rbm-tune: a trial was given a GPU but CUDA is not available here; running on CPU",
+            stacklevel=2,
+        )
+    return torch.device("cpu")
+
+
+def _inference_ms(model: Any, x: Any) -> float:
+    """Wall-clock milliseconds per 1,000 nodes of one eval-mode forward (synchronised)."""
+    import time
+
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        model(x[: min(len(x), 4096)])  # warm-up
+        if x.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1000 / max(len(x), 1) * 1000
+
+
+def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -> None:
+    """One trial: sampled constants -> TrialConfig -> train_student, reporting to Ray Tune."""
+    import torch
+
+    from rbm_tune import metrics as M
+    from rbm_tune.distill import train_student
+    from rbm_tune.trial import seed_everything, student_features
+
+    cfg = space.config_for(config)
+    seed_everything(cfg.seed)
+    device = _trial_device(space.study.gpus_per_trial)
+    pretrain = cfg.distill.pretrain_epochs if cfg.student.model != "mlp" else 0
+
+    def report(m: dict[str, float]) -> None:
+        tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain})
+
+    features = student_features(cfg, graph)
+    result = train_student(
+        cfg, graph, teacher, report=report, features=features, device=device, keep_model=True
+    )
+    model = result.model
+    assert model is not None
+    x = features.to(device)
+    inference = _inference_ms(model.to(device), x)
+    final = {
+        M.EPOCH: result.epochs,
+        POST_SWITCH_EPOCH: result.epochs - pretrain,
+        M.VAL_ACC: result.val_acc,
+        M.TEST_ACC: result.test_acc,
+        M.TEST_ACC_ORACLE: result.test_acc_oracle,
+        M.BEST_EPOCH: result.best_epoch,
+        NUM_PARAMS: sum(p.numel() for p in model.parameters()),
+        INFERENCE_MS: inference,
+        FINAL: 1,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(model.cpu().state_dict(), Path(tmp) / "student.pt")
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # Single node: make Ray use 127.0.0.1 instead of the machine's public address.
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RbmTuneError(
+            f"cannot start or join {where} ({first}); check --address (e.g. ray://head:10001 or "
+            "auto) and that 'ray status' works there"
+        ) from None
+
+
+def run_study(
+    space: Any,
+    *,
+    gpus: float | None = None,
+    cpus: int | None = None,
+    num_trials: int | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    data_root: str | Path | None = None,
+    download: bool = False,
+    cache_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    storage_path: str | Path | None = None,
+    verbose: int = 1,
+    log: Callable[[str], None] = print,
+) -> StudyResult:
+    """Run (or resume) a study over ``space``. See the module docstring for the data flow.
+
+    Raises:
+        RbmTuneError: a bad space, missing data, an unreachable tracking store or Ray cluster,
+            a study that already exists (without ``resume``) or does not (with it).
+    """
+    from rbm_tune.data import load_graph
+    from rbm_tune.teacher_cache import TeacherCache, TeacherKey
+    from rbm_tune.tracking import Tracker, check_reachable, git_sha, resolve_tracking_uri
+
+    study = space.study
+    name = name or study.name
+    trials = num_trials or study.num_trials
+    storage = Path(storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    experiment_dir = storage / name
+    uri = resolve_tracking_uri(tracking_uri)
+
+    # -- everything that can fail fast, before Ray -------------------------------------------
+    check_reachable(uri)
+    base = space.default_config()
+    graph = load_graph(
+        base.dataset, root=data_root, setting=base.setting, seed=base.seed, download=download
+    )
+    from ray.tune import Tuner
+
+    if resume and not Tuner.can_restore(str(experiment_dir)):
+        raise RbmTuneError(
+            f"no study {name!r} to resume in {storage}; run without --resume to start it"
+        )
+    if not resume and experiment_dir.exists():
+        raise RbmTuneError(
+            f"study {name!r} already exists in {storage}; pass --resume to continue it or "
+            "--name to start a new one"
+        )
+    tracker = Tracker(
+        uri,
+        name,
+        study_tags={
+            "rbm_tune.study": name,
+            "rbm_tune.space_digest": space.digest,
+            "rbm_tune.git_sha": git_sha(),
+            "rbm_tune.dataset": base.dataset,
+        },
+    )
+    tracker.log_artifact(tracker.parent_id, Path(space.path))
+
+    # -- Ray, then the teacher, once ---------------------------------------------------------
+    _init_ray(address, cpus, gpus)
+    import ray
+
+    cache = TeacherCache.in_cache_dir(cache_dir)
+    key = TeacherKey.of(graph, base.teacher, seed=base.seed)
+    gpu_for_teacher = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpu_for_teacher)(_resolve_teacher)
+    teacher, trained = ray.get(task.remote(cache, key, base.teacher, graph, base.seed))
+    _log_teacher(tracker, key, teacher, trained)
+    log(
+        f"teacher {key.digest[:12]} ({'trained' if trained else 'from cache'}): test_acc "
+        f"{teacher.test_acc:.4f} at best val_acc {teacher.val_acc:.4f}"
+    )
+    return _tune(
+        space,
+        graph,
+        teacher,
+        key,
+        tracker,
+        trained,
+        name=name,
+        trials=trials,
+        storage=storage,
+        resume=resume,
+        verbose=verbose,
+        log=log,
+    )
+
+
+def _resolve_teacher(cache: Any, key: Any, spec: Any, graph: Any, seed: int) -> tuple[Any, bool]:
+    """Runs as one Ray task: the cached teacher, or train it (exactly once, under its lock)."""
+    from rbm_tune.teacher import train_teacher
+    from rbm_tune.trial import resolve_device
+
+    trained: list[bool] = []
+
+    def train() -> Any:
+        trained.append(True)
+        return train_teacher(spec, graph, seed=seed, device=resolve_device("auto"))
+
+    return cache.get_or_train(key, train), bool(trained)
+
+
+def _log_teacher(tracker: Any, key: Any, teacher: Any, trained: bool) -> None:
+    tracker.log_teacher(
+        key.digest,
+        {f"teacher.{k}": v for k, v in key.fields()["teacher"].items()},
+        {
+            "val_acc": teacher.val_acc,
+            "test_acc": teacher.test_acc,
+            "test_acc_max_over_epochs_oracle": teacher.test_acc_oracle,
+        },
+        step=teacher.best_epoch,
+        trained=trained,
+    )
+
+
+_LOGGED = (
+    "train_loss",
+    "train_acc",
+    "val_acc",
+    "best_val_acc",
+    "is_pretraining",
+    "epoch_seconds",
+)
+_FINAL_LOGGED = (
+    "val_acc",
+    "test_acc",
+    "test_acc_max_over_epochs_oracle",
+    "best_epoch",
+    NUM_PARAMS,
+    INFERENCE_MS,
+)
+
+
+class MlflowTrials(tune.Callback):
+    """Driver-side Ray Tune callback mirroring every trial into a nested MLflow run.
+
+    Picklable (Ray saves it with the Tuner): it keeps only the tracker's settings and opens the
+    MLflow client lazily.
+    """
+
+    def __init__(self, tracker: Any, fixed: dict[str, Any], teacher_digest: str) -> None:
+        self.tracker_args = (tracker.uri, tracker.experiment_name, tracker.study_tags)
+        self._tracker = tracker
+        self.fixed = dict(fixed)
+        self.teacher_digest = teacher_digest
+        self.runs: dict[str, str] = {}
+        self.finished: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tracker": None, "runs": {}, "finished": set()}
+
+    @property
+    def tracker(self) -> Any:
+        if self._tracker is None:
+            from rbm_tune.tracking import Tracker
+
+            uri, experiment, tags = self.tracker_args
+            self._tracker = Tracker(uri, experiment, study_tags=tags)
+        return self._tracker
+
+    def _run(self, trial: Any) -> str:
+        if trial.trial_id not in self.runs:
+            self.runs[trial.trial_id] = self.tracker.start_trial(
+                trial.trial_id,
+                {**self.fixed, **trial.config},
+                {"rbm_tune.teacher_key": self.teacher_digest, "rbm_tune.trial_name": str(trial)},
+            )
+        return self.runs[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._run(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run = self._run(trial)
+        if result.get(FINAL):
+            final = {f"final_{k}" if k == "val_acc" else k: result[k] for k in _FINAL_LOGGED}
+            self.tracker.log_metrics(run, final, step=int(result["epoch"]))
+            self.finished.add(trial.trial_id)
+            return
+        metrics = {k: result[k] for k in _LOGGED if k in result}
+        self.tracker.log_metrics(run, metrics, step=int(result["epoch"]))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run = self._run(trial)
+        stopped = trial.trial_id not in self.finished
+        self.tracker.set_tags(run, {"rbm_tune.asha_stopped": str(stopped).lower()})
+        self.tracker.end(run, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.end(self._run(trial), "FAILED")
+
+
+def _tune(
+    space: Any,
+    graph: Any,
+    teacher: Any,
+    key: Any,
+    tracker: Any,
+    trained: bool,
+    *,
+    name: str,
+    trials: int,
+    storage: Path,
+    resume: bool,
+    verbose: int,
+    log: Callable[[str], None],
+) -> StudyResult:
+    import optuna
+    import ray
+    import yaml
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from rbm_tune.metrics import TEST_ACC, VAL_ACC
+
+    study = space.study
+    gpus_per_trial = study.gpus_per_trial
+    if gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        log("rbm-tune: warning: the space asks for GPUs but the Ray cluster has none; using CPUs")
+        gpus_per_trial = 0
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial_fn, space=space, graph=graph, teacher=teacher),
+        {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
+    )
+    callbacks = [MlflowTrials(tracker, space.fixed, key.digest)]
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        callbacks=callbacks,
+        verbose=verbose,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    if resume:
+        tuner = tune.Tuner.restore(
+            str(storage / name), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+        # a fresh callback: the pickled one holds no run ids
+        tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
+    else:
+        searcher = OptunaSearch(
+            space=space.define_by_run,
+            metric=study.metric,
+            mode=study.mode,
+            sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
+        )
+        scheduler = ASHAScheduler(
+            time_attr=POST_SWITCH_EPOCH,
+            metric=study.metric,
+            mode=study.mode,
+            # +1: reaching the last epoch must not stop a trial before its final report
+            max_t=study.asha_max_t + 1,
+            grace_period=study.grace_period,
+            reduction_factor=study.reduction_factor,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=trials,
+                max_concurrent_trials=study.max_concurrent,
+            ),
+            run_config=run_config,
+        )
+    grid = tuner.fit()
+
+    rows = []
+    for result in grid:
+        m = result.metrics or {}
+        rows.append(
+            {
+                "trial_id": m.get("trial_id", ""),
+                VAL_ACC: m.get(VAL_ACC),
+                TEST_ACC: m.get(TEST_ACC),
+                "epochs": m.get("epoch"),
+                "asha_stopped": not m.get(FINAL, False),
+                "config": result.config or {},
+                "checkpoint": result.checkpoint,
+                "error": str(result.error).splitlines()[0] if result.error else None,
+            }
+        )
+    done = [r for r in rows if r[VAL_ACC] is not None]
+    if not done:
+        raise RbmTuneError(
+            f"no trial of study {name!r} reported a result; see the Ray logs in {storage / name}"
+        )
+    done.sort(key=lambda r: r[VAL_ACC], reverse=study.mode == "max")
+    finished = [r for r in done if not r["asha_stopped"]] or done
+    best = finished[0]
+    best_config = space.config_for(best["config"]).to_dict()
+    out_dir = storage / name
+    best_yaml = out_dir / "best_config.yaml"
+    best_yaml.write_text(yaml.safe_dump(best_config, sort_keys=False))
+    tracker.log_artifact(tracker.parent_id, best_yaml)
+    table = out_dir / "results.csv"
+    table.write_text(
+        "trial_id,val_acc,test_acc,epochs,asha_stopped\n"
+        + "".join(
+            f"{r['trial_id']},{r[VAL_ACC]},{r[TEST_ACC]},{r['epochs']},{r['asha_stopped']}\n"
+            for r in done
+        )
+    )
+    tracker.log_artifact(tracker.parent_id, table)
+    if best["checkpoint"] is not None:
+        with best["checkpoint"].as_directory() as ckpt:
+            tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
+    tracker.log_metrics(tracker.parent_id, {"best_val_acc": best[VAL_ACC]}, step=0)
+    tracker.end(tracker.parent_id)
+    return StudyResult(
+        name=name,
+        storage_path=out_dir,
+        experiment_url=tracker.experiment_url,
+        best_config=best_config,
+        best_val_acc=float(best[VAL_ACC]),
+        best_test_acc=None if best[TEST_ACC] is None else float(best[TEST_ACC]),
+        table=[{k: v for k, v in r.items() if k != "checkpoint"} for r in done],
+        teacher_digest=key.digest,
+        teacher_trained=trained,
+    )

@@ -1,0 +1,391 @@
+"""Search spaces (rbm_tune/search_space.py): shipped files, define-by-run, bounds, bad files.
+
+Pure Python + Optuna: no Ray, no training. Optuna trials come from ``FixedTrial`` or an
+in-memory study's ``ask()``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial
+
+from rbm_tune.config import TrialConfig, load_config
+from rbm_tune.errors import SpaceError
+from rbm_tune.search_space import (
+    SEARCH_METRICS,
+    SHIPPED_DIR,
+    SearchSpace,
+    StudySettings,
+    load_space,
+    shipped_spaces,
+)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "rbm_tune" / "configs"
+DATASET_SPACES = {
+    "cora.yaml": "cora",
+    "citeseer.yaml": "citeseer",
+    "pubmed.yaml": "pubmed",
+    "amazon-computers.yaml": "amazon-computers",
+    "amazon-photo.yaml": "amazon-photo",
+    "coauthor-cs.yaml": "coauthor-cs",
+    "coauthor-physics.yaml": "coauthor-physics",
+    "arxiv.yaml": "ogbn-arxiv",
+    "products.yaml": "ogbn-products",
+}
+# A small valid space; BAD_SPACES below are one-edit variants of it.
+GOOD = """\
+study:
+  num_trials: 4
+  asha: {grace_period: 2, reduction_factor: 2}
+dataset: demo
+setting: transductive
+teacher: {model: sage, num_layers: 2, hidden_dim: 32}
+student:
+  model: rbm
+  num_experts: {int: [2, 6]}
+  k: {int: [1, num_experts - 1]}
+  hidden_dim: {categorical: [32, 64]}
+  input_attention: {categorical: [false, true]}
+  vq_coeff: {float: [1.0e-4, 0.3], log: true, or_zero: true}
+distill:
+  lr: {float: [1.0e-3, 0.1], log: true}
+  max_epochs: 10
+  pretrain_epochs: {int: [0, 4], step: 2}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_shipped_file_set() -> None:
+    assert set(shipped_spaces()) == {"demo.yaml", *DATASET_SPACES}
+
+
+@pytest.mark.parametrize("name", sorted({"demo.yaml", *DATASET_SPACES}))
+def test_every_shipped_space_loads(name: str) -> None:
+    space = load_space(SHIPPED_DIR / name)
+    assert space.path == SHIPPED_DIR / name
+    assert space.study.name == name.removesuffix(".yaml")
+    assert space.study.metric == "val_acc" and space.study.mode == "max"
+    # ASHA's max_t: the longest trial, max_epochs + the largest pretrain_epochs
+    assert space.study.asha_max_t == (33 if name == "demo.yaml" else 500 + 50)
+    names = [p.name for p in space.params]
+    assert names.index("student.num_experts") < names.index("student.k")
+    assert not set(space.fixed) & set(names)
+    assert isinstance(space.default_config(), TrialConfig)
+
+
+@pytest.mark.parametrize("name", sorted(DATASET_SPACES))
+def test_dataset_space_defaults_are_table_a(name: str) -> None:
+    """Every fixed value and default is the Table A trial config's (1e-7 coefficients -> 0)."""
+    space = load_space(SHIPPED_DIR / name)
+    dataset = DATASET_SPACES[name]
+    reference = load_config(CONFIGS / f"{dataset}-transductive-sage-rbm.yaml").flat()
+    default = space.default_config().flat()
+    differ = {k: (v, reference[k]) for k, v in default.items() if v != reference[k]}
+    assert all(v == 0.0 and ref == 1e-7 for v, ref in differ.values()), differ
+    assert space.fixed["dataset"] == dataset and space.fixed["setting"] == "transductive"
+    assert space.study.num_trials == 64 and space.study.grace_period == 20
+    assert {p.name for p in space.params} >= {
+        "student.num_experts",
+        "student.k",
+        "student.momentum",
+        "student.vq_coeff",
+        "distill.lr",
+        "distill.weight_decay",
+        "distill.label_weight",
+        "distill.temperature",
+        "distill.pretrain_epochs",
+    }
+
+
+def test_trial_config_is_a_space_with_nothing_searched() -> None:
+    path = CONFIGS / "cora-transductive-sage-rbm.yaml"
+    space = load_space(path)
+    assert space.params == ()
+    assert space.define_by_run(FixedTrial({})) == {}
+    assert space.default_config() == load_config(path)
+    assert space.fixed == load_config(path).flat()
+    assert space.study.name == "cora-transductive-sage-rbm" and space.study.num_trials == 8
+
+
+def test_fixed_trial_round_trip(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, GOOD))
+    chosen = {
+        "student.num_experts": 5,
+        "student.k": 3,
+        "student.hidden_dim": 64,
+        "student.input_attention": True,
+        "student.vq_coeff.is_zero": False,
+        "student.vq_coeff": 0.02,
+        "distill.lr": 0.005,
+        "distill.pretrain_epochs": 2,
+    }
+    sampled = space.define_by_run(FixedTrial(chosen))
+    assert sampled == chosen
+    config = space.config_for(sampled)
+    assert (config.student.num_experts, config.student.k) == (5, 3)
+    assert config.student.hidden_dim == 64 and config.student.input_attention is True
+    assert config.student.vq_coeff == 0.02 and config.distill.lr == 0.005
+    assert config.distill.pretrain_epochs == 2 and config.distill.max_epochs == 10
+    assert config.teacher.hidden_dim == 32 and config.dataset == "demo"
+    # fixed + final values is exactly the config, under the same flat names (one name, R3)
+    finals = {k: v for k, v in sampled.items() if not k.endswith(".is_zero")}
+    assert {**space.fixed, **finals} == config.flat()
+
+
+def test_or_zero_switch_gives_zero_and_skips_the_value(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, GOOD))
+    chosen = {p.name: space.default_params()[p.name] for p in space.params if not p.or_zero}
+    chosen["student.vq_coeff.is_zero"] = True
+    sampled = space.define_by_run(FixedTrial(chosen))
+    assert sampled == {**chosen, "student.vq_coeff": 0.0}
+    assert space.config_for(sampled).student.vq_coeff == 0.0
+    # the switch alone is enough: Ray's config holds what define_by_run returned, but be lenient
+    del sampled["student.vq_coeff"]
+    assert space.config_for(sampled).student.vq_coeff == 0.0
+
+
+def test_config_for_rejects_unknown_and_missing_keys(tmp_path: Path) -> None:
+    space = load_space(write(tmp_path, GOOD))
+    sampled = space.define_by_run(FixedTrial(space.default_params()))
+    with pytest.raises(SpaceError, match="student.num_expert: not searched"):
+        space.config_for({**sampled, "student.num_expert": 3})
+    with pytest.raises(SpaceError, match="distill.lr: missing"):
+        space.config_for({k: v for k, v in sampled.items() if k != "distill.lr"})
+    with pytest.raises(SpaceError, match="student.k"):
+        space.config_for({**sampled, "student.num_experts": 3, "student.k": 3})
+
+
+@pytest.mark.parametrize(
+    "sampler", [optuna.samplers.RandomSampler(seed=0), optuna.samplers.TPESampler(seed=0)]
+)
+def test_dependent_bound_holds_for_every_sampled_trial(
+    tmp_path: Path, sampler: optuna.samplers.BaseSampler
+) -> None:
+    space = load_space(SHIPPED_DIR / "cora.yaml")
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    zeros = nonzeros = 0
+    for _ in range(60):
+        trial = study.ask()
+        sampled = space.define_by_run(trial)
+        config = space.config_for(sampled)
+        assert 1 <= config.student.k < config.student.num_experts
+        assert config.student.k <= 4 and 2 <= config.student.num_experts <= 16
+        assert set(trial.params) <= set(sampled)
+        zeros += config.student.vq_coeff == 0
+        nonzeros += config.student.vq_coeff > 0
+        # a made-up objective, so TPE leaves its random start-up phase
+        study.tell(trial, config.student.num_experts - config.student.k + config.distill.lr)
+    assert zeros and nonzeros
+
+
+def test_default_params_can_be_enqueued(tmp_path: Path) -> None:
+    """default_params() suits OptunaSearch(points_to_evaluate=...) / enqueue_trial."""
+    space = load_space(SHIPPED_DIR / "pubmed.yaml")
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(space.default_params())
+    config = space.config_for(space.define_by_run(study.ask()))
+    assert config == space.default_config()
+    assert (config.student.num_experts, config.student.k, config.student.sim_coeff) == (7, 2, 0)
+
+
+def test_space_pickles_for_ray(tmp_path: Path) -> None:
+    """Ray pickles the searcher, and with it the bound define_by_run, for checkpoints."""
+    space = load_space(write(tmp_path, GOOD))
+    again = pickle.loads(pickle.dumps(space))
+    assert again == space
+    assert pickle.loads(pickle.dumps(space.define_by_run)).__self__ == space
+    chosen = space.default_params()
+    assert again.define_by_run(FixedTrial(chosen)) == space.define_by_run(FixedTrial(chosen))
+
+
+def test_min_bound_and_digest(tmp_path: Path) -> None:
+    text = GOOD.replace("[1, num_experts - 1]", '[1, "min(2, num_experts - 1)"]')
+    path = write(tmp_path, text)
+    space = load_space(path)
+    import hashlib
+
+    assert space.digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    ks = {space.define_by_run(study.ask())["student.k"] for _ in range(40)}
+    assert ks == {1, 2}
+
+
+def test_bound_may_name_an_earlier_fixed_value(tmp_path: Path) -> None:
+    text = GOOD.replace("num_experts: {int: [2, 6]}", "num_experts: 5")
+    space = load_space(write(tmp_path, text))
+    assert "student.num_experts" not in space.param_names
+    k = next(p for p in space.params if p.name == "student.k")
+    assert k.range(space.fixed) == (1, 4)
+
+
+def test_aliases_and_yaml_1_1_numbers(tmp_path: Path) -> None:
+    text = GOOD.replace("  lr: {float: [1.0e-3, 0.1], log: true}", "  lambda: 0.4\n  lr: 1e-2")
+    space = load_space(write(tmp_path, text))
+    assert space.fixed["distill.label_weight"] == 0.4 and space.fixed["distill.lr"] == 0.01
+    text = GOOD.replace("[1.0e-3, 0.1]", "[1e-3, 1e-1]")
+    assert load_space(write(tmp_path, text)).params[-2].range({}) == (1e-3, 0.1)
+
+
+def test_bare_name_lookup_cwd_first_then_shipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("demo", "demo.yaml", "arxiv.yaml"):
+        assert load_space(name).path.parent == SHIPPED_DIR
+    mine = write(tmp_path, GOOD.replace("num_trials: 4", "num_trials: 3"), "demo.yaml")
+    for name in ("demo", "demo.yaml"):
+        space = load_space(name)
+        assert space.path.resolve() == mine.resolve() and space.study.num_trials == 3
+    assert load_space("arxiv").path.parent == SHIPPED_DIR
+    with pytest.raises(SpaceError, match=r"nosuch\.yaml: file: .*demo\.yaml"):
+        load_space("nosuch.yaml")
+
+
+def test_study_settings() -> None:
+    from rbm_tune import metrics  # imports torch; the space module must not
+
+    assert set(SEARCH_METRICS) == {
+        metrics.VAL_ACC,
+        metrics.BEST_VAL_ACC,
+        metrics.TRAIN_ACC,
+        metrics.TRAIN_LOSS,
+    }
+    study = load_space("demo").study
+    assert study.asha_max_t == 33 and study.sampler_seed == study.seed == 0
+    assert study.replace(num_trials=2).num_trials == 2
+    with pytest.raises(SpaceError, match="study.num_trials"):
+        study.replace(num_trials=0)
+    with pytest.raises(SpaceError, match="study.resources.gpus_per_trial"):
+        study.replace(gpus_per_trial=1.5)
+    assert study.replace(gpus_per_trial=0.25).gpus_per_trial == 0.25
+    assert isinstance(study, StudySettings)
+
+
+# (name, edit of GOOD as (old, new), the key the one-line error must name)
+BAD_SPACES = [
+    ("yaml syntax", ("  num_trials: 4", "  num_trials: [4"), "line "),
+    ("duplicate key", ("  model: rbm", "  model: rbm\n  model: mlp"), "duplicate key"),
+    ("unknown top-level key", ("dataset: demo", "dataset: demo\ndatset: demo"), "datset"),
+    (
+        "unknown student key",
+        ("  model: rbm", "  model: rbm\n  num_expert: 4"),
+        "student.num_expert",
+    ),
+    ("unknown study key", ("  num_trials: 4", "  num_trails: 4"), "study.num_trails"),
+    ("unknown asha key", ("grace_period: 2", "grace: 2"), "study.asha.grace"),
+    (
+        "string for a float",
+        ("  max_epochs: 10", "  max_epochs: 10\n  weight_decay: lots"),
+        "distill.weight_decay",
+    ),
+    (
+        "float range on an int field",
+        ("num_experts: {int: [2, 6]}", "num_experts: {float: [2, 6]}"),
+        "student.num_experts",
+    ),
+    (
+        "bool with a float range",
+        ("{categorical: [false, true]}", "{float: [0, 1]}"),
+        "student.input_attention",
+    ),
+    ("empty range", ("[1.0e-3, 0.1]", "[0.1, 0.1]"), "distill.lr"),
+    ("reversed range", ("[1.0e-3, 0.1]", "[0.1, 1.0e-3]"), "distill.lr"),
+    ("log with lo 0", ("[1.0e-3, 0.1]", "[0, 0.1]"), "distill.lr"),
+    ("step not dividing", ("[0, 4], step: 2", "[0, 5], step: 2"), "distill.pretrain_epochs"),
+    ("empty categorical", ("{categorical: [32, 64]}", "{categorical: []}"), "student.hidden_dim"),
+    (
+        "two distribution kinds",
+        ("{categorical: [32, 64]}", "{categorical: [32], int: [1, 2]}"),
+        "student.hidden_dim",
+    ),
+    ("unknown option", ("log: true}", "log: true, logg: true}"), "distill.lr"),
+    ("list as a value", ("  max_epochs: 10", "  max_epochs: [10, 20]"), "distill.max_epochs"),
+    ("bound names an unknown param", ("num_experts - 1", "num_expert - 1"), "student.k"),
+    (
+        "bound names a later param",
+        (
+            "  num_experts: {int: [2, 6]}\n  k: {int: [1, num_experts - 1]}",
+            "  k: {int: [1, num_experts - 1]}\n  num_experts: {int: [2, 6]}",
+        ),
+        "student.k",
+    ),
+    ("k can reach num_experts", ("[1, num_experts - 1]", "[1, 4]"), "student.k"),
+    (
+        "dynamic range can be empty",
+        (
+            "num_experts: {int: [2, 6]}",
+            "num_experts: {int: [2, 6]}\n  num_layers: {int: [1, num_experts - 4]}",
+        ),
+        "student.num_layers",
+    ),
+    (
+        "searched teacher",
+        ("hidden_dim: 32}", "hidden_dim: {int: [16, 32]}}"),
+        "teacher.hidden_dim",
+    ),
+    (
+        "reachable invalid value",
+        ("  model: rbm", "  model: rbm\n  dropout: {float: [0.5, 1.5]}"),
+        "student.dropout",
+    ),
+    (
+        "metric test_acc",
+        ("  num_trials: 4", "  num_trials: 4\n  metric: test_acc"),
+        "study.metric",
+    ),
+    ("unknown dataset", ("dataset: demo", "dataset: ogbn-papers100M"), "dataset"),
+    ("num_trials 0", ("num_trials: 4", "num_trials: 0"), "study.num_trials"),
+    (
+        "grace period beyond max_t",
+        ("grace_period: 2", "grace_period: 50"),
+        "study.asha.grace_period",
+    ),
+    (
+        "fractional gpus above 1",
+        ("asha:", "resources: {gpus_per_trial: 1.5}\n  asha:"),
+        "study.resources.gpus_per_trial",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "edit", "key"), BAD_SPACES, ids=[c[0] for c in BAD_SPACES])
+def test_bad_space_is_one_line_naming_file_and_key(
+    tmp_path: Path, case: str, edit: tuple[str, str], key: str
+) -> None:
+    old, new = edit
+    assert GOOD.count(old) == 1, case
+    path = write(tmp_path, GOOD.replace(old, new), "bad.yaml")
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: "), message
+    assert key in message, message
+    assert "; " in message, message  # what is wrong; what to do
+
+
+def test_k_error_names_both_and_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("[1, num_experts - 1]", "[1, 4]"))
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: student.k: ")
+    assert "num_experts" in message and "k: {int: [1, num_experts - 1]}" in message
+
+
+def test_bad_space_fails_before_anything_else(tmp_path: Path) -> None:
+    """The good base space really is good, so each BAD_SPACES failure is its edit's."""
+    space = load_space(write(tmp_path, GOOD))
+    assert isinstance(space, SearchSpace) and len(space.params) == 7
