@@ -29,6 +29,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="rbm-tune cache: a directory (may be shared by a cluster) or a file://, s3:// or "
+        "gs:// URI; teachers live in DIR/teachers (default: $RBM_TUNE_CACHE, else "
+        "~/.cache/rbm-tune)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rbm-tune",
@@ -53,6 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON here")
+    _add_cache_arg(p)
+
+    p = sub.add_parser(
+        "teacher", help="pre-train (or find in the cache) the teachers a trial config needs"
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="trial YAML, or the name of a shipped config (see 'rbm-tune configs')",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="teachers for the config's seed and the N-1 seeds after it (default 1)",
+    )
+    _add_data_args(p)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_cache_arg(p)
+
+    p = sub.add_parser("cache", help="list or remove cached teachers")
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    q = cache_sub.add_parser("list", help="one row per cached teacher: key, accuracy, size, age")
+    _add_cache_arg(q)
+    q = cache_sub.add_parser("rm", help="remove one cached teacher, or all of them")
+    which = q.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "key", nargs="?", metavar="KEY_PREFIX", help="the key, or its first characters"
+    )
+    which.add_argument("--all", action="store_true", help="remove every cached teacher")
+    _add_cache_arg(q)
 
     sub.add_parser("configs", help="list the shipped trial configs")
     return parser
@@ -77,6 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from rbm_tune.commands import train
 
             return train(args)
+        if args.command == "teacher":
+            from rbm_tune.commands import pretrain_teachers
+
+            return pretrain_teachers(args)
+        if args.command == "cache":
+            from rbm_tune.commands import cache_list, cache_rm
+
+            return cache_list(args) if args.cache_command == "list" else cache_rm(args)
     except RbmTuneError as err:
         if args.debug:
             raise

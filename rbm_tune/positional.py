@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rbm_tune.errors import CacheError
+from rbm_tune.teacher_cache import atomic_write_bytes
 
 __all__ = [
     "cached_deepwalk",
@@ -415,16 +414,7 @@ def cached_deepwalk(
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(_MAGIC + digest + b"\n" + payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)  # readers see the old file or the whole new one, never half
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, _MAGIC + digest + b"\n" + payload)
     return embedding.to(target)
 
 

@@ -37,7 +37,10 @@ class TeacherOutputs:
         val_acc: validation accuracy at the best-val epoch.
         test_acc: test accuracy at the best-val epoch (primary, honest).
         test_acc_oracle: maximum test accuracy over epochs (what the reference reports).
-        best_epoch, epochs, seconds: bookkeeping.
+        best_epoch, epochs, seconds: bookkeeping (``seconds`` is the training time, also when
+            the outputs come from the teacher cache).
+        state_dict: CPU copy of the best-val teacher's weights, to rebuild it with
+            ``rbm_tune.models.build_teacher``; ``None`` when not kept.
     """
 
     log_probs: Tensor
@@ -49,6 +52,7 @@ class TeacherOutputs:
     best_epoch: int
     epochs: int
     seconds: float
+    state_dict: dict[str, Tensor] | None = None
 
 
 def train_teacher(
@@ -135,4 +139,5 @@ def train_teacher(
         best_epoch=best_epoch,
         epochs=epoch,
         seconds=time.perf_counter() - start,
+        state_dict={name: t.detach().cpu().clone() for name, t in best_state.items()},
     )

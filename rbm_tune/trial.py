@@ -20,6 +20,7 @@ from rbm_tune.data import Graph, load_graph
 from rbm_tune.distill import DistillResult, Report, train_student
 from rbm_tune.metrics import BEST_EPOCH, TEST_ACC, TEST_ACC_ORACLE, VAL_ACC
 from rbm_tune.teacher import TeacherOutputs, train_teacher
+from rbm_tune.teacher_cache import TeacherCache, TeacherKey
 
 __all__ = ["TrialResult", "resolve_device", "run_trial", "seed_everything", "student_features"]
 
@@ -40,7 +41,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @dataclass(frozen=True)
 class TrialResult:
-    """Final numbers of one trial; test accuracies are at the best-validation epoch."""
+    """Final numbers of one trial; test accuracies are at the best-validation epoch.
+
+    ``teacher_seconds`` is the time spent getting the teacher (training it, or loading it from
+    the teacher cache); ``teacher_key`` is its cache digest.
+    """
 
     dataset: str
     setting: str
@@ -58,6 +63,7 @@ class TrialResult:
     teacher_seconds: float
     student_seconds: float
     seconds: float
+    teacher_key: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,8 +134,10 @@ def run_trial(
     report: Report | None = None,
     graph: Graph | None = None,
     teacher: TeacherOutputs | None = None,
+    cache: TeacherCache | None = None,
+    cache_dir: str | Path | None = None,
 ) -> TrialResult:
-    """Run one trial: load data, train the teacher (unless given), distil the student.
+    """Run one trial: load data, get the teacher (given, cached or trained), distil the student.
 
     Args:
         config: the trial.
@@ -137,7 +145,12 @@ def run_trial(
         device: ``auto``, ``cpu``, ``cuda``...
         log: receives human-readable progress lines.
         report: receives the student's per-epoch metric dicts.
-        graph, teacher: reuse an already loaded graph / trained teacher.
+        graph, teacher: reuse an already loaded graph / trained teacher (``teacher`` skips
+            the cache).
+        cache: the teacher cache; default ``TeacherCache.in_cache_dir(cache_dir)``.
+        cache_dir: the rbm-tune cache root (``--cache-dir``; default ``RBM_TUNE_CACHE``, else
+            the user cache): teachers in ``<cache_dir>/teachers``, DeepWalk embeddings in
+            ``<cache_dir>/deepwalk`` when it is a local directory.
     """
     start = time.perf_counter()
     say = log or (lambda _line: None)
@@ -152,14 +165,26 @@ def run_trial(
             download=download,
         )
     say(f"data: {graph.summary()}; device {dev}")
+    key = TeacherKey.of(graph, config.teacher, seed=config.seed)
+    tick = time.perf_counter()
     if teacher is None:
-        teacher = train_teacher(config.teacher, graph, seed=config.seed, device=dev)
+        cache = cache or TeacherCache.in_cache_dir(cache_dir)
+        fixed_graph = graph
+        teacher = cache.get_or_train(
+            key,
+            lambda: train_teacher(config.teacher, fixed_graph, seed=config.seed, device=dev),
+            log=say,
+        )
+    teacher_seconds = time.perf_counter() - tick
+    # a cache hit leaves the global RNGs where a miss would not: reseed so both give one student
+    seed_everything(config.seed)
     say(
         f"teacher {config.teacher.model}: test_acc {teacher.test_acc:.4f} at best val_acc "
         f"{teacher.val_acc:.4f} (epoch {teacher.best_epoch}/{teacher.epochs}, "
-        f"{teacher.seconds:.1f}s)"
+        f"trained in {teacher.seconds:.1f}s)"
     )
-    features = student_features(config, graph)
+    is_local = cache_dir is not None and "://" not in str(cache_dir)
+    features = student_features(config, graph, Path(cache_dir) if is_local else None)
 
     def on_epoch(m: dict[str, float]) -> None:
         if report is not None:
@@ -187,7 +212,8 @@ def run_trial(
         test_acc_oracle=result.test_acc_oracle,
         best_epoch=result.best_epoch,
         epochs=result.epochs,
-        teacher_seconds=teacher.seconds,
+        teacher_seconds=teacher_seconds,
         student_seconds=result.seconds,
         seconds=time.perf_counter() - start,
+        teacher_key=key.digest,
     )
