@@ -46,7 +46,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rbm-tune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    search = parser.add_argument_group(
+        "search",
+        "rbm-tune --space FILE [options]: run a study (Ray Tune + Optuna + ASHA + MLflow)",
+    )
+    search.add_argument(
+        "--space",
+        metavar="FILE",
+        help="search-space YAML; a bare name is looked up in the working directory, then among "
+        "the shipped spaces (demo, cora, citeseer, ..., arxiv, products)",
+    )
+    search.add_argument(
+        "--gpus", type=float, default=None, help="GPUs the study may use (local Ray: declared)"
+    )
+    search.add_argument("--cpus", type=int, default=None, help="CPUs the study may use")
+    search.add_argument("--trials", type=int, default=None, help="override study.num_trials")
+    search.add_argument("--name", default=None, help="study name (default: the space's)")
+    search.add_argument(
+        "--resume", action="store_true", help="continue a killed or interrupted study"
+    )
+    search.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",
+    )
+    search.add_argument(
+        "--address", default=None, help="join this Ray cluster (e.g. auto, ray://head:10001)"
+    )
+    search.add_argument(
+        "--storage-path",
+        default=None,
+        metavar="DIR",
+        help="where Ray Tune keeps the study (default ./rbm-tune-runs)",
+    )
+    _add_data_args(search)
+    _add_cache_arg(search)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("best", help="print a finished study's best config as trial YAML")
+    p.add_argument("--name", required=True, help="the study name")
+    p.add_argument("--storage-path", default=None, metavar="DIR", help="default ./rbm-tune-runs")
 
     p = sub.add_parser("datasets", help="list datasets, whether their files are present, sizes")
     _add_data_args(p)
@@ -105,10 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None and args.space is None:
         parser.print_help()
         return 0
     try:
+        if args.command is None:
+            from rbm_tune.commands import search
+
+            return search(args)
+        if args.command == "best":
+            from rbm_tune.commands import best
+
+            return best(args)
         if args.command == "datasets":
             from rbm_tune.commands import list_datasets
 

@@ -195,3 +195,56 @@ def _age(seconds: float) -> str:
         if seconds >= span:
             return f"{seconds // span:.0f}{unit}"
     return f"{seconds:.0f}s"
+
+
+def search(args: argparse.Namespace) -> int:
+    """``rbm-tune --space FILE``: validate everything, then run (or resume) the study."""
+    from rbm_tune.search_space import load_space
+
+    space = load_space(args.space)  # fails here, in one line, before Ray is touched
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials {args.trials}: give at least 1")
+    if args.gpus is not None and args.gpus < 0:
+        raise ConfigError(f"--gpus {args.gpus}: give 0 or more")
+    from rbm_tune.tune import run_study
+
+    result = run_study(
+        space,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        num_trials=args.trials,
+        name=args.name,
+        resume=args.resume,
+        data_root=args.data_root,
+        download=args.download,
+        cache_dir=args.cache_dir,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        storage_path=args.storage_path,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(f"\nstudy {result.name}: top trials by val_acc (test_acc at the best-val epoch)")
+    print(f"{'trial':<22} {'val_acc':>8} {'test_acc':>9} {'epochs':>6}  stopped_by_asha")
+    for row in result.table[:10]:
+        test = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
+        print(
+            f"{row['trial_id']:<22} {row['val_acc']:>8.4f} {test:>9} {row['epochs']!s:>6}  "
+            f"{'yes' if row['asha_stopped'] else 'no'}"
+        )
+    print(f"best config: {result.storage_path / 'best_config.yaml'}")
+    print(f"Ray results: {result.storage_path}")
+    print(f"MLflow: {result.experiment_url}")
+    return 0
+
+
+def best(args: argparse.Namespace) -> int:
+    """``rbm-tune best --name STUDY``: the best config, as YAML ready for ``rbm-tune train``."""
+    storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    path = storage / args.name / "best_config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no finished study {args.name!r} in {storage}; check --name / --storage-path, or "
+            "finish it with rbm-tune --space FILE --name NAME --resume"
+        )
+    print(path.read_text(), end="")
+    return 0

@@ -95,6 +95,13 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         )
 
 
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store go beside the database, not into whatever the cwd is."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).as_uri()
+    return None  # a server decides (--artifacts-destination)
+
+
 def _flat_str(values: Mapping[str, Any]) -> dict[str, str]:
     return {k: ("null" if v is None else str(v)) for k, v in values.items()}
 
@@ -119,9 +126,12 @@ class Tracker:
         self.client: MlflowClient = MlflowClient(uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
-            )
+            if exp is None:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=_artifact_location(uri, experiment)
+                )
+            else:
+                self.experiment_id = exp.experiment_id
         except mlflow.exceptions.MlflowException as err:
             first = str(err).splitlines()[0][:200]
             raise TrackingError(f"MLflow at {uri} refused the experiment ({first})") from None
@@ -154,7 +164,20 @@ class Tracker:
     def start_trial(
         self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> str:
-        """The nested run of a trial (reused if the trial ran before a resume)."""
+        """The nested run of a trial.
+
+        After a resume, a trial that had finished keeps its run. A trial that was cut short
+        restarts from scratch in Ray Tune, so its partial run is deleted (MLflow keeps deleted
+        runs recoverable) and a fresh one started: no epoch is ever logged twice.
+        """
+        old = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+            f"tags.`{STUDY_TAG}` = '{self.study_tags.get(STUDY_TAG, '')}'",
+            max_results=1,
+        )
+        if old and old[0].info.status != "FINISHED" and old[0].data.metrics:
+            self.client.delete_run(old[0].info.run_id)
         run_id = self._find_or_create(
             {TRIAL_TAG: trial_id},
             run_name=f"trial {trial_id}",

