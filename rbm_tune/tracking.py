@@ -116,8 +116,13 @@ class Tracker:
     """
 
     def __init__(self, uri: str, experiment: str, *, study_tags: Mapping[str, str]) -> None:
+        import logging
+
         import mlflow
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # keep store migrations off the user's terminal
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")

@@ -137,6 +137,26 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
+def _check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line when a ``host:port`` Ray address does not accept connections.
+
+    ``ray.init`` itself retries an unreachable address for minutes.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise RbmTuneError(
+            f"cannot reach the Ray cluster at {address} ({reason}); start it (ray start --head) "
+            "or fix --address (host:port of the head's GCS, ray://host:10001, or auto)"
+        ) from None
+
+
 def _init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
     import ray
 
@@ -194,6 +214,8 @@ def run_study(
 
     # -- everything that can fail fast, before Ray -------------------------------------------
     check_reachable(uri)
+    if address:
+        _check_address(address)
     base = space.default_config()
     graph = load_graph(
         base.dataset, root=data_root, setting=base.setting, seed=base.seed, download=download

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 # Tiny tensors on a 2-core machine: extra intra-op threads only add contention (10x slower seen).
 torch.set_num_threads(1)
@@ -67,12 +67,6 @@ def tiny_inductive_graph():
     return make_graph(
         x, y, edge_index, name="tiny", setting="inductive", train_per_class=5, val_per_class=10
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ def test_missing_space_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_unreachable_tracking_server_is_one_line(tmp_path: Path) -> None:
-    from conftest import free_port
+    from helpers import free_port
 
     space = tmp_path / "s.yaml"
     space.write_text(GOOD_SPACE)
@@ -183,3 +183,13 @@ def test_resume_of_unknown_study_is_one_line(tmp_path: Path) -> None:
 
 def test_best_of_unknown_study_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run("best", "--name", "ghost", cwd=tmp_path), "no finished study")
+
+
+def test_unreachable_ray_is_one_line(tmp_path: Path) -> None:
+    from helpers import free_port
+
+    space = tmp_path / "s.yaml"
+    space.write_text(GOOD_SPACE)
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    proc = run("--space", str(space), "--address", address, cwd=tmp_path)
+    assert_one_line_error(proc, f"cannot reach the Ray cluster at {address}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from rbm_tune.errors import TrackingError
 from rbm_tune.tracking import Tracker, check_reachable, resolve_tracking_uri

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_space
 from mlflow.tracking import MlflowClient
-from studies import write_space
 
 from rbm_tune.search_space import load_space
 from rbm_tune.teacher_cache import TeacherCache
@@ -59,13 +59,13 @@ def _check_study_runs(uri: str, name: str, trials: int) -> list:
 
 
 def test_demo_study_end_to_end(workdir: Path) -> None:
-    space = load_space(write_space(workdir, "e2e", trials=6, concurrent=2))
+    space = load_space(write_space(workdir, "e2e", trials=8, concurrent=2))
     result = run_study(space, cpus=2, verbose=0)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    runs = _check_study_runs(uri, "e2e", 6)
+    runs = _check_study_runs(uri, "e2e", 8)
     stopped = [r for r in runs if r.data.tags["rbm_tune.asha_stopped"] == "true"]
     assert stopped, "ASHA stopped no trial"
-    assert result.teacher_trained
+    assert result.teacher_trained  # trained exactly once for 8 trials: one cache entry
     assert (result.storage_path / "best_config.yaml").is_file()
     assert result.best_val_acc == max(r.data.metrics.get("val_acc", 0) for r in runs) or True
     # the best config is a valid trial config naming what was searched
@@ -170,3 +170,5 @@ def test_sigkill_then_resume(workdir: Path) -> None:
         if trial_id in finished_before:  # finished trials did not run again
             assert steps == finished_before[trial_id]
     assert "best config" in out
+    assert "(from cache)" in out  # the resumed study did not retrain its teacher
+    assert len(TeacherCache.in_cache_dir().entries()) == 1

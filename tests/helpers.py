@@ -1,7 +1,8 @@
-"""Tiny search spaces for studies in tests (a helper module, no tests in it)."""
+"""Helpers shared by tests (no tests here): free loopback ports, tiny search spaces."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 TINY_SPACE = """\
@@ -43,3 +44,9 @@ def write_space(
         )
     )
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
