@@ -8,18 +8,20 @@ mixed with an einsum. No Python loop over experts and no device-to-host sync.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rbm_tune.models.norm import NORM_TYPES
+from rbm_tune.models.norm import NORM_TYPES, make_norm
 
 __all__ = [
     "EXPERT_DROPOUTS",
     "LOG_100",
     "ExpertBank",
+    "ExpertStudent",
     "PhasedLayer",
     "Student",
     "StudentOutput",
@@ -225,12 +227,54 @@ class PhasedLayer(nn.Module):
 class Student(nn.Module):
     """Behaviour shared by the node-wise students (spec §3).
 
-    Subclasses set ``self.dropout_p``, ``self.embedding_dim`` and ``self.feature_encoder``
-    (a ``Linear(D_emb, D_emb)`` for similarity distillation, or None).
+    Subclasses build their layer stack with :meth:`_build_stack`, which sets ``self.dropout_p``,
+    ``self.embedding_dim`` and ``self.feature_encoder`` (a ``Linear(D_emb, D_emb)`` for
+    similarity distillation, or None).
     """
 
     feature_encoder: nn.Linear | None
     dropout_p: float
+    num_layers: int
+
+    def _build_stack(
+        self,
+        in_dim: int,
+        out_dim: int,
+        make_layer: Callable[[int, int], nn.Module],
+        *,
+        num_layers: int,
+        hidden_dim: int,
+        dropout: float,
+        norm_type: str,
+        feature_encoder: bool,
+        dropout_between: bool = False,
+    ) -> None:
+        """Record the shared hyperparameters and build ``d -> h -> ... -> C`` (arguments checked).
+
+        Registers, in this order: ``layers`` (``make_layer(d_in, d_out)`` per layer), ``norms``
+        (one per hidden layer), ``dropout`` (an ``nn.Dropout`` between layers, only with
+        ``dropout_between``) and ``feature_encoder`` (``Linear(D_emb, D_emb)`` or None), with
+        D_emb the first layer's output width.
+        """
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.dropout_p = dropout
+        self.norm_type = norm_type
+        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(make_layer(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(make_norm(norm_type, hidden_dim) for _ in dims[1:-1])
+        if dropout_between:
+            self.dropout = nn.Dropout(dropout)
+        self.embedding_dim = dims[1]
+        self.feature_encoder = (
+            nn.Linear(self.embedding_dim, self.embedding_dim) if feature_encoder else None
+        )
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every layer, norm and the feature encoder (a phase is kept)."""
+        reset_modules(*self.layers, *self.norms, self.feature_encoder)
 
     @property
     def is_pretraining(self) -> bool:
@@ -267,3 +311,92 @@ class Student(nn.Module):
             )
         z = F.relu(self.feature_encoder(embedding))
         return F.dropout(z, p=self.dropout_p, training=self.training)
+
+
+class ExpertStudent(Student):
+    """A student whose every layer (input, hidden, output) is a :class:`PhasedLayer` mixture.
+
+    Each layer maps a chunk to ``(output, aux)``. Between layers: optional norm -> ReLU (the
+    dropout sits inside the experts, so it also applies to the raw input features). Embedding =
+    first layer's output, before norm/ReLU; aux = sum of the layers' aux losses.
+
+    Args:
+        in_dim: input feature width d.
+        out_dim: number of classes C.
+        make_layer: builds the layer ``(d_in, d_out) -> PhasedLayer``.
+        num_layers: L.
+        hidden_dim: h.
+        dropout: input dropout of every expert.
+        norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
+        num_experts: E per layer.
+        k: the configured k.
+        expert_dropout: ``"per_pair"`` or ``"shared"``.
+        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (spec §4.6).
+
+    Raises:
+        ValueError: a hyperparameter is out of range, e.g. k >= num_experts.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        make_layer: Callable[[int, int], PhasedLayer],
+        *,
+        num_layers: int,
+        hidden_dim: int,
+        dropout: float,
+        norm_type: str,
+        num_experts: int,
+        k: int,
+        expert_dropout: str,
+        feature_encoder: bool,
+    ) -> None:
+        super().__init__()
+        check_student_args(
+            num_layers=num_layers, hidden_dim=hidden_dim, dropout=dropout, norm_type=norm_type
+        )
+        check_expert_args(num_experts=num_experts, k=k, expert_dropout=expert_dropout)
+        self.num_experts = num_experts
+        self.k = k
+        self._build_stack(
+            in_dim,
+            out_dim,
+            make_layer,
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            dropout=dropout,
+            norm_type=norm_type,
+            feature_encoder=feature_encoder,
+        )
+
+    @property
+    def is_pretraining(self) -> bool:
+        """Whether any layer is still in its pretraining phase."""
+        return any(cast("PhasedLayer", layer).is_pretraining for layer in self.layers)
+
+    def _after(self, index: int, h: Tensor) -> Tensor:
+        """Norm and ReLU after layer ``index`` (none after the last)."""
+        if index < self.num_layers - 1:
+            h = F.relu(self.norms[index](h))
+        return h
+
+    def forward(self, x: Tensor) -> StudentOutput:
+        """Run the student.
+
+        Args:
+            x: node features, shape (B, d).
+
+        Returns:
+            ``StudentOutput(embedding (B, D_emb), logits (B, C), aux)``, aux = Σ layer losses.
+        """
+        h = x
+        embedding = x
+        aux = x.new_zeros(())
+        for i, layer in enumerate(self.layers):
+            h, layer_aux = layer(h)
+            aux = aux + layer_aux
+            if i == 0:
+                embedding = h
+            h = self._after(i, h)
+        return StudentOutput(embedding, h, aux)

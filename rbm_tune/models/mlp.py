@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rbm_tune.models.base import Student, StudentOutput, check_student_args, reset_modules
-from rbm_tune.models.norm import make_norm
+from rbm_tune.models.base import Student, StudentOutput, check_student_args
 
 __all__ = ["MLP"]
 
@@ -49,24 +48,17 @@ class MLP(Student):
         check_student_args(
             num_layers=num_layers, hidden_dim=hidden_dim, dropout=dropout, norm_type=norm_type
         )
-        self.in_dim = in_dim
-        self.out_dim = out_dim
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.dropout_p = dropout
-        self.norm_type = norm_type
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        self.norms = nn.ModuleList(make_norm(norm_type, hidden_dim) for _ in dims[1:-1])
-        self.dropout = nn.Dropout(dropout)
-        self.embedding_dim = dims[1]
-        self.feature_encoder = (
-            nn.Linear(self.embedding_dim, self.embedding_dim) if feature_encoder else None
+        self._build_stack(
+            in_dim,
+            out_dim,
+            nn.Linear,
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            dropout=dropout,
+            norm_type=norm_type,
+            feature_encoder=feature_encoder,
+            dropout_between=True,
         )
-
-    def reset_parameters(self) -> None:
-        """Re-initialise every layer, norm and the feature encoder."""
-        reset_modules(*self.layers, *self.norms, self.feature_encoder)
 
     def forward(self, x: Tensor) -> StudentOutput:
         """Run the MLP.

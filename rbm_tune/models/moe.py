@@ -11,6 +11,7 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple, cast
 
 import torch
@@ -20,15 +21,11 @@ from torch import Tensor, nn
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import (
     ExpertBank,
+    ExpertStudent,
     PhasedLayer,
-    Student,
-    StudentOutput,
     check_expert_args,
-    check_student_args,
     clamped_exp,
-    reset_modules,
 )
-from rbm_tune.models.norm import make_norm
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
 
@@ -246,7 +243,7 @@ class MoELayer(PhasedLayer):
         return scale * y, aux
 
 
-class MoE(Student):
+class MoE(ExpertStudent):
     """Vanilla MoE student: every layer (input, hidden, output) is a :class:`MoELayer`.
 
     Between layers: optional norm -> ReLU (the dropout sits inside the experts, so it also
@@ -288,25 +285,11 @@ class MoE(Student):
         pretraining: bool = True,
         feature_encoder: bool = False,
     ) -> None:
-        super().__init__()
-        check_student_args(
-            num_layers=num_layers, hidden_dim=hidden_dim, dropout=dropout, norm_type=norm_type
-        )
-        check_expert_args(num_experts=num_experts, k=k, expert_dropout=expert_dropout)
-        self.in_dim = in_dim
-        self.out_dim = out_dim
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.dropout_p = dropout
-        self.norm_type = norm_type
-        self.num_experts = num_experts
-        self.k = k
-        self.router_name = router
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(
-            MoELayer(
-                a,
-                b,
+        super().__init__(
+            in_dim,
+            out_dim,
+            partial(
+                MoELayer,
                 num_experts=num_experts,
                 k=k,
                 router_dim=hidden_dim,
@@ -315,28 +298,22 @@ class MoE(Student):
                 router=router,
                 expert_dropout=expert_dropout,
                 pretraining=pretraining,
-            )
-            for a, b in zip(dims[:-1], dims[1:])
+            ),
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            dropout=dropout,
+            norm_type=norm_type,
+            num_experts=num_experts,
+            k=k,
+            expert_dropout=expert_dropout,
+            feature_encoder=feature_encoder,
         )
-        self.norms = nn.ModuleList(make_norm(norm_type, hidden_dim) for _ in dims[1:-1])
-        self.embedding_dim = dims[1]
-        self.feature_encoder = (
-            nn.Linear(self.embedding_dim, self.embedding_dim) if feature_encoder else None
-        )
+        self.router_name = router
 
     @property
     def moe_layers(self) -> list[MoELayer]:
         """The layers, typed."""
         return cast("list[MoELayer]", list(self.layers))
-
-    @property
-    def is_pretraining(self) -> bool:
-        """Whether the layers still use the slice dispatch."""
-        return any(layer.is_pretraining for layer in self.moe_layers)
-
-    def reset_parameters(self) -> None:
-        """Re-initialise layers, norms and the feature encoder (the phase is kept)."""
-        reset_modules(*self.layers, *self.norms, self.feature_encoder)
 
     def end_pretraining(
         self,
@@ -351,27 +328,6 @@ class MoE(Student):
         """Switch every layer's router on (spec §3.2); the arguments are ignored."""
         for layer in self.moe_layers:
             layer.end_pretraining()
-
-    def forward(self, x: Tensor) -> StudentOutput:
-        """Run the MoE student.
-
-        Args:
-            x: node features, shape (B, d).
-
-        Returns:
-            ``StudentOutput(embedding (B, D_emb), logits (B, C), aux)``, aux = Σ layer losses.
-        """
-        h = x
-        embedding = x
-        aux = x.new_zeros(())
-        for i, layer in enumerate(self.layers):
-            h, layer_aux = layer(h)
-            aux = aux + layer_aux
-            if i == 0:
-                embedding = h
-            if i < self.num_layers - 1:
-                h = F.relu(self.norms[i](h))
-        return StudentOutput(embedding, h, aux)
 
     def __repr__(self) -> str:
         return (

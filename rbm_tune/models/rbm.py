@@ -22,6 +22,7 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import cast
 
 import torch
@@ -32,15 +33,11 @@ from rbm_tune.kmeans import kmeans
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import (
     ExpertBank,
+    ExpertStudent,
     PhasedLayer,
-    Student,
-    StudentOutput,
     check_expert_args,
-    check_student_args,
     clamped_exp,
-    reset_modules,
 )
-from rbm_tune.models.norm import make_norm
 
 __all__ = ["RbM", "RbMLayer"]
 
@@ -197,7 +194,7 @@ class RbMLayer(PhasedLayer):
         )
 
 
-class RbM(Student):
+class RbM(ExpertStudent):
     """RbM student: every layer (input, hidden, output) is an :class:`RbMLayer` (spec §3.3).
 
     Between layers: optional norm -> ReLU (dropout sits inside the experts). Embedding = first
@@ -245,25 +242,11 @@ class RbM(Student):
         pretraining: bool = True,
         feature_encoder: bool = False,
     ) -> None:
-        super().__init__()
-        check_student_args(
-            num_layers=num_layers, hidden_dim=hidden_dim, dropout=dropout, norm_type=norm_type
-        )
-        check_expert_args(num_experts=num_experts, k=k, expert_dropout=expert_dropout)
-        self.in_dim = in_dim
-        self.out_dim = out_dim
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.dropout_p = dropout
-        self.norm_type = norm_type
-        self.num_experts = num_experts
-        self.k = k
-        self.input_attention = input_attention
-        dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(
-            RbMLayer(
-                a,
-                b,
+        super().__init__(
+            in_dim,
+            out_dim,
+            partial(
+                RbMLayer,
                 num_experts=num_experts,
                 k=k,
                 momentum=momentum,
@@ -274,24 +257,22 @@ class RbM(Student):
                 dropout=dropout,
                 expert_dropout=expert_dropout,
                 pretraining=pretraining,
-            )
-            for a, b in zip(dims[:-1], dims[1:])
+            ),
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            dropout=dropout,
+            norm_type=norm_type,
+            num_experts=num_experts,
+            k=k,
+            expert_dropout=expert_dropout,
+            feature_encoder=feature_encoder,
         )
-        self.norms = nn.ModuleList(make_norm(norm_type, hidden_dim) for _ in dims[1:-1])
-        self.embedding_dim = dims[1]
-        self.feature_encoder = (
-            nn.Linear(self.embedding_dim, self.embedding_dim) if feature_encoder else None
-        )
+        self.input_attention = input_attention
 
     @property
     def rbm_layers(self) -> list[RbMLayer]:
         """The layers, typed."""
         return cast("list[RbMLayer]", list(self.layers))
-
-    @property
-    def is_pretraining(self) -> bool:
-        """Whether any layer is still a plain linear layer."""
-        return any(layer.is_pretraining for layer in self.rbm_layers)
 
     @property
     def update_memory(self) -> bool:
@@ -302,36 +283,6 @@ class RbM(Student):
     def update_memory(self, value: bool) -> None:
         for layer in self.rbm_layers:
             layer.update_memory = value
-
-    def reset_parameters(self) -> None:
-        """Re-initialise layers, norms and the feature encoder (the phase is kept)."""
-        reset_modules(*self.layers, *self.norms, self.feature_encoder)
-
-    def _after(self, index: int, h: Tensor) -> Tensor:
-        """Norm and ReLU after layer ``index`` (none after the last)."""
-        if index < self.num_layers - 1:
-            h = F.relu(self.norms[index](h))
-        return h
-
-    def forward(self, x: Tensor) -> StudentOutput:
-        """Run the RbM student.
-
-        Args:
-            x: node features, shape (B, d).
-
-        Returns:
-            ``StudentOutput(embedding (B, D_emb), logits (B, C), aux)``.
-        """
-        h = x
-        embedding = x
-        aux = x.new_zeros(())
-        for i, layer in enumerate(self.layers):
-            h, layer_aux = layer(h)
-            aux = aux + layer_aux
-            if i == 0:
-                embedding = h
-            h = self._after(i, h)
-        return StudentOutput(embedding, h, aux)
 
     def end_pretraining(
         self,

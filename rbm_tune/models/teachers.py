@@ -105,21 +105,11 @@ class _Teacher(nn.Module):
         )
 
 
-class GCNTeacher(_Teacher):
-    """GCN: ``GCNConv(add_self_loops=False, normalize=True)``; hidden: ReLU -> norm -> dropout.
+class _PlainTeacher(_Teacher):
+    """A teacher whose constructor takes only the shared hyperparameters.
 
-    Self-loops come only from the data (spec §2.1, §10.1 item 13). Embedding: after the ReLU.
-
-    Args:
-        in_dim: d.
-        out_dim: C.
-        num_layers: L graph layers.
-        hidden_dim: h.
-        dropout: dropout after each hidden layer.
-        norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
+    Subclasses build their PyG model in ``_build_gnn``, after the norms are registered.
     """
-
-    act_before_embedding = True
 
     def __init__(
         self,
@@ -139,20 +129,43 @@ class GCNTeacher(_Teacher):
             dropout=dropout,
             norm_type=norm_type,
         )
+        self.gnn = self._build_gnn()
+
+    def _build_gnn(self) -> GCN | GraphSAGE:
+        raise NotImplementedError
+
+
+class GCNTeacher(_PlainTeacher):
+    """GCN: ``GCNConv(add_self_loops=False, normalize=True)``; hidden: ReLU -> norm -> dropout.
+
+    Self-loops come only from the data (spec §2.1, §10.1 item 13). Embedding: after the ReLU.
+
+    Args:
+        in_dim: d.
+        out_dim: C.
+        num_layers: L graph layers.
+        hidden_dim: h.
+        dropout: dropout after each hidden layer.
+        norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
+    """
+
+    act_before_embedding = True
+
+    def _build_gnn(self) -> GCN:
         from torch_geometric.nn.models import GCN
 
-        self.gnn = GCN(
-            in_dim,
-            hidden_dim,
-            num_layers,
-            out_dim,
-            dropout=dropout,
+        return GCN(
+            self.in_dim,
+            self.hidden_dim,
+            self.num_layers,
+            self.out_dim,
+            dropout=self.dropout_p,
             add_self_loops=False,
             normalize=True,
         )
 
 
-class SAGETeacher(_Teacher):
+class SAGETeacher(_PlainTeacher):
     """GraphSAGE with DGL's ``gcn`` aggregator (spec §2.1).
 
     ``SAGEConv(aggr="mean", root_weight=False)`` over the edges plus one appended self-loop per
@@ -169,36 +182,19 @@ class SAGETeacher(_Teacher):
         norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        *,
-        num_layers: int = 2,
-        hidden_dim: int = 256,
-        dropout: float = 0.5,
-        norm_type: str = "none",
-    ) -> None:
-        super().__init__(
-            in_dim,
-            out_dim,
-            num_layers=num_layers,
-            hidden_dim=hidden_dim,
-            dropout=dropout,
-            norm_type=norm_type,
-        )
+    def _build_gnn(self) -> GraphSAGE:
         from torch_geometric.nn.models import GraphSAGE
 
-        self.gnn = GraphSAGE(
-            in_dim,
-            hidden_dim,
-            num_layers,
-            out_dim,
-            dropout=dropout,
+        self._loop_cache: tuple[Any, int, int, Tensor] | None = None
+        return GraphSAGE(
+            self.in_dim,
+            self.hidden_dim,
+            self.num_layers,
+            self.out_dim,
+            dropout=self.dropout_p,
             aggr="mean",
             root_weight=False,
         )
-        self._loop_cache: tuple[Any, int, int, Tensor] | None = None
 
     def _edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         cache = self._loop_cache
