@@ -208,7 +208,7 @@ class Tracker:
     ) -> str:
         """The teacher's own run (role=teacher), logged once per teacher key and experiment."""
         run_id = self._find_or_create(
-            {"rbm_tune.teacher_key": digest},
+            {ROLE_TAG: "teacher", "rbm_tune.teacher_key": digest},  # trial runs carry the key too
             run_name=f"teacher {digest[:12]}",
             tags={
                 **self.study_tags,

@@ -158,9 +158,16 @@ def test_sigkill_then_resume(workdir: Path) -> None:
     assert resumed.returncode == 0, out[-3000:]
     runs = _runs(uri, "killme", "trial")
     summary = [
-        (r.data.tags["rbm_tune.trial_id"], r.info.status, r.data.tags.get("rbm_tune.asha_stopped"))
+        (
+            r.data.tags["rbm_tune.trial_id"],
+            r.info.status,
+            r.data.tags.get("rbm_tune.asha_stopped"),
+            sorted(r.data.metrics),
+        )
         for r in runs
     ]
+    if os.environ.get("RBM_TUNE_DEBUG_DIR"):
+        Path(os.environ["RBM_TUNE_DEBUG_DIR"], "killme.txt").write_text(f"{summary}\n{out}")
     assert len(runs) == 6, summary
     client = MlflowClient(uri)
     for run in runs:
