@@ -65,3 +65,23 @@ def test_uri_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_tracking_uri("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
+
+
+def test_teacher_run_never_adopts_a_trial_run(tmp_path: Path) -> None:
+    """A resumed study logs its teacher again: that must not touch a crashed trial's run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tags = {"rbm_tune.study": "s"}
+    tracker = Tracker(uri, "s", study_tags=tags)
+    trial = tracker.start_trial("t1", {"student.k": 1}, {"rbm_tune.teacher_key": "abc"})
+    tracker.log_metrics(trial, {"val_acc": 0.5}, step=1)  # then the driver dies
+    again = Tracker(uri, "s", study_tags=tags)
+    teacher = again.log_teacher(
+        "abc", {"teacher.hidden_dim": 16}, {"val_acc": 0.9}, step=3, trained=False
+    )
+    assert teacher != trial
+    assert again.client.get_run(trial).info.status == "RUNNING"
+    assert again.client.get_run(teacher).data.tags["rbm_tune.role"] == "teacher"
+    # a restarted trial replaces its partial run instead of logging epoch 1 twice
+    restarted = again.start_trial("t1", {"student.k": 1}, {"rbm_tune.teacher_key": "abc"})
+    assert restarted != trial
+    assert [r.info.run_id for r in again.trial_runs()] == [restarted]
