@@ -105,11 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_arg(p)
 
     p = sub.add_parser(
-        "teacher", help="pre-train (or find in the cache) the teachers a trial config needs"
+        "teacher", help="pre-train (or find in the cache) the teacher a space or config needs"
     )
-    p.add_argument(
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--space", metavar="FILE", help="search-space YAML (or a shipped space's name)"
+    )
+    which.add_argument(
         "--config",
-        required=True,
         metavar="FILE",
         help="trial YAML, or the name of a shipped config (see 'rbm-tune configs')",
     )

@@ -93,9 +93,15 @@ def train(args: argparse.Namespace) -> int:
 
 def pretrain_teachers(args: argparse.Namespace) -> int:
     """Train, or find in the cache, the teacher of a trial config for each requested seed."""
-    from rbm_tune.config import load_config
+    if args.space is not None:
+        from rbm_tune.search_space import load_space
 
-    config = load_config(resolve_config_path(args.config))
+        # the teacher section of a space is always fixed: its default point has the teacher
+        config = load_space(args.space).default_config()
+    else:
+        from rbm_tune.config import load_config
+
+        config = load_config(resolve_config_path(args.config))
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
 

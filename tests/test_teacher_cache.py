@@ -405,3 +405,23 @@ def test_cli_train_twice_loads_the_teacher_from_the_cache(
     assert second.returncode == 0, second.stderr
     assert f"teacher: loaded from cache {digest[:12]}" in second.stderr.splitlines()
     assert first.stdout.split(";")[:2] == second.stdout.split(";")[:2]  # same teacher, student
+
+
+@pytest.mark.slow
+def test_cli_teacher_space_pretrains_the_study_teacher(tmp_path: Path) -> None:
+    from helpers import write_space
+
+    from rbm_tune.data import load_graph
+    from rbm_tune.search_space import load_space
+
+    space = write_space(tmp_path, "pre", trials=2)
+    cache_dir = str(tmp_path / "c")
+    first = rbm_tune("teacher", "--space", str(space), "--cache-dir", cache_dir)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split()[1] == "trained"
+    second = rbm_tune("teacher", "--space", str(space), "--cache-dir", cache_dir)
+    assert second.stdout.split()[1] == "cached"
+    # the key is the one the study will look up
+    base = load_space(space).default_config()
+    key = TeacherKey.of(load_graph("demo", seed=base.seed), base.teacher, seed=base.seed)
+    assert first.stdout.split()[0] == key.digest[:12]
