@@ -58,7 +58,7 @@ def _check_study_runs(uri: str, name: str, trials: int) -> list:
     return runs
 
 
-def test_demo_study_end_to_end(workdir: Path) -> None:
+def test_demo_study_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     space = load_space(write_space(workdir, "e2e", trials=8, concurrent=2))
     result = run_study(space, cpus=2, verbose=0)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
@@ -73,6 +73,14 @@ def test_demo_study_end_to_end(workdir: Path) -> None:
 
     best = load_config(result.storage_path / "best_config.yaml")
     assert best.student.k < best.student.num_experts
+    # `rbm-tune best` prints it as YAML that `rbm-tune train --config` accepts
+    from rbm_tune.cli import main
+
+    capsys.readouterr()  # drop Ray Tune's progress output
+    assert main(["best", "--name", "e2e"]) == 0
+    printed = workdir / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert load_config(printed) == best
     # the teacher is cached: a second study reuses it without training
     assert len(TeacherCache.in_cache_dir().entries()) == 1
     again = run_study(space, cpus=2, verbose=0, name="e2e-again", num_trials=2)
