@@ -317,7 +317,7 @@ def train_student(
     torch.manual_seed(config.seed)
     trainer = _Trainer(config, graph, teacher, graph.x if features is None else features, device)
     d, model = config.distill, trainer.model
-    has_switch = hasattr(model, "end_pretraining") and config.student.model != "mlp"
+    has_switch = model.is_pretraining  # MoE/RbM start in pretraining; the MLP has no switch
     pretrain = d.pretrain_epochs if has_switch else 0
     step = trainer.epoch_fast if d.mode == "fast" else trainer.epoch_reference
 

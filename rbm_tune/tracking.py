@@ -146,17 +146,29 @@ class Tracker:
         )
 
     def _find_or_create(
-        self, match: Mapping[str, str], *, run_name: str, tags: Mapping[str, str]
+        self,
+        match: Mapping[str, str],
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        replace_partial: bool = False,
     ) -> str:
-        """Reuse the run whose tags equal ``match`` (so a resumed study adds no duplicates)."""
+        """Reuse the run whose tags equal ``match`` (so a resumed study adds no duplicates).
+
+        With ``replace_partial``, an unfinished run that already holds metrics is deleted
+        (MLflow keeps deleted runs recoverable) and a fresh one created instead.
+        """
         clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
         if STUDY_TAG in self.study_tags:
             clauses += f" and tags.`{STUDY_TAG}` = '{self.study_tags[STUDY_TAG]}'"
         found = self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=1)
         if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            return run_id
+            old = found[0]
+            if replace_partial and old.info.status != "FINISHED" and old.data.metrics:
+                self.client.delete_run(old.info.run_id)
+            else:
+                self.client.update_run(old.info.run_id, status="RUNNING")
+                return old.info.run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         return run.info.run_id
 
@@ -175,16 +187,9 @@ class Tracker:
         restarts from scratch in Ray Tune, so its partial run is deleted (MLflow keeps deleted
         runs recoverable) and a fresh one started: no epoch is ever logged twice.
         """
-        old = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-            f"tags.`{STUDY_TAG}` = '{self.study_tags.get(STUDY_TAG, '')}'",
-            max_results=1,
-        )
-        if old and old[0].info.status != "FINISHED" and old[0].data.metrics:
-            self.client.delete_run(old[0].info.run_id)
         run_id = self._find_or_create(
             {TRIAL_TAG: trial_id},
+            replace_partial=True,
             run_name=f"trial {trial_id}",
             tags={
                 **self.study_tags,
