@@ -38,6 +38,7 @@ NUM_PARAMS = "num_params"
 INFERENCE_MS = "inference_ms_per_1k_nodes"
 RAN_ON_CUDA = "ran_on_cuda"
 FINAL = "final"
+NODE_ID = "node_id"
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,10 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     device = _trial_device(space.study.gpus_per_trial)
     pretrain = cfg.distill.pretrain_epochs if cfg.student.model != "mlp" else 0
 
+    node = _node_id()
+
     def report(m: dict[str, float]) -> None:
-        tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain})
+        tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain, NODE_ID: node})
 
     features = student_features(cfg, graph)
     result = train_student(
@@ -130,11 +133,22 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         INFERENCE_MS: inference,
         RAN_ON_CUDA: int(device.type == "cuda"),
         FINAL: 1,
+        # which Ray node trained it (several nodes of one cluster may share an IP and host name)
+        NODE_ID: node,
     }
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.cpu().state_dict(), Path(tmp) / "student.pt")
         (Path(tmp) / "final.json").write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _node_id() -> str:
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 (outside Ray: no node)
+        return ""
 
 
 def _check_address(address: str, timeout: float = 5.0) -> None:
@@ -374,7 +388,11 @@ class MlflowTrials(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run = self._run(trial)
         stopped = trial.trial_id not in self.finished
-        self.tracker.set_tags(run, {"rbm_tune.asha_stopped": str(stopped).lower()})
+        tags = {"rbm_tune.asha_stopped": str(stopped).lower()}
+        node = (getattr(trial, "last_result", None) or {}).get(NODE_ID)
+        if node:
+            tags["rbm_tune.node_id"] = str(node)
+        self.tracker.set_tags(run, tags)
         self.tracker.end(run, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -469,6 +487,7 @@ def _tune(
                 TEST_ACC: m.get(TEST_ACC),
                 "epochs": m.get("epoch"),
                 "asha_stopped": not m.get(FINAL, False),
+                NODE_ID: m.get(NODE_ID) or "",
                 "config": result.config or {},
                 "checkpoint": result.checkpoint,
                 "error": str(result.error).splitlines()[0] if result.error else None,
@@ -489,9 +508,10 @@ def _tune(
     tracker.log_artifact(tracker.parent_id, best_yaml)
     table = out_dir / "results.csv"
     table.write_text(
-        "trial_id,val_acc,test_acc,epochs,asha_stopped\n"
+        "trial_id,val_acc,test_acc,epochs,asha_stopped,node_id\n"
         + "".join(
-            f"{r['trial_id']},{r[VAL_ACC]},{r[TEST_ACC]},{r['epochs']},{r['asha_stopped']}\n"
+            f"{r['trial_id']},{r[VAL_ACC]},{r[TEST_ACC]},{r['epochs']},{r['asha_stopped']},"
+            f"{r[NODE_ID]}\n"
             for r in done
         )
     )

@@ -1,0 +1,285 @@
+"""A real 2-node Ray cluster on this machine: ``rbm-tune submit``, ``jobs`` and ``--address``.
+
+Two ``ray start`` processes (a head with the dashboard / job server, and a worker node with its
+own temp dir and CPUs) form the cluster. Ray binds the machine's public interface, so the whole
+cluster, and every command that talks to it, runs in a network namespace that has only ``lo``:
+the one CI already runs the suite in, or one this module makes (root needed; skipped otherwise).
+The cluster is stopped by process group, and the namespace deleted, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import free_port
+from mlflow.tracking import MlflowClient
+
+from rbm_tune.teacher_cache import TeacherCache
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def _only_loopback() -> bool:
+    return sorted(os.listdir("/sys/class/net")) == ["lo"]
+
+
+@dataclass
+class Cluster:
+    prefix: list[str]  # runs a command inside the cluster's network namespace
+    env: dict[str, str]
+    gcs: str  # 127.0.0.1:PORT
+    dashboard: str  # http://127.0.0.1:PORT
+    node_ids: set[str]
+    work: Path
+
+    def run(self, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*self.prefix, *args],
+            env=self.env,
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*self.prefix, *args],
+            env=self.env,
+            cwd=self.work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def _kill_group(pgid: int) -> None:
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+
+
+def _alive_nodes(prefix: list[str], env: dict[str, str], gcs: str) -> set[str]:
+    out = subprocess.run(
+        [*prefix, str(BIN / "ray"), "status", "--address", gcs],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    active = out.split("Active:", 1)[-1].split("Pending:", 1)[0]
+    return {w.removeprefix("node_") for w in active.split() if w.startswith("node_")}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    netns = None
+    prefix: list[str] = []
+    if not _only_loopback():
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            pytest.skip("a multi-node Ray cluster needs a loopback-only network namespace (root)")
+        netns = f"rbt-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+        prefix = ["ip", "netns", "exec", netns]
+    work = Path(tempfile.mkdtemp(prefix="rbt-cluster-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `python` is this venv's
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
+    gcs_port, dash_port, client_port = free_port(), free_port(), free_port()
+    gcs = f"127.0.0.1:{gcs_port}"
+    groups: list[int] = []
+    try:
+        for args, temp in (
+            (
+                [
+                    "--head",
+                    f"--port={gcs_port}",
+                    "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dash_port}",
+                    f"--ray-client-server-port={client_port}",
+                ],
+                "h",
+            ),
+            ([f"--address={gcs}"], "w"),
+        ):
+            temp_dir = tempfile.mkdtemp(prefix=f"rbt{temp}", dir="/tmp")  # short: socket paths
+            start = subprocess.Popen(
+                [
+                    *prefix,
+                    str(BIN / "ray"),
+                    "start",
+                    *args,
+                    "--num-cpus=2",
+                    "--num-gpus=0",
+                    f"--temp-dir={temp_dir}",
+                    "--disable-usage-stats",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,  # the node's daemons stay in this process group
+            )
+            groups.append(start.pid)
+            out, _ = start.communicate(timeout=120)
+            assert start.returncode == 0, out[-3000:]
+        deadline = time.monotonic() + 60
+        nodes: set[str] = set()
+        while len(nodes) < 2 and time.monotonic() < deadline:
+            nodes = _alive_nodes(prefix, env, gcs)
+            time.sleep(1)
+        assert len(nodes) == 2, f"the cluster has {len(nodes)} live node(s), not 2"
+        yield Cluster(prefix, env, gcs, f"http://127.0.0.1:{dash_port}", nodes, work)
+    finally:
+        for pgid in reversed(groups):
+            _kill_group(pgid)
+        if netns:
+            subprocess.run(["ip", "netns", "del", netns], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _study_args(c: Cluster) -> list[str]:
+    return [
+        f"--storage-path={c.work / 'runs'}",
+        f"--tracking-uri=sqlite:///{c.work / 'mlflow.db'}",
+        f"--cache-dir={c.work / 'cache'}",
+    ]
+
+
+def _trial_runs(c: Cluster, experiment: str, role: str) -> list:
+    client = MlflowClient(f"sqlite:///{c.work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`rbm_tune.role` = '{role}'", max_results=100
+    )
+
+
+def _results(c: Cluster, study: str) -> list[dict[str, str]]:
+    with open(c.work / "runs" / study / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_submit_runs_the_demo_study_as_a_job_on_both_nodes(cluster: Cluster) -> None:
+    c = cluster
+    rbm = str(BIN / "rbm-tune")
+    done = c.run(
+        rbm, "submit", f"--address={c.dashboard}", "--space=demo", "--trials=6", *_study_args(c)
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    job_id = done.stdout.strip().splitlines()[-1]
+    assert job_id.startswith("raysubmit_")
+    assert f"job {job_id}: SUCCEEDED" in done.stdout
+    assert "study demo: top trials" in done.stdout  # the job's own output was streamed
+
+    rows = _results(c, "demo")
+    assert len(rows) == 6
+    used = {r["node_id"] for r in rows}
+    assert used == c.node_ids, f"trials ran on {used}, the cluster has {c.node_ids}"
+
+    trials = _trial_runs(c, "demo", "trial")
+    assert len(trials) == 6
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert {r.data.tags["rbm_tune.node_id"] for r in trials} == c.node_ids
+    teachers = _trial_runs(c, "demo", "teacher")
+    assert len(teachers) == 1
+    assert teachers[0].data.tags["rbm_tune.teacher_trained_here"] == "true"
+    assert len(TeacherCache.in_cache_dir(c.work / "cache").entries()) == 1  # trained once
+
+    status = c.run(rbm, "jobs", "status", job_id, f"--address={c.dashboard}", timeout=60)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout, status.stdout + status.stderr
+    logs = c.run(rbm, "jobs", "logs", job_id, f"--address={c.dashboard}", timeout=60)
+    assert "study demo: top trials" in logs.stdout
+    listed = c.run(rbm, "jobs", "list", f"--address={c.dashboard}", timeout=60)
+    assert job_id in listed.stdout and "demo" in listed.stdout
+
+
+def test_address_joins_the_cluster_from_the_driver(cluster: Cluster) -> None:
+    c = cluster
+    done = c.run(
+        str(BIN / "rbm-tune"),
+        "--space=demo",
+        "--name=joined",
+        "--trials=4",
+        f"--address={c.gcs}",
+        *_study_args(c),
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    rows = _results(c, "joined")
+    assert len(rows) == 4
+    assert {r["node_id"] for r in rows} <= c.node_ids and all(r["node_id"] for r in rows)
+    assert len(_trial_runs(c, "joined", "trial")) == 4
+    # the first study's teacher: same data, spec and seed -> the cache, not a second training
+    teachers = _trial_runs(c, "joined", "teacher")
+    assert [t.data.tags["rbm_tune.teacher_trained_here"] for t in teachers] == ["false"]
+    assert len(TeacherCache.in_cache_dir(c.work / "cache").entries()) == 1
+
+
+def test_ctrl_c_detaches_and_jobs_stop_ends_the_job(cluster: Cluster) -> None:
+    c = cluster
+    rbm = str(BIN / "rbm-tune")
+    proc = c.popen(
+        rbm,
+        "submit",
+        f"--address={c.dashboard}",
+        "--space=demo",
+        "--name=detached",
+        "--trials=16",
+        *_study_args(c),
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # wait until the study is really running on the cluster
+        lines.append(line)
+        if "teacher " in line or "Trial status" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text[-3000:]
+    assert "detached" in text
+    job_id = text.strip().splitlines()[-1]
+    assert job_id.startswith("raysubmit_")
+
+    status = c.run(rbm, "jobs", "status", job_id, f"--address={c.dashboard}", timeout=60)
+    assert "RUNNING" in status.stdout, status.stdout + status.stderr  # detaching left it running
+    stop = c.run(rbm, "jobs", "stop", job_id, f"--address={c.dashboard}", timeout=60)
+    assert stop.returncode == 0 and "stop requested" in stop.stdout
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = c.run(rbm, "jobs", "status", job_id, f"--address={c.dashboard}", timeout=60)
+        if "STOPPED" in status.stdout:
+            break
+        time.sleep(2)
+    assert "STOPPED" in status.stdout, status.stdout
+    missing = c.run(rbm, "jobs", "status", "raysubmit_nope", f"--address={c.dashboard}")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("rbm-tune: error: no job 'raysubmit_nope'")
