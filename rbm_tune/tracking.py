@@ -126,6 +126,11 @@ class Tracker:
 
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # MLflow's own HTTP retries back off for minutes per call; the study's callback buffers
+        # and retries instead (rbm_tune.tune.MlflowTrials), so a call may fail fast.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = uri
         self.experiment_name = experiment
         self.client: MlflowClient = MlflowClient(uri)
@@ -153,24 +158,31 @@ class Tracker:
         tags: Mapping[str, str],
         replace_partial: bool = False,
     ) -> str:
-        """Reuse the run whose tags equal ``match`` (so a resumed study adds no duplicates).
+        """Reuse the live run whose tags equal ``match`` (a resumed study adds no duplicates).
 
-        With ``replace_partial``, an unfinished run that already holds metrics is deleted
-        (MLflow keeps deleted runs recoverable) and a fresh one created instead.
+        FAILED and KILLED runs are history (a failed attempt, an attempt cut short by a crash)
+        and are never reused. With ``replace_partial``, an unfinished run that already holds
+        metrics is closed as KILLED (tagged ``rbm_tune.ended_by``) and a fresh one created.
         """
         clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in match.items())
         if STUDY_TAG in self.study_tags:
             clauses += f" and tags.`{STUDY_TAG}` = '{self.study_tags[STUDY_TAG]}'"
+        clauses += " and attributes.status != 'FAILED' and attributes.status != 'KILLED'"
         found = self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=1)
         if found:
             old = found[0]
             if replace_partial and old.info.status != "FINISHED" and old.data.metrics:
-                self.client.delete_run(old.info.run_id)
+                self.close_orphan(old.info.run_id, "restarted after the study was interrupted")
             else:
                 self.client.update_run(old.info.run_id, status="RUNNING")
                 return old.info.run_id
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
         return run.info.run_id
+
+    def close_orphan(self, run_id: str, why: str) -> None:
+        """End a run whose process is gone as KILLED, saying why in ``rbm_tune.ended_by``."""
+        self.client.set_tag(run_id, "rbm_tune.ended_by", why)
+        self.client.set_terminated(run_id, status="KILLED")
 
     @property
     def experiment_url(self) -> str:
@@ -179,17 +191,22 @@ class Tracker:
         return f"mlflow ui --backend-store-uri {self.uri}  (experiment {self.experiment_id})"
 
     def start_trial(
-        self, trial_id: str, params: Mapping[str, Any], tags: Mapping[str, str]
+        self,
+        trial_id: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        *,
+        replace_partial: bool = True,
     ) -> str:
         """The nested run of a trial.
 
         After a resume, a trial that had finished keeps its run. A trial that was cut short
-        restarts from scratch in Ray Tune, so its partial run is deleted (MLflow keeps deleted
-        runs recoverable) and a fresh one started: no epoch is ever logged twice.
+        restarts from scratch in Ray Tune, so its partial run is closed as KILLED and a fresh
+        one started: no epoch is ever logged twice in one run, and no run stays RUNNING.
         """
         run_id = self._find_or_create(
             {TRIAL_TAG: trial_id},
-            replace_partial=True,
+            replace_partial=replace_partial,
             run_name=f"trial {trial_id}",
             tags={
                 **self.study_tags,

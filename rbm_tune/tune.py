@@ -29,7 +29,6 @@ from typing import Any
 from ray import tune
 
 from rbm_tune.errors import RbmTuneError
-from rbm_tune.tracking import TRIAL_TAG
 
 __all__ = ["StudyResult", "run_study"]
 
@@ -39,6 +38,7 @@ INFERENCE_MS = "inference_ms_per_1k_nodes"
 RAN_ON_CUDA = "ran_on_cuda"
 FINAL = "final"
 NODE_ID = "node_id"
+PENDING_MLFLOW = "mlflow-pending.json"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class StudyResult:
     table: list[dict[str, Any]]
     teacher_digest: str
     teacher_trained: bool
+    failed: tuple[str, ...] = ()  # trials that errored with no retries left
 
 
 def _trial_device(requested_gpus: float) -> Any:
@@ -91,6 +92,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     """One trial: sampled constants -> TrialConfig -> train_student, reporting to Ray Tune."""
     import torch
 
+    from rbm_tune import faults
     from rbm_tune import metrics as M
     from rbm_tune.distill import train_student
     from rbm_tune.trial import seed_everything, student_features
@@ -112,6 +114,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     node = _node_id()
 
     def report(m: dict[str, float]) -> None:
+        faults.fire("trial_epoch", int(m[M.EPOCH]))
         tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain, NODE_ID: node})
 
     features = student_features(cfg, graph)
@@ -240,6 +243,8 @@ def run_study(
         raise RbmTuneError(
             f"no study {name!r} to resume in {storage}; run without --resume to start it"
         )
+    if resume:
+        _check_state_files(experiment_dir)
     if not resume and experiment_dir.exists():
         raise RbmTuneError(
             f"study {name!r} already exists in {storage}; pass --resume to continue it or "
@@ -285,6 +290,20 @@ def run_study(
         verbose=verbose,
         log=log,
     )
+
+
+def _check_state_files(experiment_dir: Path) -> None:
+    """Refuse, before anything is written, to resume from an unreadable experiment state."""
+    for path in sorted(experiment_dir.glob("experiment_state*.json")):
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise RbmTuneError(
+                f"cannot resume study {experiment_dir.name!r}: its Ray Tune state {path} is "
+                f"damaged ({type(err).__name__}); start it again under a new --name (the teacher "
+                "comes from the cache; finished trials stay in MLflow and their results in "
+                f"{experiment_dir})"
+            ) from None
 
 
 def _resolve_teacher(cache: Any, key: Any, spec: Any, graph: Any, seed: int) -> tuple[Any, bool]:
@@ -337,20 +356,55 @@ _FINAL_LOGGED = (
 class MlflowTrials(tune.Callback):
     """Driver-side Ray Tune callback mirroring every trial into a nested MLflow run.
 
-    Picklable (Ray saves it with the Tuner): it keeps only the tracker's settings and opens the
-    MLflow client lazily.
+    Every write is an operation in an outbox, written in order. When MLflow does not answer
+    (server restarting, network), the operations wait and are retried at most every
+    ``retry_s`` seconds while the trials keep training; the outbox is also kept in
+    ``pending_path``, so a driver that dies during an outage, or a study that ends before
+    MLflow is back, loses nothing: ``--resume`` writes what is left (see :meth:`drain`).
+
+    A trial attempt that fails and is retried (``study.max_failures``) ends as a FAILED run;
+    the retry gets a run of its own. Picklable (Ray saves callbacks with the Tuner): it keeps
+    only the tracker's settings and opens the MLflow client lazily.
     """
 
-    def __init__(self, tracker: Any, fixed: dict[str, Any], teacher_digest: str) -> None:
+    def __init__(
+        self,
+        tracker: Any,
+        fixed: dict[str, Any],
+        teacher_digest: str,
+        pending_path: Path,
+        *,
+        log: Callable[[str], None] = print,
+        retry_s: float = 10.0,
+    ) -> None:
         self.tracker_args = (tracker.uri, tracker.experiment_name, tracker.study_tags)
         self._tracker = tracker
         self.fixed = dict(fixed)
         self.teacher_digest = teacher_digest
+        self.pending_path = Path(pending_path)
+        self.log = log
+        self.retry_s = retry_s
         self.runs: dict[str, str] = {}
+        self.started: set[str] = set()
         self.finished: set[str] = set()
+        self.pending: list[list[Any]] = []
+        if self.pending_path.is_file():  # left by an outage or a crash: written first
+            self.pending = json.loads(self.pending_path.read_text())
+        self.down_since: float | None = None
+        self.next_try = 0.0
+        self.results = 0
+        self.completed = 0
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tracker": None, "runs": {}, "finished": set()}
+        return {
+            **self.__dict__,
+            "_tracker": None,
+            "log": print,
+            "runs": {},
+            "started": set(),
+            "finished": set(),
+            "pending": [],
+        }
 
     @property
     def tracker(self) -> Any:
@@ -361,42 +415,155 @@ class MlflowTrials(tune.Callback):
             self._tracker = Tracker(uri, experiment, study_tags=tags)
         return self._tracker
 
-    def _run(self, trial: Any) -> str:
-        if trial.trial_id not in self.runs:
-            self.runs[trial.trial_id] = self.tracker.start_trial(
-                trial.trial_id,
-                {**self.fixed, **trial.config},
-                {"rbm_tune.teacher_key": self.teacher_digest, "rbm_tune.trial_name": str(trial)},
-            )
-        return self.runs[trial.trial_id]
+    # -- the outbox ----------------------------------------------------------------------
+    def _send(self, *op: Any) -> None:
+        self.pending.append(list(op))
+        self.flush()
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._run(trial)
+    def flush(self, *, force: bool = False) -> bool:
+        """Write pending operations in order; False when MLflow still does not answer."""
+        import time
+
+        if not self.pending:
+            return True
+        if not force and self.down_since is not None and time.monotonic() < self.next_try:
+            return False
+        written = 0
+        while self.pending:
+            try:
+                self._apply(self.pending[0])
+            except Exception as err:  # noqa: BLE001 (any client/server failure: keep, retry)
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+                    self.log(
+                        f"rbm-tune: warning: MLflow at {self.tracker_args[0]} does not answer "
+                        f"({first}); trials go on, their runs are written when it is back"
+                    )
+                self.next_try = time.monotonic() + self.retry_s
+                self._save_pending()
+                return False
+            self.pending.pop(0)
+            written += 1
+        if self.down_since is not None:
+            self.log(f"rbm-tune: MLflow answers again; wrote {written} buffered update(s)")
+            self.down_since = None
+        self._save_pending()
+        return True
+
+    def _save_pending(self) -> None:
+        if self.pending:
+            self.pending_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.pending_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.pending))
+            os.replace(tmp, self.pending_path)
+        elif self.pending_path.exists():
+            self.pending_path.unlink()
+
+    def _run_id(self, trial_id: str) -> str:
+        if trial_id not in self.runs:  # an outbox left by an earlier driver: adopt its run
+            self.runs[trial_id] = self.tracker.start_trial(trial_id, {}, {}, replace_partial=False)
+        return self.runs[trial_id]
+
+    def _apply(self, op: list[Any]) -> None:
+        kind, trial_id, *args = op
+        if kind == "start":
+            params, tags, *adopt = args
+            replace = not (adopt and adopt[0])
+            self.runs[trial_id] = self.tracker.start_trial(
+                trial_id, params, tags, replace_partial=replace
+            )
+        elif kind == "metrics":
+            metrics, step = args
+            self.tracker.log_metrics(self._run_id(trial_id), metrics, step=step)
+        elif kind == "tags":
+            self.tracker.set_tags(self._run_id(trial_id), args[0])
+        elif kind == "end":
+            self.tracker.end(self._run_id(trial_id), args[0])
+            self.runs.pop(trial_id, None)  # a retried attempt gets a run of its own
+
+    def drain(self, wait_s: float) -> None:
+        """At the end of a study: retry the outbox for up to ``wait_s`` seconds.
+
+        Raises:
+            TrackingError: MLflow is still down; the outbox stays in ``pending_path``.
+        """
+        import time
+
+        from rbm_tune.errors import TrackingError
+
+        deadline = time.monotonic() + wait_s
+        while not self.flush(force=True):
+            if time.monotonic() >= deadline:
+                raise TrackingError(
+                    f"MLflow at {self.tracker_args[0]} stopped answering during the study; "
+                    f"every trial finished and its results are safe in {self.pending_path.parent}"
+                    f", and {len(self.pending)} MLflow update(s) wait in "
+                    f"{self.pending_path.name}; rerun the same command with --resume once "
+                    "MLflow answers, to write them"
+                )
+            time.sleep(min(self.retry_s, 5.0))
+
+    # -- Ray Tune's hooks ----------------------------------------------------------------
+    def _ensure_started(self, trial: Any, *, adopt: bool = False) -> None:
+        """Open the trial's run; ``adopt``: keep the run an earlier driver left unfinished."""
+        tid = trial.trial_id
+        if tid in self.started:
+            return
+        self.started.add(tid)
+        tags = {
+            "rbm_tune.teacher_key": self.teacher_digest,
+            "rbm_tune.trial_name": str(trial),
+            "rbm_tune.attempt": str(getattr(trial, "num_failures", 0) + 1),
+        }
+        self._send("start", tid, {**self.fixed, **trial.config}, tags, adopt)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        run = self._run(trial)
+        from rbm_tune import faults
+
+        # a trial whose first result here is its final one finished under a driver that died
+        # before recording it (_trial_fn hands back the stored result): its run is complete
+        self._ensure_started(trial, adopt=bool(result.get(FINAL)))
+        tid, step = trial.trial_id, int(result["epoch"])
         if result.get(FINAL):
             final = {f"final_{k}" if k == "val_acc" else k: result[k] for k in _FINAL_LOGGED}
-            self.tracker.log_metrics(run, final, step=int(result["epoch"]))
-            self.finished.add(trial.trial_id)
-            return
-        metrics = {k: result[k] for k in _LOGGED if k in result}
-        self.tracker.log_metrics(run, metrics, step=int(result["epoch"]))
+            self._send("metrics", tid, final, step)
+            self.finished.add(tid)
+        else:
+            self._send("metrics", tid, {k: result[k] for k in _LOGGED if k in result}, step)
+        self.results += 1
+        faults.fire("driver_result", self.results)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run = self._run(trial)
-        stopped = trial.trial_id not in self.finished
-        tags = {"rbm_tune.asha_stopped": str(stopped).lower()}
+        from rbm_tune import faults
+
+        self._ensure_started(trial)
+        tid = trial.trial_id
+        tags = {"rbm_tune.asha_stopped": str(tid not in self.finished).lower()}
         node = (getattr(trial, "last_result", None) or {}).get(NODE_ID)
         if node:
             tags["rbm_tune.node_id"] = str(node)
-        self.tracker.set_tags(run, tags)
-        self.tracker.end(run, "FINISHED")
+        self._send("tags", tid, tags)
+        self._send("end", tid, "FINISHED")
+        self.completed += 1
+        faults.fire("driver_complete", self.completed)
+
+    def _failed(self, trial: Any, why: str) -> None:
+        self._ensure_started(trial)
+        error = getattr(trial, "error_file", None) or ""
+        self._send(
+            "tags", trial.trial_id, {"rbm_tune.ended_by": why, "rbm_tune.error_file": error}
+        )
+        self._send("end", trial.trial_id, "FAILED")
+        self.started.discard(trial.trial_id)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._failed(trial, "the attempt failed; Ray Tune retries the trial")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.tracker.end(self._run(trial), "FAILED")
+        self._failed(trial, "the trial failed and has no retries left (study.max_failures)")
 
 
 def _tune(
@@ -420,6 +587,7 @@ def _tune(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from rbm_tune import faults
     from rbm_tune.metrics import TEST_ACC, VAL_ACC
 
     study = space.study
@@ -431,18 +599,34 @@ def _tune(
         tune.with_parameters(_trial_fn, space=space, graph=graph, teacher=teacher),
         {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
     )
-    callbacks = [MlflowTrials(tracker, space.fixed, key.digest)]
+    mirror = MlflowTrials(
+        tracker, space.fixed, key.digest, storage / name / PENDING_MLFLOW, log=log
+    )
+    callbacks = [mirror]
     run_config = tune.RunConfig(
         name=name,
         storage_path=str(storage),
         callbacks=callbacks,
         verbose=verbose,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=study.max_failures),
     )
     if resume:
-        tuner = tune.Tuner.restore(
-            str(storage / name), trainable=trainable, resume_unfinished=True, resume_errored=True
-        )
+        try:
+            tuner = tune.Tuner.restore(
+                str(storage / name),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        except Exception as err:  # noqa: BLE001 (whatever Ray's restore raises on bad state)
+            tracker.close_orphan(tracker.parent_id, "resume failed: unreadable Ray state")
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise RbmTuneError(
+                f"cannot resume study {name!r}: Ray Tune could not read its state in "
+                f"{storage / name} ({first}); start it again under a new --name (the teacher "
+                "comes from the cache; finished trials stay in MLflow)"
+            ) from None
         # a fresh callback: the pickled one holds no run ids
         tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
     else:
@@ -474,15 +658,15 @@ def _tune(
             run_config=run_config,
         )
     grid = tuner.fit()
-    if resume:
-        _drop_lost_trial_runs(grid, tracker, log)
+    mirror.drain(wait_s=float(os.environ.get("RBM_TUNE_MLFLOW_WAIT", "60")))
+    _close_lost_trial_runs(grid, tracker, log)
 
     rows = []
     for result in grid:
         m = result.metrics or {}
         rows.append(
             {
-                "trial_id": m.get("trial_id", ""),
+                "trial_id": m.get("trial_id") or Path(str(result.path)).name.split("_")[-1],
                 VAL_ACC: m.get(VAL_ACC),
                 TEST_ACC: m.get(TEST_ACC),
                 "epochs": m.get("epoch"),
@@ -493,7 +677,8 @@ def _tune(
                 "error": str(result.error).splitlines()[0] if result.error else None,
             }
         )
-    done = [r for r in rows if r[VAL_ACC] is not None]
+    # an errored trial (no retries left) never counts, whatever it reported before failing
+    done = [r for r in rows if r[VAL_ACC] is not None and not r["error"]]
     if not done:
         raise RbmTuneError(
             f"no trial of study {name!r} reported a result; see the Ray logs in {storage / name}"
@@ -505,6 +690,7 @@ def _tune(
     out_dir = storage / name
     best_yaml = out_dir / "best_config.yaml"
     best_yaml.write_text(yaml.safe_dump(best_config, sort_keys=False))
+    faults.fire("driver_summary", 1)
     tracker.log_artifact(tracker.parent_id, best_yaml)
     table = out_dir / "results.csv"
     table.write_text(
@@ -531,26 +717,22 @@ def _tune(
         table=[{k: v for k, v in r.items() if k != "checkpoint"} for r in done],
         teacher_digest=key.digest,
         teacher_trained=trained,
+        failed=tuple(str(r["trial_id"]) for r in rows if r["error"]),
     )
 
 
-def _drop_lost_trial_runs(grid: Any, tracker: Any, log: Callable[[str], None]) -> None:
-    """Delete the MLflow runs of trials that Ray Tune lost in a crash.
+def _close_lost_trial_runs(grid: Any, tracker: Any, log: Callable[[str], None]) -> None:
+    """Close, as KILLED, every trial run of the study that is still RUNNING after the study.
 
-    A trial started after the last experiment snapshot before the driver died is unknown to
-    the restored Tuner, which replaces it with a new trial; its half-written run would otherwise
-    be counted twice. Only unfinished runs whose trial id the finished study does not know are
-    deleted (MLflow keeps deleted runs recoverable).
+    After a driver crash, a trial started after the last experiment snapshot is unknown to the
+    restored Tuner, which replaces it with a new trial; its half-written run would otherwise
+    stay RUNNING forever and be counted as a trial. Run after the outbox is drained, so every
+    live trial's run is FINISHED or FAILED by then.
     """
-    analysis = getattr(grid, "_experiment_analysis", None)
-    known = {t.trial_id for t in getattr(analysis, "trials", [])}
-    known |= {str((r.metrics or {}).get("trial_id")) for r in grid}
-    lost = [
-        run
-        for run in tracker.trial_runs()
-        if run.info.status != "FINISHED" and run.data.tags.get(TRIAL_TAG) not in known
-    ]
+    lost = [run for run in tracker.trial_runs() if run.info.status in ("RUNNING", "SCHEDULED")]
     for run in lost:
-        tracker.client.delete_run(run.info.run_id)
+        tracker.close_orphan(run.info.run_id, "lost when the study's driver was killed")
     if lost:
-        log(f"removed {len(lost)} MLflow run(s) of trials lost when the study was killed")
+        log(
+            f"closed {len(lost)} MLflow run(s) of trials lost when the study was killed, as KILLED"
+        )

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 TINY_SPACE = """\
 study:
@@ -50,3 +57,84 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_mlflow_server(root: Path, port: int, timeout: float = 90) -> tuple[Any, str]:
+    """A real ``mlflow server`` on 127.0.0.1:``port`` over ``root``/db.sqlite, once healthy.
+
+    Returns the process (its own process group) and the tracking URI. The same ``root`` and
+    ``port`` bring back the same server after :func:`stop_process_group`.
+    """
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'db.sqlite'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                if resp.read().decode().strip() == "OK":
+                    return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    stop_process_group(proc)
+    raise RuntimeError(f"mlflow server did not become healthy in {timeout:.0f} s")
+
+
+def stop_process_group(proc: Any, sig: int = signal.SIGTERM, wait: float = 20) -> None:
+    """Signal a process started with ``start_new_session=True`` and all it left behind."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=wait)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def rbm_tune_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+    """``rbm-tune ARGS`` as a real process in its own process group (stdout+stderr merged).
+
+    Single-node Ray on 127.0.0.1 (STACK.md "Loopback only"), no token files, no usage stats.
+    """
+    full_env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "rbm_tune", *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )

@@ -176,7 +176,11 @@ def test_sigkill_then_resume(workdir: Path) -> None:
     ]
     if os.environ.get("RBM_TUNE_DEBUG_DIR"):
         Path(os.environ["RBM_TUNE_DEBUG_DIR"], "killme.txt").write_text(f"{summary}\n{out}")
+    # one FINISHED run per trial; an attempt cut short by the kill is closed as KILLED
+    assert not [r for r in summary if r[1] not in ("FINISHED", "KILLED")], summary
+    runs = [r for r in runs if r.info.status == "FINISHED"]
     assert len(runs) == 6, summary
+    assert len({r.data.tags["rbm_tune.trial_id"] for r in runs}) == 6, summary
     client = MlflowClient(uri)
     for run in runs:
         trial_id = run.data.tags["rbm_tune.trial_id"]
