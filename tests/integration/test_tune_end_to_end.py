@@ -7,10 +7,6 @@ graph, with a tiny budget so the whole file stays within a few minutes on 2 core
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -110,84 +106,3 @@ def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:
     assert max(s for s, _ in spans) < min(e for _, e in spans)
     finished = [r for r in runs if "ran_on_cuda" in r.data.metrics]
     assert finished and all(r.data.metrics["ran_on_cuda"] == 0 for r in finished)
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "rbm_tune.cli", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def test_sigkill_then_resume(workdir: Path) -> None:
-    space = write_space(workdir, "killme", trials=6, concurrent=1, epochs=6)
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    proc = _cli("--space", str(space), "--cpus", "2", cwd=workdir)
-    deadline = time.time() + 600
-    finished_before: dict[str, list[int]] = {}
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(2)
-        try:
-            done = [r for r in _runs(uri, "killme", "trial") if r.info.status == "FINISHED"]
-        except Exception:  # noqa: BLE001 - store not created yet
-            continue
-        if len(done) >= 2:
-            client = MlflowClient(uri)
-            for r in done:
-                steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")]
-                finished_before[r.data.tags["rbm_tune.trial_id"]] = steps
-            break
-    assert proc.poll() is None, "the study ended before it could be killed"
-    assert len(finished_before) >= 2
-    os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash would
-    proc.wait()
-    try:  # then what the dead driver left behind (raylet, GCS, workers)
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    time.sleep(2)
-    resumed = _cli("--space", str(space), "--cpus", "2", "--resume", cwd=workdir)
-    out, _ = resumed.communicate(timeout=900)
-    try:
-        os.killpg(resumed.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    assert resumed.returncode == 0, out[-3000:]
-    runs = _runs(uri, "killme", "trial")
-    summary = [
-        (
-            r.data.tags["rbm_tune.trial_id"],
-            r.info.status,
-            r.data.tags.get("rbm_tune.asha_stopped"),
-            sorted(r.data.metrics),
-        )
-        for r in runs
-    ]
-    if os.environ.get("RBM_TUNE_DEBUG_DIR"):
-        Path(os.environ["RBM_TUNE_DEBUG_DIR"], "killme.txt").write_text(f"{summary}\n{out}")
-    # one FINISHED run per trial; an attempt cut short by the kill is closed as KILLED
-    assert not [r for r in summary if r[1] not in ("FINISHED", "KILLED")], summary
-    runs = [r for r in runs if r.info.status == "FINISHED"]
-    assert len(runs) == 6, summary
-    assert len({r.data.tags["rbm_tune.trial_id"] for r in runs}) == 6, summary
-    client = MlflowClient(uri)
-    for run in runs:
-        trial_id = run.data.tags["rbm_tune.trial_id"]
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")]
-        assert len(steps) == len(set(steps)), f"trial {trial_id} logged an epoch twice"
-        if trial_id in finished_before:  # finished trials did not run again
-            assert steps == finished_before[trial_id]
-    assert "best config" in out
-    assert "(from cache)" in out  # the resumed study did not retrain its teacher
-    assert len(TeacherCache.in_cache_dir().entries()) == 1

@@ -1,0 +1,90 @@
+"""Driver faults: SIGKILL of the ``rbm-tune`` driver at three points, then ``--resume``.
+
+Each kill is a real SIGKILL of the driver process, planted with ``RBM_TUNE_FAULT``
+(rbm_tune/faults.py) at a point of the study: at the 2nd epoch result (no trial has ended),
+when the 2nd trial completes (mid-study), and while the final summary is written. After
+``--resume`` every requested trial has ended exactly once in Ray Tune's results and in MLflow
+(one FINISHED run each, no run left RUNNING, no epoch logged twice) and the teacher was trained
+once. The mid-study case also moves the study's folder before resuming (a driver on another
+machine, the storage mounted elsewhere); the summary case also tries to resume a copy whose
+Ray Tune state file is damaged, which is refused in one line without touching anything.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from helpers import rbm_tune_cli, stop_process_group
+from mlflow.tracking import MlflowClient
+from study_checks import all_runs, check_lost_nothing, describe, write_study
+
+from rbm_tune.teacher_cache import TeacherCache
+
+pytestmark = pytest.mark.integration
+
+TRIALS = 4
+
+
+def _study(space: Path, cwd: Path, *args: str, fault: str | None = None) -> tuple[int, str]:
+    env = {"RBM_TUNE_CACHE": str(cwd / "cache")}
+    if fault:
+        env |= {"RBM_TUNE_FAULT": fault, "RBM_TUNE_FAULT_DIR": str(cwd / "faults")}
+    proc = rbm_tune_cli("--space", str(space), "--cpus", "2", *args, cwd=cwd, env=env)
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:  # a killed driver leaves its local Ray (GCS, raylet, workers) behind
+        stop_process_group(proc, wait=5)
+    return proc.returncode, out
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["driver_result@2=kill", "driver_complete@2=kill", "driver_summary@1=kill"],
+    ids=["before-first-trial-ends", "mid-study", "during-summary"],
+)
+def test_sigkill_of_the_driver_then_resume_loses_nothing(tmp_path: Path, fault: str) -> None:
+    name = "crash"
+    space = write_study(tmp_path, name, trials=TRIALS, epochs=6, concurrent=2)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code, out = _study(space, tmp_path, fault=fault)
+    assert code == -signal.SIGKILL, f"the planted kill did not happen:\n{out[-3000:]}"
+    before = {
+        r.data.tags["rbm_tune.trial_id"]: r.info.run_id
+        for r in all_runs(uri, name)
+        if r.data.tags.get("rbm_tune.role") == "trial" and r.info.status == "FINISHED"
+    }
+    storage = tmp_path / "rbm-tune-runs"
+
+    if fault.startswith("driver_summary"):
+        damaged = tmp_path / "damaged-runs"
+        shutil.copytree(storage, damaged)
+        state = sorted((damaged / name).glob("experiment_state*.json"))
+        assert state, "Ray Tune wrote no experiment state"
+        state[-1].write_text(state[-1].read_text()[: len(state[-1].read_text()) // 2])
+        runs_before = describe(all_runs(uri, name))
+        code, out = _study(space, tmp_path, "--resume", f"--storage-path={damaged}")
+        assert code == 2, out[-3000:]
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert lines == [lines[0]] and lines[0].startswith("rbm-tune: error: cannot resume")
+        assert "damaged" in lines[0] and "--name" in lines[0]
+        assert describe(all_runs(uri, name)) == runs_before  # nothing written
+
+    if fault.startswith("driver_complete"):
+        moved = tmp_path / "elsewhere" / "runs"
+        moved.parent.mkdir()
+        shutil.move(storage, moved)
+        storage = moved
+
+    code, out = _study(space, tmp_path, "--resume", f"--storage-path={storage}")
+    assert code == 0, out[-4000:]
+    finished = check_lost_nothing(uri, name, storage, trials=TRIALS)
+    for trial_id, run_id in before.items():  # trials that had finished were not run again
+        assert finished[trial_id].info.run_id == run_id
+    assert (storage / name / "best_config.yaml").is_file()
+    assert len(TeacherCache.in_cache_dir(tmp_path / "cache").entries()) == 1
+    parent = [r for r in all_runs(uri, name) if r.data.tags.get("rbm_tune.role") == "study"]
+    artifacts = {a.path for a in MlflowClient(uri).list_artifacts(parent[0].info.run_id)}
+    assert {"best_config.yaml", "results.csv", "student.pt"} <= artifacts
