@@ -1,0 +1,115 @@
+"""The MLflow server dies mid-study: trials keep training, nothing logged is lost.
+
+Chosen behaviour (rbm_tune.tune.MlflowTrials): every MLflow write goes through an outbox kept
+in order, in memory and in ``<study>/mlflow-pending.json``. While the server is down the trials
+go on and the outbox is retried every few seconds. If the server is back before the study ends,
+everything is written then. If it is still down at the end (after ``RBM_TUNE_MLFLOW_WAIT``
+seconds), the study stops with one ``rbm-tune: error:`` line and exit 2, its trials finished and
+saved; ``--resume`` writes the outbox once the server answers again.
+
+Real processes: a real ``mlflow server`` on 127.0.0.1 (killed with SIGTERM and restarted on the
+same port and store) and the ``rbm-tune`` command on a local Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from helpers import free_port, rbm_tune_cli, start_mlflow_server, stop_process_group
+from mlflow.tracking import MlflowClient
+from study_checks import check_lost_nothing, write_study
+
+pytestmark = pytest.mark.integration
+
+TRIALS = 2
+
+
+def _wait_for_trial_metrics(store: Path, proc, timeout: float = 240) -> None:
+    """Until some trial run holds metrics in the server's store (read directly, not via HTTP)."""
+    client = MlflowClient(f"sqlite:///{store}")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        try:
+            exp = client.get_experiment_by_name("outage")
+            if exp is not None:
+                runs = client.search_runs(
+                    [exp.experiment_id], filter_string="tags.`rbm_tune.role` = 'trial'"
+                )
+                if any(r.data.metrics for r in runs):
+                    return
+        except Exception:  # noqa: BLE001 (the server is still creating the store)
+            pass
+        time.sleep(0.5)
+    pytest.fail("no trial metrics reached MLflow")
+
+
+def _start_study(tmp_path: Path, uri: str, *args: str, wait_s: str = "120"):
+    space = write_study(tmp_path, "outage", trials=TRIALS, epochs=10, concurrent=1)
+    return rbm_tune_cli(
+        "--space",
+        str(space),
+        "--cpus",
+        "1",
+        f"--tracking-uri={uri}",
+        *args,
+        cwd=tmp_path,
+        env={"RBM_TUNE_CACHE": str(tmp_path / "cache"), "RBM_TUNE_MLFLOW_WAIT": wait_s},
+    )
+
+
+def test_server_back_mid_study_gets_every_buffered_update(tmp_path: Path) -> None:
+    root, port = tmp_path / "server", free_port()
+    root.mkdir()
+    server, uri = start_mlflow_server(root, port)
+    proc = _start_study(tmp_path, uri)
+    try:
+        _wait_for_trial_metrics(root / "db.sqlite", proc)
+        stop_process_group(server)  # the server dies mid-study
+        time.sleep(6)  # trials go on meanwhile
+        assert proc.poll() is None, "the study stopped when MLflow died"
+        server, _ = start_mlflow_server(root, port)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop_process_group(proc, wait=5)
+        stop_process_group(server)
+    assert proc.returncode == 0, out[-4000:]
+    assert "does not answer" in out and "MLflow answers again" in out
+    # what the server stored, read straight from its SQLite store
+    store = f"sqlite:///{root / 'db.sqlite'}"
+    check_lost_nothing(store, "outage", tmp_path / "rbm-tune-runs", trials=TRIALS)
+    assert not (tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json").exists()
+
+
+def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
+    tmp_path: Path,
+) -> None:
+    root, port = tmp_path / "server", free_port()
+    root.mkdir()
+    server, uri = start_mlflow_server(root, port)
+    proc = _start_study(tmp_path, uri, wait_s="3")
+    try:
+        _wait_for_trial_metrics(root / "db.sqlite", proc)
+        stop_process_group(server)  # and it stays down until the study has ended
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop_process_group(proc, wait=5)
+        stop_process_group(server)
+    assert proc.returncode == 2, out[-4000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("rbm-tune: error: MLflow at") and "--resume" in last
+    assert "Traceback" not in out
+    pending = tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json"
+    assert pending.is_file()
+    server, uri = start_mlflow_server(root, port)
+    try:
+        resumed = _start_study(tmp_path, uri, "--resume")
+        out, _ = resumed.communicate(timeout=400)
+        stop_process_group(resumed, wait=5)
+        assert resumed.returncode == 0, out[-4000:]
+        check_lost_nothing(uri, "outage", tmp_path / "rbm-tune-runs", trials=TRIALS)
+    finally:
+        stop_process_group(server)
+    assert not pending.exists()
