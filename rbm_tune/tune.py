@@ -289,6 +289,7 @@ def run_study(
         resume=resume,
         verbose=verbose,
         log=log,
+        on_cluster=bool(address) and address != "local",
     )
 
 
@@ -580,6 +581,7 @@ def _tune(
     resume: bool,
     verbose: int,
     log: Callable[[str], None],
+    on_cluster: bool = False,
 ) -> StudyResult:
     import optuna
     import ray
@@ -593,8 +595,15 @@ def _tune(
     study = space.study
     gpus_per_trial = study.gpus_per_trial
     if gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
-        log("rbm-tune: warning: the space asks for GPUs but the Ray cluster has none; using CPUs")
-        gpus_per_trial = 0
+        if on_cluster:
+            # an autoscaling cluster may start with its GPU workers scaled to zero: keep asking
+            log(
+                "rbm-tune: warning: the Ray cluster has no GPU node yet; trials wait until the "
+                "autoscaler adds one (set resources.gpus_per_trial: 0 to run on CPUs)"
+            )
+        else:
+            log("rbm-tune: warning: the space asks for GPUs but this machine has none; using CPUs")
+            gpus_per_trial = 0
     trainable = tune.with_resources(
         tune.with_parameters(_trial_fn, space=space, graph=graph, teacher=teacher),
         {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
