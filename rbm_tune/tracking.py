@@ -157,6 +157,7 @@ class Tracker:
         run_name: str,
         tags: Mapping[str, str],
         replace_partial: bool = False,
+        start_time: int | None = None,
     ) -> str:
         """Reuse the live run whose tags equal ``match`` (a resumed study adds no duplicates).
 
@@ -176,7 +177,9 @@ class Tracker:
             else:
                 self.client.update_run(old.info.run_id, status="RUNNING")
                 return old.info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(
+            self.experiment_id, run_name=run_name, tags=dict(tags), start_time=start_time
+        )
         return run.info.run_id
 
     def close_orphan(self, run_id: str, why: str) -> None:
@@ -197,6 +200,7 @@ class Tracker:
         tags: Mapping[str, str],
         *,
         replace_partial: bool = True,
+        start_time: int | None = None,
     ) -> str:
         """The nested run of a trial.
 
@@ -207,6 +211,7 @@ class Tracker:
         run_id = self._find_or_create(
             {TRIAL_TAG: trial_id},
             replace_partial=replace_partial,
+            start_time=start_time,
             run_name=f"trial {trial_id}",
             tags={
                 **self.study_tags,
@@ -266,8 +271,8 @@ class Tracker:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)
 
-    def log_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

@@ -388,6 +388,7 @@ class MlflowTrials(tune.Callback):
         self.runs: dict[str, str] = {}
         self.started: set[str] = set()
         self.finished: set[str] = set()
+        self.start_ms: dict[str, int] = {}
         self.pending: list[list[Any]] = []
         if self.pending_path.is_file():  # left by an outage or a crash: written first
             self.pending = json.loads(self.pending_path.read_text())
@@ -404,6 +405,7 @@ class MlflowTrials(tune.Callback):
             "runs": {},
             "started": set(),
             "finished": set(),
+            "start_ms": {},
             "pending": [],
         }
 
@@ -469,10 +471,9 @@ class MlflowTrials(tune.Callback):
     def _apply(self, op: list[Any]) -> None:
         kind, trial_id, *args = op
         if kind == "start":
-            params, tags, *adopt = args
-            replace = not (adopt and adopt[0])
+            params, tags, adopt, start_ms = args
             self.runs[trial_id] = self.tracker.start_trial(
-                trial_id, params, tags, replace_partial=replace
+                trial_id, params, tags, replace_partial=not adopt, start_time=start_ms
             )
         elif kind == "metrics":
             metrics, step = args
@@ -517,7 +518,15 @@ class MlflowTrials(tune.Callback):
             "rbm_tune.trial_name": str(trial),
             "rbm_tune.attempt": str(getattr(trial, "num_failures", 0) + 1),
         }
-        self._send("start", tid, {**self.fixed, **trial.config}, tags, adopt)
+        start_ms = self.start_ms.pop(tid, None)
+        self._send("start", tid, {**self.fixed, **trial.config}, tags, adopt, start_ms)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # the run opens at the first result (a trial restored finished adopts its old run),
+        # but starts when the trial did
+        import time
+
+        self.start_ms[trial.trial_id] = int(time.time() * 1000)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -684,6 +693,7 @@ def _tune(
                 "config": result.config or {},
                 "checkpoint": result.checkpoint,
                 "error": str(result.error).splitlines()[0] if result.error else None,
+                "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
             }
         )
     # an errored trial (no retries left) never counts, whatever it reported before failing
@@ -711,6 +721,10 @@ def _tune(
         )
     )
     tracker.log_artifact(tracker.parent_id, table)
+    _write_trials(space, done, out_dir / "trials.json")
+    tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
+    for path in _plots(space, done, study, out_dir / "plots", log):
+        tracker.log_artifact(tracker.parent_id, path, "plots")
     if best["checkpoint"] is not None:
         with best["checkpoint"].as_directory() as ckpt:
             tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
@@ -723,11 +737,56 @@ def _tune(
         best_config=best_config,
         best_val_acc=float(best[VAL_ACC]),
         best_test_acc=None if best[TEST_ACC] is None else float(best[TEST_ACC]),
-        table=[{k: v for k, v in r.items() if k != "checkpoint"} for r in done],
+        table=[{k: v for k, v in r.items() if k not in ("checkpoint", "metrics")} for r in done],
         teacher_digest=key.digest,
         teacher_trained=trained,
         failed=tuple(str(r["trial_id"]) for r in rows if r["error"]),
     )
+
+
+def _write_trials(space: Any, done: list[dict[str, Any]], path: Path) -> None:
+    """Every trial that reported, best first: id, metrics, sampled constants, full config.
+
+    What ``rbm-tune evaluate`` and ``rbm-tune export`` read back; the checkpoint is the trial's
+    folder in Ray Tune's results.
+    """
+    from rbm_tune.metrics import TEST_ACC, VAL_ACC
+
+    rows = []
+    for r in done:
+        checkpoint = r["checkpoint"]
+        rows.append(
+            {
+                "trial_id": r["trial_id"],
+                "val_acc": r[VAL_ACC],
+                "test_acc": r[TEST_ACC],
+                "epochs": r["epochs"],
+                "asha_stopped": r["asha_stopped"],
+                "metrics": r["metrics"],
+                "sampled": r["config"],
+                "config": space.config_for(r["config"]).to_dict(),
+                "checkpoint": None if checkpoint is None else str(checkpoint.path),
+            }
+        )
+    path.write_text(json.dumps(rows, indent=1, default=str))
+
+
+def _plots(
+    space: Any, done: list[dict[str, Any]], study: Any, out: Path, log: Callable[[str], None]
+) -> list[Path]:
+    """Optuna's plots of the study's reported trials (rbm_tune.plots); never fails a study."""
+    from rbm_tune.metrics import VAL_ACC
+    from rbm_tune.plots import study_from_trials, write_plots
+
+    try:
+        direction = "maximize" if study.mode == "max" else "minimize"
+        optuna_study = study_from_trials(
+            space, [(r["config"], [r[VAL_ACC]]) for r in done], [direction], names=[study.metric]
+        )
+        return write_plots(optuna_study, out, log=log)
+    except Exception as err:  # noqa: BLE001 (plots are a bonus)
+        log(f"rbm-tune: note: no plots ({type(err).__name__}: {err})")
+        return []
 
 
 def _close_lost_trial_runs(grid: Any, tracker: Any, log: Callable[[str], None]) -> None:
