@@ -72,7 +72,9 @@ def study_from_trials(
                 )
     study = optuna.create_study(directions=list(directions))
     if names:
-        study.set_metric_names(list(names))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ExperimentalWarning
+            study.set_metric_names(list(names))
     for params, dists, values in drawn:
         dists = {k: union[k] for k in dists}
         params = {

@@ -191,7 +191,10 @@ class Tracker:
     def experiment_url(self) -> str:
         if self.uri.startswith(("http://", "https://")):
             return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}"
-        return f"mlflow ui --backend-store-uri {self.uri}  (experiment {self.experiment_id})"
+        return (
+            f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1  "
+            f"(experiment {self.experiment_id})"
+        )
 
     def start_trial(
         self,

@@ -141,6 +141,13 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     }
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.cpu().state_dict(), Path(tmp) / "student.pt")
+        shapes = {  # what rbm-tune export needs to rebuild the student (rbm_tune/export.py)
+            "in_dim": int(x.shape[1]),
+            "num_features": graph.num_features,
+            "num_classes": graph.num_classes,
+            "num_nodes": graph.num_nodes,
+        }
+        (Path(tmp) / "student.json").write_text(json.dumps(shapes))
         (Path(tmp) / "final.json").write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
 

@@ -1,0 +1,193 @@
+"""``rbm-tune export``: a study's student as a TorchScript file that needs only torch.
+
+The student is rebuilt from the trial's config and its best-validation weights (the trial's
+Ray Tune checkpoint, loaded with ``weights_only=True``), wrapped so that ``forward(x)`` returns
+the class logits, traced with ``torch.jit.trace`` in eval mode, and checked: the traced module
+must give the same logits as the eager one on a batch of another size. Deviation: RbM / MoE
+layers run their dense expert path in the exported file (every expert on every row, then the
+top-k mix: the same function as the grouped dispatch used in training, whose per-expert row
+counts a trace cannot follow), so it spends E/k times the expert FLOPs of the grouped path. The file carries its
+preprocessing as ``rbm_tune.json`` (a TorchScript extra file) and a copy lands beside it as
+``<out>.json``:
+
+- ``in_dim`` feature columns: the dataset's ``num_features`` raw columns, in the loader's order
+  and preprocessing (rbm-spec §6: Planetoid row-normalised features, Coauthor raw counts, ...),
+  then ``pe_dim`` DeepWalk columns when the study used positional encoding (computed on the
+  training graph; a new node gets the mean of its neighbours' columns);
+- ``classes``: the logit order is the dataset's label ids 0..C-1.
+
+Latency is measured on the exported module itself (eval mode, no grad, median of repeats) for
+a batch of 1 and of 1,024 rows, and for all nodes of the graph when it is known.
+
+Loading it needs no rbm-tune::
+
+    import torch
+    student = torch.jit.load("student.pt")
+    logits = student(x)            # x: float32 (N, in_dim) -> (N, num_classes)
+    pred = logits.argmax(dim=1)
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rbm_tune.errors import ConfigError
+
+__all__ = ["Export", "export_student", "pick_trial"]
+
+META = "student.json"  # beside student.pt in every finished trial's checkpoint
+
+
+@dataclass(frozen=True)
+class Export:
+    path: Path
+    trial_id: str
+    meta: dict[str, Any]
+
+
+def pick_trial(storage: Path, name: str, trial_id: str | None) -> dict[str, Any]:
+    """The study's best finished trial, or ``trial_id``, from ``<storage>/<name>/trials.json``.
+
+    Raises:
+        ConfigError: no such study, or no such (finished) trial.
+    """
+    path = storage / name / "trials.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"no finished study {name!r} in {storage} (no trials.json); check --name / "
+            "--storage-path, or finish it with rbm-tune --space FILE --name NAME --resume"
+        )
+    trials = json.loads(path.read_text())
+    finished = [t for t in trials if not t["asha_stopped"] and t.get("checkpoint")]
+    if trial_id is None:
+        if not finished:
+            raise ConfigError(f"study {name!r} has no finished trial with weights to export")
+        return finished[0]  # trials.json is sorted best first
+    for t in trials:
+        if t["trial_id"] == trial_id:
+            if t in finished:
+                return t
+            raise ConfigError(
+                f"trial {trial_id} of study {name!r} was stopped by ASHA and kept no weights; "
+                f"pick a finished one: {', '.join(t['trial_id'] for t in finished[:8])}"
+            )
+    raise ConfigError(
+        f"study {name!r} has no trial {trial_id!r}; its trials: "
+        f"{', '.join(t['trial_id'] for t in trials[:8])}"
+    )
+
+
+def _latency_ms(module: Any, x: Any, repeats: int) -> float:
+    import torch
+
+    with torch.no_grad():
+        module(x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            module(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Export:
+    """Trace ``trial``'s student to ``out`` (see the module docstring); returns what was written.
+
+    Raises:
+        ConfigError: the trial's checkpoint is gone or was written by an older rbm-tune.
+        RuntimeError: the traced module does not reproduce the eager logits.
+    """
+    import torch
+    from torch import nn
+
+    from rbm_tune.config import TrialConfig
+    from rbm_tune.models import build_student
+
+    ckpt = Path(trial["checkpoint"])
+    weights, meta_path = ckpt / "student.pt", ckpt / META
+    if not weights.is_file() or not meta_path.is_file():
+        raise ConfigError(
+            f"trial {trial['trial_id']}'s checkpoint {ckpt} has no student.pt / {META} (moved, "
+            "deleted, or written by an older rbm-tune); re-run the study or pick another --trial"
+        )
+    shapes = json.loads(meta_path.read_text())
+    config = TrialConfig.from_mapping(trial["config"])
+    model = build_student(
+        config.student,
+        shapes["in_dim"],
+        shapes["num_classes"],
+        feature_encoder=config.distill.similarity_distill,
+    )
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.eval()
+    for module in model.modules():
+        if hasattr(module, "grouped"):
+            # the grouped dispatch sizes its GEMMs from per-expert row counts read on the host,
+            # which a trace would freeze; the dense path is the same function, traceable
+            module.grouped = False
+
+    class Logits(nn.Module):
+        def __init__(self, student: nn.Module) -> None:
+            super().__init__()
+            self.student = student
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.student(x).logits
+
+    eager = Logits(model).eval()
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(64, shapes["in_dim"], generator=gen)
+    with torch.no_grad():
+        traced = torch.jit.trace(eager, example, check_trace=False)
+        probe = torch.rand(333, shapes["in_dim"], generator=gen)
+        if not torch.allclose(traced(probe), eager(probe), atol=1e-5, rtol=1e-4):
+            raise RuntimeError("the traced student does not reproduce the eager logits")
+
+    latency = {
+        "batch_1_ms": _latency_ms(traced, probe[:1], repeats),
+        "batch_1024_ms": _latency_ms(traced, torch.rand(1024, shapes["in_dim"]), repeats),
+    }
+    latency["per_node_us_at_1024"] = latency["batch_1024_ms"] * 1000 / 1024
+    if shapes.get("num_nodes"):
+        full = torch.rand(shapes["num_nodes"], shapes["in_dim"])
+        latency["full_graph_ms"] = _latency_ms(traced, full, max(3, repeats // 4))
+    meta = {
+        "format": "rbm-tune student, TorchScript (torch.jit.load; forward(x) -> logits)",
+        "torch": torch.__version__,
+        "trial_id": trial["trial_id"],
+        "dataset": config.dataset,
+        "setting": config.setting,
+        "student": config.student.model,
+        "val_acc": trial["val_acc"],
+        "test_acc_at_best_val": trial["test_acc"],
+        "in_dim": shapes["in_dim"],
+        "num_classes": shapes["num_classes"],
+        "feature_columns": {
+            "raw": [0, shapes["num_features"]],
+            "deepwalk_pe": [shapes["num_features"], shapes["in_dim"]]
+            if shapes["in_dim"] > shapes["num_features"]
+            else None,
+        },
+        "preprocessing": (
+            f"the {config.dataset} loader's node features (rbm-spec §6), columns 0.."
+            f"{shapes['num_features'] - 1}"
+            + (
+                f", then {shapes['in_dim'] - shapes['num_features']} DeepWalk columns "
+                "computed on the training graph (new nodes: mean of their neighbours')"
+                if shapes["in_dim"] > shapes["num_features"]
+                else ""
+            )
+        ),
+        "latency_cpu": latency,
+        "threads": torch.get_num_threads(),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(traced, str(out), _extra_files={"rbm_tune.json": json.dumps(meta)})
+    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
+    return Export(out, trial["trial_id"], meta)
