@@ -1,0 +1,195 @@
+"""``rbm-tune evaluate``: the K best configs of a study over S new seeds, as a paper table.
+
+A study picks its best config on one seed's validation accuracy; the number to publish is the
+mean ± std over seeds of the test accuracy at the best-validation epoch, next to the teacher
+and a plain MLP on the same seeds. This command re-runs:
+
+- each of the study's K best *finished* trials' configs (``trials.json``, best first);
+- the plain MLP: the best config's student as an MLP of the same depth and width, trained on the
+  labels only (``label_weight: 1``, no positional encoding, no adversarial or similarity terms);
+- the teacher: every run above reports its teacher's numbers; there is one teacher per seed,
+  trained once through the teacher cache (its lock makes parallel runs share it);
+
+over the seeds ``study seed + 1 .. study seed + S`` (new data splits where the dataset's split
+is seeded, new teachers, new students), each run one Ray task. The table goes to stdout and, as
+``evaluate-top{K}-seeds{S}.md``, to the study's parent MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rbm_tune.errors import ConfigError
+
+__all__ = ["evaluate_study", "format_table", "plain_mlp"]
+
+
+def plain_mlp(config: Any) -> Any:
+    """The no-distillation baseline of ``config``: its student as an MLP trained on labels."""
+    return config.replace(
+        student={"model": "mlp"},
+        distill={
+            "label_weight": 1.0,
+            "pretrain_epochs": 0,
+            "positional_encoding": False,
+            "adv_augment": False,
+            "similarity_distill": False,
+            "reliable_sampling": False,
+        },
+    )
+
+
+def _run(config_dict: dict[str, Any], data_root: str | None, cache_dir: str | None) -> dict:
+    """One Ray task: a whole trial (teacher from the cache or trained once, then the student)."""
+    import torch
+
+    from rbm_tune.config import TrialConfig
+    from rbm_tune.trial import run_trial
+
+    torch.set_num_threads(1)
+    result = run_trial(
+        TrialConfig.from_mapping(config_dict), data_root=data_root, cache_dir=cache_dir
+    )
+    return result.to_dict()
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f}"
+
+
+def format_table(
+    name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
+) -> str:
+    """Markdown: one row per model; test accuracy at best validation (×100), mean ± std."""
+    lines = [
+        f"### Study {name}: {len(rows) - 2} best config(s) over seeds "
+        f"{', '.join(map(str, seeds))}",
+        "",
+        "| model | config | n | test acc @ best val | val acc | oracle (max over epochs) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, what, runs in rows:
+        if label == "teacher":
+            test = [r["teacher_test_acc"] for r in runs]
+            val = [r["teacher_val_acc"] for r in runs]
+            oracle = [r["teacher_test_acc_oracle"] for r in runs]
+        else:
+            test = [r["test_acc"] for r in runs]
+            val = [r["val_acc"] for r in runs]
+            oracle = [r["test_acc_oracle"] for r in runs]
+        lines.append(
+            f"| {label} | {what} | {len(runs)} | {_mean_std(test)} | {_mean_std(val)} | "
+            f"{_mean_std(oracle)} |"
+        )
+    lines += [
+        "",
+        "Test accuracy is read at each run's best-validation epoch; the oracle column (max test "
+        "accuracy over epochs) is shown for comparison with the paper's code and never used to "
+        "choose anything.",
+    ]
+    return "\n".join(lines)
+
+
+def _describe(config: Any) -> str:
+    s = config.student
+    if s.model == "mlp":
+        return f"mlp {s.num_layers}x{s.hidden_dim}"
+    return f"{s.model} {s.num_layers}x{s.hidden_dim}, E={s.num_experts}, k={s.k}"
+
+
+def evaluate_study(
+    name: str,
+    *,
+    top: int,
+    seeds: int,
+    storage: Path,
+    data_root: str | None = None,
+    cache_dir: str | None = None,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    cpus: int | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Run the evaluation (module docstring) and return the markdown table.
+
+    Raises:
+        ConfigError: no such study, or bad ``top`` / ``seeds``.
+    """
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from rbm_tune.config import TrialConfig
+    from rbm_tune.tracking import ROLE_TAG, check_reachable, resolve_tracking_uri
+    from rbm_tune.tune import _check_address, _init_ray
+
+    if top < 1 or seeds < 1:
+        raise ConfigError(f"--top {top} and --seeds {seeds} must both be >= 1")
+    path = storage / name / "trials.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"no finished study {name!r} in {storage} (no trials.json); check --name / "
+            "--storage-path"
+        )
+    finished = [t for t in json.loads(path.read_text()) if not t["asha_stopped"]]
+    if not finished:
+        raise ConfigError(f"study {name!r} has no finished trial to evaluate")
+    chosen = finished[:top]
+    if len(chosen) < top:
+        log(f"rbm-tune: note: study {name!r} has only {len(chosen)} finished trial(s)")
+    configs = [TrialConfig.from_mapping(t["config"]) for t in chosen]
+    base = configs[0].seed
+    seed_list = [base + i for i in range(1, seeds + 1)]
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    if address:
+        _check_address(address)
+    _init_ray(address, cpus, None)
+
+    cache = None if cache_dir is None else str(cache_dir)
+    root = None if data_root is None else str(data_root)
+    task = ray.remote(num_cpus=1)(_run)
+    jobs: dict[tuple[int, int], Any] = {}
+    variants = [plain_mlp(configs[0]), *configs]
+    for seed in seed_list:
+        for v, config in enumerate(variants):
+            jobs[(v, seed)] = task.remote(config.replace(seed=seed).to_dict(), root, cache)
+    log(
+        f"evaluating {len(configs)} config(s) + plain MLP over seeds {seed_list}: "
+        f"{len(jobs)} runs as Ray tasks"
+    )
+    done = {k: ray.get(ref) for k, ref in jobs.items()}
+
+    rows: list[tuple[str, str, list[dict[str, Any]]]] = [
+        ("teacher", configs[0].teacher.model, [done[(1, s)] for s in seed_list]),
+        ("mlp (labels only)", _describe(variants[0]), [done[(0, s)] for s in seed_list]),
+    ]
+    for i, (trial, config) in enumerate(zip(chosen, configs, strict=True), start=1):
+        label = f"#{i} trial {trial['trial_id']}"
+        rows.append((label, _describe(config), [done[(i, s)] for s in seed_list]))
+    table = format_table(name, seed_list, rows)
+
+    out = storage / name / f"evaluate-top{top}-seeds{seeds}.md"
+    out.write_text(table + "\n")
+    client = MlflowClient(uri)  # not a Tracker: that would reopen the study's parent run
+    experiment = client.get_experiment_by_name(name)
+    parents = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'study'",
+            max_results=1,
+        )
+        if experiment is not None
+        else []
+    )
+    if parents:
+        client.log_artifact(parents[0].info.run_id, str(out))
+    else:
+        log(f"rbm-tune: note: no MLflow study run {name!r} at {uri}; the table is in {out}")
+    return table
