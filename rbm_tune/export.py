@@ -6,9 +6,9 @@ the class logits, traced with ``torch.jit.trace`` in eval mode, and checked: the
 must give the same logits as the eager one on a batch of another size. Deviation: RbM / MoE
 layers run their dense expert path in the exported file (every expert on every row, then the
 top-k mix: the same function as the grouped dispatch used in training, whose per-expert row
-counts a trace cannot follow), so it spends E/k times the expert FLOPs of the grouped path. The file carries its
-preprocessing as ``rbm_tune.json`` (a TorchScript extra file) and a copy lands beside it as
-``<out>.json``:
+counts a trace cannot follow), so it spends E/k times the expert FLOPs of the grouped path.
+The file carries its preprocessing as ``rbm_tune.json`` (a TorchScript extra file) and a copy
+lands beside it as ``<out>.json``:
 
 - ``in_dim`` feature columns: the dataset's ``num_features`` raw columns, in the loader's order
   and preprocessing (rbm-spec §6: Planetoid row-normalised features, Coauthor raw counts, ...),

@@ -112,12 +112,14 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     pretrain = cfg.distill.pretrain_epochs if cfg.student.model != "mlp" else 0
 
     node = _node_id()
+    features = student_features(cfg, graph)
+    # a multi-objective study's cost objectives, in every report (an ASHA-stopped trial too)
+    costs = _costs(cfg, graph, features, device) if space.study.objectives else {}
 
     def report(m: dict[str, float]) -> None:
         faults.fire("trial_epoch", int(m[M.EPOCH]))
-        tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain, NODE_ID: node})
+        tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain, NODE_ID: node, **costs})
 
-    features = student_features(cfg, graph)
     result = train_student(
         cfg, graph, teacher, report=report, features=features, device=device, keep_model=True
     )
@@ -135,6 +137,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         NUM_PARAMS: sum(p.numel() for p in model.parameters()),
         INFERENCE_MS: inference,
         RAN_ON_CUDA: int(device.type == "cuda"),
+        **costs,  # the objectives keep the values the searcher saw in every report
         FINAL: 1,
         # which Ray node trained it (several nodes of one cluster may share an IP and host name)
         NODE_ID: node,
@@ -150,6 +153,31 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         (Path(tmp) / "student.json").write_text(json.dumps(shapes))
         (Path(tmp) / "final.json").write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _costs(cfg: Any, graph: Any, features: Any, device: Any) -> dict[str, float]:
+    """Parameter count and inference time of the trial's architecture, before it trains.
+
+    Measured on a fresh student switched out of pretraining (routing with random memory):
+    the same shapes and FLOPs as the trained one, so every report of the trial, including an
+    ASHA-stopped one's last, carries the cost objectives.
+    """
+    from rbm_tune.models import build_student
+    from rbm_tune.models.base import PhasedLayer
+
+    model = build_student(
+        cfg.student,
+        features.shape[1],
+        graph.num_classes,
+        feature_encoder=cfg.distill.similarity_distill,
+    )
+    for module in model.modules():
+        if isinstance(module, PhasedLayer):
+            module.set_extra_state(False)
+    return {
+        NUM_PARAMS: float(sum(p.numel() for p in model.parameters())),
+        INFERENCE_MS: _inference_ms(model.to(device), features.to(device)),
+    }
 
 
 def _node_id() -> str:
@@ -349,6 +377,8 @@ _LOGGED = (
     "best_val_acc",
     "is_pretraining",
     "epoch_seconds",
+    NUM_PARAMS,  # per epoch only in a multi-objective study (its cost objectives)
+    INFERENCE_MS,
 )
 _FINAL_LOGGED = (
     "val_acc",
@@ -655,10 +685,15 @@ def _tune(
         # a fresh callback: the pickled one holds no run ids
         tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
     else:
+        if study.objectives:  # TPE handles both single- and multi-objective studies
+            metric: Any = [m for m, _ in study.objectives]
+            mode: Any = [d for _, d in study.objectives]
+        else:
+            metric, mode = study.metric, study.mode
         searcher = OptunaSearch(
             space=space.define_by_run,
-            metric=study.metric,
-            mode=study.mode,
+            metric=metric,
+            mode=mode,
             sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
             # the first trial is the space's default point (the paper's config in shipped spaces)
             points_to_evaluate=[space.default_params()],
@@ -732,6 +767,9 @@ def _tune(
     tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
     for path in _plots(space, done, study, out_dir / "plots", log):
         tracker.log_artifact(tracker.parent_id, path, "plots")
+    pareto = _pareto(done, study, out_dir / "pareto.md") if study.objectives else []
+    if pareto:
+        tracker.log_artifact(tracker.parent_id, out_dir / "pareto.md")
     if best["checkpoint"] is not None:
         with best["checkpoint"].as_directory() as ckpt:
             tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
@@ -782,18 +820,52 @@ def _plots(
     space: Any, done: list[dict[str, Any]], study: Any, out: Path, log: Callable[[str], None]
 ) -> list[Path]:
     """Optuna's plots of the study's reported trials (rbm_tune.plots); never fails a study."""
-    from rbm_tune.metrics import VAL_ACC
     from rbm_tune.plots import study_from_trials, write_plots
 
     try:
-        direction = "maximize" if study.mode == "max" else "minimize"
+        objectives = study.objectives or ((study.metric, study.mode),)
+        names = [m for m, _ in objectives]
+        directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
+        # a multi-objective front is drawn over finished trials only: an ASHA-stopped trial's
+        # accuracy is from an early epoch
+        rows = [r for r in done if not (study.objectives and r["asha_stopped"])]
+        values = [[r["metrics"].get(n, r.get(n)) for n in names] for r in rows]
         optuna_study = study_from_trials(
-            space, [(r["config"], [r[VAL_ACC]]) for r in done], [direction], names=[study.metric]
+            space, [(r["config"], v) for r, v in zip(rows, values, strict=True)], directions,
+            names=names,
         )
         return write_plots(optuna_study, out, log=log)
     except Exception as err:  # noqa: BLE001 (plots are a bonus)
         log(f"rbm-tune: note: no plots ({type(err).__name__}: {err})")
         return []
+
+
+def _pareto(done: list[dict[str, Any]], study: Any, path: Path) -> list[dict[str, Any]]:
+    """The finished trials no other finished trial dominates, as a markdown table at ``path``."""
+    from rbm_tune.metrics import TEST_ACC
+    from rbm_tune.plots import pareto_front
+
+    names = [m for m, _ in study.objectives]
+    directions = ["maximize" if d == "max" else "minimize" for _, d in study.objectives]
+    rows = [r for r in done if not r["asha_stopped"]]
+    points = [[float(r["metrics"][n]) for n in names] for r in rows]
+    front = sorted(
+        (rows[i] for i in pareto_front(points, directions)),
+        key=lambda r: r["metrics"][names[0]],
+        reverse=directions[0] == "maximize",
+    )
+    lines = [
+        f"| trial | {' | '.join(names)} | test_acc (at best val) |",
+        "| --- |" + " --- |" * (len(names) + 1),
+    ]
+    for r in front:
+        cells = " | ".join(f"{r['metrics'][n]:.6g}" for n in names)
+        lines.append(f"| {r['trial_id']} | {cells} | {r[TEST_ACC]:.4f} |")
+    path.write_text(
+        f"Pareto front of {len(front)} of {len(rows)} finished trials "
+        f"({', '.join(f'{n} {d}' for n, d in study.objectives)}):\n\n" + "\n".join(lines) + "\n"
+    )
+    return front
 
 
 def _close_lost_trial_runs(grid: Any, tracker: Any, log: Callable[[str], None]) -> None:
