@@ -7,13 +7,54 @@ and exit status 2; ``--debug`` re-raises it with its traceback.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from rbm_tune import __version__
 from rbm_tune.errors import RbmTuneError
 
 __all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, like every other rbm-tune error.
+
+    argparse prints the usage block and then the error (two or more lines); here it is
+    ``rbm-tune: error: <what>; see 'rbm-tune <command> --help'`` and exit status 2. Subparsers
+    inherit the class (``add_subparsers`` uses ``type(self)``).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"rbm-tune: error: {text}; see '{self.prog} --help'\n")
+
+
+def _number_type(
+    kind: Callable[[str], float], what: str, ok: Callable[[float], bool], rule: str
+) -> Callable[[str], float]:
+    """An argparse ``type=`` that parses with ``kind`` and rejects values failing ``ok``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; give {rule}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give {rule}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+_gpus = _number_type(
+    float, "a number of GPUs", lambda v: math.isfinite(v) and v >= 0, "0 or more, e.g. 1 or 0.5"
+)
+_positive = _number_type(int, "an integer", lambda v: v >= 1, "an integer >= 1")
+_non_negative = _number_type(int, "an integer", lambda v: v >= 0, "an integer >= 0")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -39,8 +80,8 @@ def _add_cache_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="rbm-tune",
         description="Distil a GNN teacher into a Routing-by-Memory MoE student, and tune it.",
     )
@@ -57,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the shipped spaces (demo, cora, citeseer, ..., arxiv, products)",
     )
     search.add_argument(
-        "--gpus", type=float, default=None, help="GPUs the study may use (local Ray: declared)"
+        "--gpus", type=_gpus, default=None, help="GPUs the study may use (local Ray: declared)"
     )
-    search.add_argument("--cpus", type=int, default=None, help="CPUs the study may use")
-    search.add_argument("--trials", type=int, default=None, help="override study.num_trials")
+    search.add_argument("--cpus", type=_positive, default=None, help="CPUs the study may use")
+    search.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
     search.add_argument("--name", default=None, help="study name (default: the space's)")
     search.add_argument(
         "--resume", action="store_true", help="continue a killed or interrupted study"
@@ -98,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="trial YAML, or the name of a shipped config (see 'rbm-tune configs')",
     )
     _add_data_args(p)
-    p.add_argument("--seed", type=int, help="override the config's seed")
+    p.add_argument("--seed", type=_non_negative, help="override the config's seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON here")
@@ -118,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seeds",
-        type=int,
+        type=_positive,
         default=1,
         metavar="N",
         help="teachers for the config's seed and the N-1 seeds after it (default 1)",
@@ -151,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_address_arg(p)
     p.add_argument("--space", required=True, metavar="FILE", help="search-space YAML or name")
-    p.add_argument("--gpus", type=float, default=None, help="passed to the study")
-    p.add_argument("--trials", type=int, default=None, help="override study.num_trials")
+    p.add_argument("--gpus", type=_gpus, default=None, help="passed to the study")
+    p.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
     p.add_argument("--name", default=None, help="study name (default: the space's)")
     p.add_argument("--resume", action="store_true", help="continue the study on the cluster")
     p.add_argument(
@@ -199,6 +240,32 @@ def build_parser() -> argparse.ArgumentParser:
         _add_address_arg(q)
         if action == "logs":
             q.add_argument("--follow", action="store_true", help="stream until the job ends")
+
+    p = sub.add_parser(
+        "evaluate",
+        help="re-run a study's K best configs over S new seeds: a mean ± std table",
+        description="Re-run the K best finished configs of a study, a plain MLP and the teacher "
+        "over S new seeds (Ray tasks; teachers through the cache) and print a markdown table "
+        "of test accuracy at the best-validation epoch (also logged to the study's MLflow run).",
+    )
+    p.add_argument("--name", required=True, help="the study name")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="configs (default 3)")
+    p.add_argument("--seeds", type=int, default=5, metavar="S", help="new seeds (default 5)")
+    p.add_argument("--storage-path", default=None, metavar="DIR", help="default ./rbm-tune-runs")
+    p.add_argument("--tracking-uri", default=None, help="the study's MLflow URI")
+    p.add_argument("--address", default=None, help="join this Ray cluster (as for a study)")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs of a local Ray")
+    _add_data_args(p)
+    _add_cache_arg(p)
+
+    p = sub.add_parser(
+        "export",
+        help="a study's student as TorchScript (torch.jit.load, no rbm-tune needed)",
+    )
+    p.add_argument("--name", required=True, help="the study name")
+    p.add_argument("--trial", default=None, metavar="ID", help="default: the best finished one")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write, e.g. student.pt")
+    p.add_argument("--storage-path", default=None, metavar="DIR", help="default ./rbm-tune-runs")
     return parser
 
 
@@ -211,6 +278,54 @@ def _add_address_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _run(parser: _Parser, args: argparse.Namespace) -> int:
+    if args.command is None:
+        from rbm_tune.commands import search
+
+        return search(args)
+    if args.command == "best":
+        from rbm_tune.commands import best
+
+        return best(args)
+    if args.command == "datasets":
+        from rbm_tune.commands import list_datasets
+
+        return list_datasets(args.data_root)
+    if args.command == "configs":
+        from rbm_tune.commands import list_configs
+
+        return list_configs()
+    if args.command == "train":
+        from rbm_tune.commands import train
+
+        return train(args)
+    if args.command == "teacher":
+        from rbm_tune.commands import pretrain_teachers
+
+        return pretrain_teachers(args)
+    if args.command == "cache":
+        from rbm_tune.commands import cache_list, cache_rm
+
+        return cache_list(args) if args.cache_command == "list" else cache_rm(args)
+    if args.command == "submit":
+        from rbm_tune.jobs import submit
+
+        return submit(args)
+    if args.command == "jobs":
+        from rbm_tune.jobs import jobs
+
+        return jobs(args)
+    if args.command == "evaluate":
+        from rbm_tune.evaluate import evaluate_command
+
+        return evaluate_command(args)
+    if args.command == "export":
+        from rbm_tune.export import export_command
+
+        return export_command(args)
+    parser.error(f"unknown command {args.command!r}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -218,42 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.command is None:
-            from rbm_tune.commands import search
-
-            return search(args)
-        if args.command == "best":
-            from rbm_tune.commands import best
-
-            return best(args)
-        if args.command == "datasets":
-            from rbm_tune.commands import list_datasets
-
-            return list_datasets(args.data_root)
-        if args.command == "configs":
-            from rbm_tune.commands import list_configs
-
-            return list_configs()
-        if args.command == "train":
-            from rbm_tune.commands import train
-
-            return train(args)
-        if args.command == "teacher":
-            from rbm_tune.commands import pretrain_teachers
-
-            return pretrain_teachers(args)
-        if args.command == "cache":
-            from rbm_tune.commands import cache_list, cache_rm
-
-            return cache_list(args) if args.cache_command == "list" else cache_rm(args)
-        if args.command == "submit":
-            from rbm_tune.jobs import submit
-
-            return submit(args)
-        if args.command == "jobs":
-            from rbm_tune.jobs import jobs
-
-            return jobs(args)
+        status = _run(parser, args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+        return status
     except RbmTuneError as err:
         if args.debug:
             raise
@@ -263,8 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rbm-tune: interrupted", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    except BrokenPipeError:
+        # stdout went away (rbm-tune configs | head -1): not an error worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

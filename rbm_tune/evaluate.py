@@ -25,7 +25,7 @@ from typing import Any
 
 from rbm_tune.errors import ConfigError
 
-__all__ = ["evaluate_study", "format_table", "plain_mlp"]
+__all__ = ["evaluate_command", "evaluate_study", "format_table", "plain_mlp"]
 
 
 def plain_mlp(config: Any) -> Any:
@@ -193,3 +193,24 @@ def evaluate_study(
     else:
         log(f"rbm-tune: note: no MLflow study run {name!r} at {uri}; the table is in {out}")
     return table
+
+
+def evaluate_command(args: Any) -> int:
+    """``rbm-tune evaluate``: the table on stdout, progress on stderr."""
+    import sys
+
+    storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    table = evaluate_study(
+        args.name,
+        top=args.top,
+        seeds=args.seeds,
+        storage=storage,
+        data_root=args.data_root,
+        cache_dir=args.cache_dir,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        cpus=args.cpus,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(table)
+    return 0

@@ -38,7 +38,7 @@ from typing import Any
 
 from rbm_tune.errors import ConfigError
 
-__all__ = ["Export", "export_student", "pick_trial"]
+__all__ = ["Export", "export_command", "export_student", "pick_trial"]
 
 META = "student.json"  # beside student.pt in every finished trial's checkpoint
 
@@ -191,3 +191,23 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
     torch.jit.save(traced, str(out), _extra_files={"rbm_tune.json": json.dumps(meta)})
     out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
     return Export(out, trial["trial_id"], meta)
+
+
+def export_command(args: Any) -> int:
+    """``rbm-tune export``: write the file, print what it is and how fast it answers."""
+    storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    trial = pick_trial(storage, args.name, args.trial)
+    done = export_student(trial, Path(args.out))
+    m, lat = done.meta, done.meta["latency_cpu"]
+    print(
+        f"exported trial {done.trial_id} of study {args.name} ({m['student']}, val_acc "
+        f"{m['val_acc']:.4f}, test_acc at best val {m['test_acc_at_best_val']:.4f}) to {done.path}"
+    )
+    print(f"input: float32 (N, {m['in_dim']}): {m['preprocessing']}")
+    print(f"output: (N, {m['num_classes']}) logits; preprocessing also in {done.path}.json")
+    full = f", all nodes {lat['full_graph_ms']:.2f} ms" if "full_graph_ms" in lat else ""
+    print(
+        f"CPU latency ({m['threads']} threads): batch of 1 {lat['batch_1_ms']:.3f} ms, batch of "
+        f"1,024 {lat['batch_1024_ms']:.3f} ms ({lat['per_node_us_at_1024']:.2f} us/node){full}"
+    )
+    return 0
