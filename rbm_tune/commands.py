@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
-from rbm_tune.errors import ConfigError
+from rbm_tune.errors import ConfigError, TrackingError
 
 __all__ = [
     "cache_list",
     "cache_rm",
+    "check_device",
+    "check_ray_address",
+    "check_study_name",
+    "check_tracking_uri",
     "list_configs",
     "list_datasets",
     "pretrain_teachers",
@@ -20,6 +26,110 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+# The same rule as a space's study.name (search_space._STUDY_NAME): no '/', no leading '.'.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Tracking-store schemes MLflow itself registers (mlflow.tracking._tracking_service.utils);
+# database URIs may carry a driver (postgresql+psycopg2://). Plugins add their own schemes.
+_MLFLOW_SCHEMES = ("", "file", "http", "https", "databricks", "databricks-uc", "uc")
+_MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+# -- checks that run before anything is written or started -----------------------------------
+
+
+def check_study_name(name: str | None) -> None:
+    """``--name`` becomes a folder and an MLflow experiment: refuse paths and odd characters."""
+    if name is not None and not _STUDY_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name {name!r} cannot name a study (a folder and an MLflow experiment); use "
+            "letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+
+
+def check_ray_address(address: str | None) -> None:
+    """A Ray address is ``auto``, ``local``, ``HOST:PORT`` or ``ray://HOST:PORT``.
+
+    Checked by shape only: nothing is resolved or contacted here.
+    """
+    if address is None or address in ("auto", "local"):
+        return
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    ok = (
+        "://" not in rest
+        and sep
+        and host
+        and "/" not in host
+        and port.isdigit()
+        and 0 < int(port) < 65536
+    )
+    if not ok:
+        raise ConfigError(
+            f"--address {address!r} is not a Ray address; give auto, HOST:PORT of the head's GCS "
+            "(e.g. 10.0.0.5:6379) or ray://HOST:10001 (for 'rbm-tune submit' it is the "
+            "dashboard, http://HEAD:8265)"
+        )
+
+
+def check_tracking_uri(tracking_uri: str | None) -> str:
+    """Resolve the MLflow URI and check that MLflow knows its scheme and the store is usable.
+
+    Returns:
+        The resolved URI.
+    """
+    from rbm_tune.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    scheme = urlparse(uri).scheme.lower()
+    known = scheme in _MLFLOW_SCHEMES or scheme.split("+")[0] in _MLFLOW_DATABASES
+    if not known and scheme not in _tracking_plugins():
+        raise TrackingError(
+            f"MLflow has no tracking store for {scheme}:// URIs ({uri}); pass --tracking-uri "
+            "(or MLFLOW_TRACKING_URI) as http://HOST:PORT of an MLflow server or "
+            "sqlite:////abs/path/mlflow.db, or omit it to use ./mlflow.db"
+        )
+    check_reachable(uri)
+    return uri
+
+
+def _tracking_plugins() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, cpu, cuda or cuda:N where that GPU exists."""
+    if device == "auto":
+        return
+    import torch
+
+    fix = "use --device cpu, cuda, cuda:N or auto"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a device; {fix}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise ConfigError(f"--device {device!r}: rbm-tune runs on CPUs and CUDA GPUs; {fix}")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
+        )
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ConfigError(
+            f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to "
+            f"cuda:{count - 1}; pick one of them or use --device cuda"
+        )
+
+
+def _check_cache_dir(cache_dir: str | None) -> None:
+    from rbm_tune.teacher_cache import check_cache_dir
+
+    check_cache_dir(cache_dir)
 
 
 def list_datasets(data_root: str | None) -> int:
@@ -70,6 +180,8 @@ def train(args: argparse.Namespace) -> int:
     config = load_config(resolve_config_path(args.config))
     if args.seed is not None:
         config = config.replace(seed=args.seed)
+    _check_cache_dir(args.cache_dir)
+    check_device(args.device)
 
     from rbm_tune.trial import run_trial
 
@@ -104,13 +216,16 @@ def pretrain_teachers(args: argparse.Namespace) -> int:
         config = load_config(resolve_config_path(args.config))
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
+    from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
+
+    check_device(args.device)
+    cache = check_cache_dir(args.cache_dir)
+    cache.check_writable()  # filling the cache is the point: a read-only one is an error now
 
     from rbm_tune.data import Graph, load_graph
     from rbm_tune.teacher import TeacherOutputs, train_teacher
-    from rbm_tune.teacher_cache import TeacherCache, TeacherKey
     from rbm_tune.trial import resolve_device
 
-    cache = TeacherCache.in_cache_dir(args.cache_dir)
     device = resolve_device(args.device)
     for seed in range(config.seed, config.seed + args.seeds):
         graph = load_graph(
@@ -129,7 +244,9 @@ def pretrain_teachers(args: argparse.Namespace) -> int:
             trained.append(train_teacher(config.teacher, graph, seed=seed, device=device))
             return trained[-1]
 
-        out = cache.get_or_train(key, train, log=None if args.quiet else _stderr)
+        out = cache.get_or_train(
+            key, train, log=None if args.quiet else _stderr, require_cache=True
+        )
         print(
             f"{key.digest[:12]}  {'trained' if trained else 'cached':<7}  {config.dataset} "
             f"{config.setting} {_teacher_name(key.teacher)} seed {seed}  "
@@ -141,9 +258,9 @@ def pretrain_teachers(args: argparse.Namespace) -> int:
 
 def cache_list(args: argparse.Namespace) -> int:
     """Print one row per cached teacher: key prefix, data, teacher, seed, accuracy, size, age."""
-    from rbm_tune.teacher_cache import TeacherCache
+    from rbm_tune.teacher_cache import check_cache_dir
 
-    cache = TeacherCache.in_cache_dir(args.cache_dir)
+    cache = check_cache_dir(args.cache_dir)
     entries = cache.entries()
     total = sum(e.size_bytes for e in entries)
     print(f"teacher cache: {cache.uri} ({len(entries)} entries, {_size(total)})")
@@ -164,9 +281,9 @@ def cache_list(args: argparse.Namespace) -> int:
 
 def cache_rm(args: argparse.Namespace) -> int:
     """Remove one cached teacher by key prefix, or all of them with ``--all``."""
-    from rbm_tune.teacher_cache import TeacherCache
+    from rbm_tune.teacher_cache import check_cache_dir
 
-    cache = TeacherCache.in_cache_dir(args.cache_dir)
+    cache = check_cache_dir(args.cache_dir)
     if args.all:
         print(f"removed {cache.clear()} cached teacher(s) from {cache.uri}")
         return 0
@@ -212,6 +329,19 @@ def search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trials {args.trials}: give at least 1")
     if args.gpus is not None and args.gpus < 0:
         raise ConfigError(f"--gpus {args.gpus}: give 0 or more")
+    if args.cpus is not None and args.cpus < 1:
+        raise ConfigError(f"--cpus {args.cpus}: give at least 1")
+    if args.address is None and args.gpus is not None and args.gpus != int(args.gpus):
+        raise ConfigError(
+            f"--gpus {args.gpus:g}: a local Ray declares whole GPUs; give 0, 1, 2, ... (the "
+            "space's resources.gpus_per_trial, e.g. 0.25, packs several trials on one GPU)"
+        )
+    # Everything else that can be checked without writing: run_study writes the MLflow
+    # experiment before it starts Ray and opens the teacher cache.
+    check_study_name(args.name)
+    check_ray_address(args.address)
+    _check_cache_dir(args.cache_dir)
+    check_tracking_uri(args.tracking_uri)
     from rbm_tune.tune import run_study
 
     result = run_study(
@@ -237,6 +367,11 @@ def search(args: argparse.Namespace) -> int:
             f"{row['trial_id']:<22} {row['val_acc']:>8.4f} {test:>9} {row['epochs']!s:>6}  "
             f"{'yes' if row['asha_stopped'] else 'no'}"
         )
+    if result.failed:
+        print(
+            f"{len(result.failed)} trial(s) failed after their retries (study.max_failures): "
+            f"{', '.join(result.failed)}; their errors are in {result.storage_path}/*/error.txt"
+        )
     print(f"best config: {result.storage_path / 'best_config.yaml'}")
     print(f"Ray results: {result.storage_path}")
     print(f"MLflow: {result.experiment_url}")
@@ -245,6 +380,7 @@ def search(args: argparse.Namespace) -> int:
 
 def best(args: argparse.Namespace) -> int:
     """``rbm-tune best --name STUDY``: the best config, as YAML ready for ``rbm-tune train``."""
+    check_study_name(args.name)
     storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
     path = storage / args.name / "best_config.yaml"
     if not path.is_file():

@@ -348,10 +348,16 @@ def load_config(path: str | Path) -> TrialConfig:
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror}; check the path") from None
     try:
-        values = yaml.safe_load(text)
+        values = yaml.safe_load(text)  # safe: a config never constructs Python objects
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(err, "problem", None) or "")
+        if "for the tag" in problem:
+            raise ConfigError(
+                f"{path}{where}: {problem}; a config is plain YAML, without !!python or other "
+                "tags; remove the tag"
+            ) from None
         raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
     try:
         return TrialConfig.from_mapping(values or {})

@@ -92,8 +92,9 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         reason = err.strerror or type(err).__name__
         raise RbmTuneError(
             f"cannot reach the Ray job server at {address} ({reason}); start the cluster "
-            "(ray start --head --dashboard-host ...) or fix --address (http://HEAD:8265, "
-            "e.g. through 'ray dashboard cluster.yaml' or an ssh tunnel)"
+            "(ray start --head --dashboard-host 127.0.0.1) and reach it through "
+            "'ray dashboard cluster.yaml' or an ssh tunnel (ssh -L 8265:127.0.0.1:8265 HEAD), "
+            "or fix --address (http://HEAD:8265)"
         ) from None
 
 
@@ -142,6 +143,7 @@ def submit(args: argparse.Namespace) -> int:
     Ctrl-C detaches (the job goes on). Exit status: 0 when the job succeeded or on detach,
     1 when it failed or was stopped, 2 for bad input (one ``rbm-tune: error:`` line).
     """
+    from rbm_tune.commands import check_study_name
     from rbm_tune.search_space import load_space
 
     space = load_space(args.space)  # one-line error before any network traffic
@@ -149,6 +151,7 @@ def submit(args: argparse.Namespace) -> int:
         raise ConfigError(f"--trials {args.trials}: give at least 1")
     if args.gpus is not None and args.gpus < 0:
         raise ConfigError(f"--gpus {args.gpus}: give 0 or more")
+    check_study_name(args.name)
     client = _client(args.address)
     name = args.name or space.study.name
     with tempfile.TemporaryDirectory(prefix="rbm-tune-job-") as tmp:

@@ -11,6 +11,8 @@ valid space with nothing searched. A scalar is fixed; a mapping is searched::
       metric: val_acc            # a per-epoch metric: val_acc, best_val_acc, train_acc, train_loss
       mode: max                  # default: max for accuracies, min for train_loss
       max_concurrent: null       # null: as many trials at once as resources allow
+      max_failures: 2            # a trial that raises or dies is retried this many times
+      objectives: null           # two objectives, e.g. {val_acc: max, num_params: min}
       asha: {grace_period: 10, reduction_factor: 2}
       resources: {cpus_per_trial: 1, gpus_per_trial: 0}   # fractional GPUs pack trials
     dataset: cora                # required
@@ -116,12 +118,17 @@ STUDY_KEYS = {
     "metric": None,
     "mode": None,
     "max_concurrent": None,
+    "max_failures": None,
+    "objectives": None,
     "asha": ("grace_period", "reduction_factor"),
     "resources": ("cpus_per_trial", "gpus_per_trial"),
 }
 # The per-epoch metrics of rbm_tune.metrics and their direction, spelled out so that loading a
 # space never imports torch (a test checks they match). A test accuracy is never one of them.
 SEARCH_METRICS = {"val_acc": "max", "best_val_acc": "max", "train_acc": "max", "train_loss": "min"}
+# Second objectives of a multi-objective study: properties of a student's architecture, known
+# before it trains and reported with every epoch (rbm_tune.tune). Always minimised.
+COST_METRICS = {"num_params": "min", "inference_ms_per_1k_nodes": "min"}
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _TERM = re.compile(
@@ -238,6 +245,8 @@ class StudySettings:
     metric: str = "val_acc"
     mode: str = "max"
     max_concurrent: int | None = None
+    max_failures: int = 2
+    objectives: tuple[tuple[str, str], ...] = ()  # () or ((metric, mode), (cost, "min"))
     grace_period: int = 10
     reduction_factor: float = 2
     asha_max_t: int = 1
@@ -263,6 +272,13 @@ class StudySettings:
             ("max_concurrent", self.max_concurrent is None
              or (_is_int(self.max_concurrent) and self.max_concurrent >= 1),
              "is not null or an integer >= 1; use null to fill the resources"),
+            ("max_failures", _is_int(self.max_failures) and self.max_failures >= 0,
+             "is not an integer >= 0; use e.g. 2 (0: a failed trial is not retried)"),
+            ("objectives", not self.objectives or (
+                len(self.objectives) == 2 and self.objectives[0] == (metric, self.mode)
+                and self.objectives[1][0] in COST_METRICS and self.objectives[1][1] == "min"),
+             f"must be two: the search metric first ({metric}: {self.mode}), then one of "
+             f"{sorted(COST_METRICS)} with min, e.g. {{{metric}: {self.mode}, num_params: min}}"),
             ("asha.grace_period", _is_int(grace) and grace >= 1, positive),
             ("asha.grace_period", not _is_int(grace) or grace <= self.asha_max_t,
              f"exceeds the longest trial ({self.asha_max_t} epochs: distill.max_epochs + "
@@ -794,6 +810,22 @@ def _find(path_or_name: str | Path) -> Path:
     )
 
 
+def _objectives(path: Path, value: Any) -> tuple[tuple[str, str], ...]:
+    """``study.objectives`` (a mapping metric -> max/min, in order) as ((metric, mode), ...)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and v in ("max", "min") for k, v in value.items()
+    ):
+        raise SpaceError(
+            _one_line(
+                f"{path}: study.objectives: {value!r} is not a mapping of metric to max/min; "
+                "e.g. objectives: {val_acc: max, num_params: min}"
+            )
+        )
+    return tuple(value.items())
+
+
 def load_space(path_or_name: str | Path) -> SearchSpace:
     """Read and completely validate a search-space file (format: this module's docstring).
 
@@ -814,12 +846,15 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
         where = f"line {mark.line + 1}" if mark is not None else "file"
         problem = getattr(err, "problem", None) or "not valid YAML"
         fix = "keep one" if problem.startswith("duplicate key") else "fix the YAML syntax"
+        if "for the tag" in problem:  # !!python/object/...: the safe loader never runs code
+            fix = "a space is plain YAML, without !!python or other tags; remove the tag"
         raise SpaceError(_one_line(f"{path}: {where}: {problem}; {fix}")) from None
     fixed, params, block = _Parser(path).parse(data)
     default, longest = _check_reachable(path, params, fixed)
     names = {p.name for p in params}
     asha, resources = block.get("asha") or {}, block.get("resources") or {}
-    metric = block.get("metric", "val_acc")
+    objectives = _objectives(path, block.get("objectives"))
+    metric = block.get("metric", objectives[0][0] if objectives else "val_acc")
     try:
         study = StudySettings(
             name=block.get("name", path.stem),
@@ -829,6 +864,8 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
             metric=metric,
             mode=block.get("mode", SEARCH_METRICS.get(metric, "max")),
             max_concurrent=block.get("max_concurrent"),
+            max_failures=block.get("max_failures", 2),
+            objectives=objectives,
             grace_period=asha.get("grace_period", 10),
             reduction_factor=asha.get("reduction_factor", 2),
             asha_max_t=longest,

@@ -19,6 +19,13 @@ an entry without ``meta.json`` is incomplete: a miss. Reads check the payload's 
 with ``torch.load(weights_only=True)``. A corrupt entry is reported in one warning line, moved
 aside to ``<digest>.corrupt-<time>`` (never deleted, never used) and retrained.
 
+**Storage faults.** A cache that cannot be written (read-only, full, no permission) never stops a
+run: :meth:`TeacherCache.get_or_train` trains the teacher, says in one warning line that it could
+not be stored (with the OS's reason and the fix) and returns it; nothing half-written is left
+(the temp directory of a failed write is removed). ``require_cache=True`` (``rbm-tune teacher``,
+whose whole point is to fill the cache) makes that a :class:`~rbm_tune.errors.CacheError`
+instead. A corrupt entry that cannot be moved aside is still never used.
+
 **Exactly-once training.** :meth:`TeacherCache.get_or_train` trains under a per-key lock: when N
 processes want the same missing key, one trains and the others wait, then load its entry. The
 lock (``filelock.SoftFileLease`` in ``<root>/.locks/``) is a file made with ``O_CREAT | O_EXCL``
@@ -42,6 +49,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -69,6 +77,7 @@ __all__ = [
     "TeacherCache",
     "TeacherKey",
     "atomic_write_bytes",
+    "check_cache_dir",
     "default_teacher_root",
 ]
 
@@ -101,9 +110,46 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _reason(err: BaseException) -> str:
+    """The OS's words for an error (``No space left on device``), else its text."""
+    cause = err.__cause__ if isinstance(err, CacheError) and err.__cause__ else err
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)  # pyarrow's strerror is its whole message
+    text = " ".join(str(cause).split())
+    found = re.search(r"\[errno (\d+)\]", text, re.IGNORECASE)  # pyarrow: "... [errno 30] ..."
+    if found:
+        return os.strerror(int(found.group(1)))
+    return text or type(cause).__name__
+
+
+def check_cache_dir(cache_dir: str | Path | None) -> TeacherCache:
+    """Validate ``--cache-dir`` (or ``RBM_TUNE_CACHE``) without writing anything.
+
+    Returns:
+        The teacher cache in ``<cache_dir>/teachers``.
+
+    Raises:
+        CacheError: a URI ``pyarrow.fs`` cannot open (``ftp://...``), or a local path that is,
+            or lies under, a regular file.
+    """
+    cache = TeacherCache.in_cache_dir(cache_dir)
+    if cache.is_local:
+        path = Path(cache.path)
+        for candidate in (path, *path.parents):
+            if candidate.exists() or candidate.is_symlink():
+                if not candidate.is_dir():
+                    raise CacheError(
+                        f"cannot use the rbm-tune cache {path.parent}: {candidate} is a file, "
+                        "not a folder; pass --cache-dir (or set RBM_TUNE_CACHE) to a folder, "
+                        "which is created if missing"
+                    )
+                break
+    return cache
+
+
 def default_teacher_root() -> Path:
     """``$RBM_TUNE_CACHE/teachers``, else ``~/.cache/rbm-tune/teachers``."""
-    from rbm_tune.data import default_cache_dir
+    from rbm_tune.paths import default_cache_dir  # not rbm_tune.data: no torch import
 
     return default_cache_dir() / "teachers"
 
@@ -233,6 +279,28 @@ class TeacherCache:
         """Where ``key``'s entry lives, as a path inside ``self.fs``."""
         return f"{self.path}/{key.digest}"
 
+    def check_writable(self) -> None:
+        """Fail now, in one line, when a POSIX cache root cannot take a new file.
+
+        Object stores are not probed (a PUT would cost a request and prove little).
+
+        Raises:
+            CacheError: the root cannot be created or written (read-only, permissions, full).
+        """
+        if not self.is_local:
+            return
+        root = Path(self.path)
+        probe = root / f".probe-{uuid.uuid4().hex}"
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise CacheError(
+                f"cannot write the teacher cache {root} ({_reason(err)}); make it writable, "
+                "free some space, or pass another --cache-dir"
+            ) from None
+
     def get(self, key: TeacherKey) -> TeacherOutputs | None:
         """The cached outputs of ``key``, or ``None`` (a corrupt entry is set aside: a miss)."""
         found = self._read(key)
@@ -304,22 +372,25 @@ class TeacherCache:
         train: Callable[[], TeacherOutputs],
         *,
         log: Callable[[str], None] | None = None,
+        require_cache: bool = False,
     ) -> TeacherOutputs:
         """The cached outputs of ``key``; on a miss, ``train()`` once under the key's lock.
 
         Call it once per key on the search driver; concurrent callers on a POSIX cache wait
-        for one trainer and then load its entry.
+        for one trainer and then load its entry. A cache that cannot be written (read-only,
+        full) costs a warning, not the run: the teacher is trained and returned uncached.
 
         Args:
             key: the teacher's key.
             train: trains the teacher; called at most once, only on a miss.
             log: receives progress lines, e.g. ``teacher: loaded from cache <digest[:12]>``.
+            require_cache: a failed write raises :class:`CacheError` instead of warning.
         """
         say = log or (lambda _line: None)
         short = key.digest[:12]
         found = self._read(key)
         if found is None or isinstance(found, str):
-            with self._locked(key, say):
+            with self._locked(key, say):  # no lock on a cache nobody can write: nothing to race
                 found = self._read(key)
                 if isinstance(found, str):
                     self._set_aside(key, found, " and retraining")
@@ -327,11 +398,32 @@ class TeacherCache:
                 if found is None:
                     say(f"teacher: not in cache {short}, training")
                     outputs = train()
-                    self.put(key, outputs)
-                    say(f"teacher: trained in {outputs.seconds:.1f}s, cached as {short}")
+                    self._store(key, outputs, say, require_cache)
                     return outputs
         say(f"teacher: loaded from cache {short}")
         return found
+
+    def _store(
+        self,
+        key: TeacherKey,
+        outputs: TeacherOutputs,
+        say: Callable[[str], None],
+        require_cache: bool,
+    ) -> None:
+        short = key.digest[:12]
+        try:
+            self.put(key, outputs)
+        except CacheError as err:
+            if require_cache:
+                raise
+            _log.warning(
+                f"rbm-tune: warning: could not store teacher {short} in the cache {self.uri} "
+                f"({_reason(err)}); this run goes on with the teacher it just trained, but the "
+                "next run will train it again: free some space or make the cache writable, or "
+                "pass another --cache-dir"
+            )
+            return
+        say(f"teacher: trained in {outputs.seconds:.1f}s, cached as {short}")
 
     def entries(self) -> list[EntryInfo]:
         """Every complete entry, oldest first (``meta.json`` is read, payloads are not)."""
@@ -472,6 +564,13 @@ class TeacherCache:
                 self.fs.delete_dir(entry)
         except FileNotFoundError:
             return  # another process set it aside first
+        except OSError as err:  # a read-only cache: report it, and still never use it
+            _log.warning(
+                f"rbm-tune: warning: teacher cache entry {entry} is corrupt ({why}) and could "
+                f"not be moved aside ({_reason(err)}); not using it{then}; remove it, or pass "
+                "a writable --cache-dir"
+            )
+            return
         _log.warning(
             f"rbm-tune: warning: teacher cache entry {entry} is corrupt ({why}); "
             f"moved aside to {aside}{then}"
@@ -498,17 +597,21 @@ class TeacherCache:
             shutil.rmtree(tmp, ignore_errors=True)  # left only when the rename did not happen
 
     @contextlib.contextmanager
-    def _locked(self, key: TeacherKey, say: Callable[[str], None] | None) -> Iterator[None]:
-        """Hold ``key``'s lock (POSIX roots); a no-op on object stores (module docstring)."""
+    def _locked(self, key: TeacherKey, say: Callable[[str], None] | None) -> Iterator[bool]:
+        """Hold ``key``'s lock (POSIX roots); a no-op on object stores (module docstring).
+
+        Yields whether the lock is held: ``False`` when the lock file cannot be created at all
+        (a read-only or full cache), where no other process can publish an entry either.
+        """
         if not self.is_local:
-            yield
+            yield True
             return
         from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
 
         lock_dir = Path(self.path) / LOCKS
-        lock_dir.mkdir(parents=True, exist_ok=True)
         lock = SoftFileLease(lock_dir / f"{key.digest}.lock", lease_duration=self.lock_lease)
         try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
             try:
                 lock.acquire(blocking=False)
             except Timeout:
@@ -527,8 +630,15 @@ class TeacherCache:
                 f"the teacher lock {lock.lock_file} uses another lease; give every process "
                 "sharing the cache the same lock_lease"
             ) from None
+        except OSError:  # Timeout is an OSError too: this clause must stay last
+            held = False
+        else:
+            held = True
+        if not held:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             lock.release()
 

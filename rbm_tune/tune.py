@@ -254,7 +254,7 @@ def run_study(
             a study that already exists (without ``resume``) or does not (with it).
     """
     from rbm_tune.data import load_graph
-    from rbm_tune.teacher_cache import TeacherCache, TeacherKey
+    from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
     from rbm_tune.tracking import Tracker, check_reachable, git_sha, resolve_tracking_uri
 
     study = space.study
@@ -285,6 +285,12 @@ def run_study(
             f"study {name!r} already exists in {storage}; pass --resume to continue it or "
             "--name to start a new one"
         )
+    cache = check_cache_dir(cache_dir)
+
+    # -- Ray, then MLflow (nothing is written before both are there), then the teacher, once --
+    _init_ray(address, cpus, gpus)
+    import ray
+
     tracker = Tracker(
         uri,
         name,
@@ -297,11 +303,6 @@ def run_study(
     )
     tracker.log_artifact(tracker.parent_id, Path(space.path))
 
-    # -- Ray, then the teacher, once ---------------------------------------------------------
-    _init_ray(address, cpus, gpus)
-    import ray
-
-    cache = TeacherCache.in_cache_dir(cache_dir)
     key = TeacherKey.of(graph, base.teacher, seed=base.seed)
     gpu_for_teacher = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=1, num_gpus=gpu_for_teacher)(_resolve_teacher)
@@ -714,6 +715,11 @@ def _tune(
                 scheduler=scheduler,
                 num_samples=trials,
                 max_concurrent_trials=study.max_concurrent,
+                # Not reused: a new trial actor costs ~2-4 s here (benchmarks/bench_study.py),
+                # but with reuse_actors=True a study resumed from a moved folder hands reused
+                # actors the old storage path (their checkpoints fail) and a restarted trial
+                # logged its epochs twice (tests/reliability/test_driver_faults.py).
+                reuse_actors=False,
             ),
             run_config=run_config,
         )

@@ -6,24 +6,41 @@ folder under the rbm-tune cache whose ``raw/`` (and OGB's ``split/`` and release
 symlinks into the data root. The work folder's name hashes the raw files' paths, sizes and
 modification times, so a changed or truncated file is never served from a stale
 ``processed/`` file.
+
+Safety: no dataset or processed file can run code when it is read. PyG's ``fs.torch_load``
+would retry a processed file with ``weights_only=False`` (full unpickling) when it needs a
+global that is not allow-listed, and PyG reads Planetoid's raw ``ind.*`` files with plain
+``pickle.load``; while rbm-tune loads a dataset both are replaced (:func:`_safe_loads`) by
+loaders that accept only tensors and PyG's data classes, and only the numpy / scipy classes the
+Planetoid files are made of. A processed copy in the cache that cannot be loaded (truncated by
+a crash, or refused as unsafe) is removed and rebuilt from the raw files once, with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
+import io
+import logging
+import pickle
+import re
+import shutil
 import sys
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
 from torch import Tensor
 
 from rbm_tune.errors import DataError
+from rbm_tune.paths import default_cache_dir
 
-__all__ = ["SOURCES", "RawGraph", "Source", "read_source"]
+__all__ = ["SOURCES", "RawGraph", "Source", "default_cache_dir", "read_source"]
+_log = logging.getLogger(__name__)
 
 _PLANETOID_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
 _OGB_RAW = (
@@ -181,11 +198,84 @@ def _work_root(source: Source, root: Path, cache_dir: Path) -> Path:
 
 
 def _allow_pyg_globals() -> None:
-    """OGB's torch.load of its processed file needs PyG's classes allow-listed (torch >= 2.6)."""
-    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+    """PyG's and OGB's processed files name PyG's data classes: allow-list them (and only them)
+    for ``torch.load(weights_only=True)`` (torch >= 2.6)."""
+    from torch_geometric.data.data import Data, DataEdgeAttr, DataTensorAttr
     from torch_geometric.data.storage import GlobalStorage
 
-    torch.serialization.add_safe_globals([DataEdgeAttr, DataTensorAttr, GlobalStorage])
+    torch.serialization.add_safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage])
+
+
+# (module, name) of every global a Planetoid ``ind.*`` pickle may name: numpy arrays, a scipy
+# CSR matrix, the graph's adjacency dict of lists, and the pure helpers pickle itself uses to
+# rebuild them. Anything else (os.system, builtins.eval, ...) is refused.
+_PLANETOID_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("scipy.sparse.csr", "csr_matrix"),
+        ("scipy.sparse._csr", "csr_matrix"),
+        ("collections", "defaultdict"),
+        ("__builtin__", "list"),
+        ("builtins", "list"),
+        ("__builtin__", "dict"),
+        ("builtins", "dict"),
+        # written by Python 3 (protocol <= 2: bytes and plain objects): pure constructors
+        ("_codecs", "encode"),
+        ("copy_reg", "_reconstructor"),
+        ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"),
+        ("builtins", "object"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
+)
+
+
+class _PlanetoidUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that builds only the classes Planetoid's raw files are made of."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PLANETOID_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"global {module}.{name} is not allowed in a Planetoid data file"
+            )
+        return super().find_class(module, name)
+
+
+def _planetoid_pickle_load(file: Any, *, encoding: str = "ASCII", **_: Any) -> Any:
+    return _PlanetoidUnpickler(file, encoding=encoding).load()
+
+
+@contextlib.contextmanager
+def _safe_loads() -> Iterator[None]:
+    """While a dataset loads, PyG reads tensors and Planetoid pickles without running code.
+
+    Replaces PyG's ``fs.torch_load`` (whose fallback is ``weights_only=False``) by a strict
+    ``weights_only=True`` load, and the ``pickle`` module seen by PyG's Planetoid reader by one
+    whose ``load`` allows only :data:`_PLANETOID_GLOBALS`. Both are put back afterwards.
+    """
+    import fsspec
+    from torch_geometric.io import fs, planetoid
+
+    def strict_torch_load(path: str, map_location: Any = None) -> Any:
+        with fsspec.open(path, "rb") as f:
+            return torch.load(f, map_location, weights_only=True)
+
+    _allow_pyg_globals()
+    saved = fs.torch_load, planetoid.pickle
+    fs.torch_load = strict_torch_load
+    planetoid.pickle = types.SimpleNamespace(  # type: ignore[assignment]
+        load=_planetoid_pickle_load, UnpicklingError=pickle.UnpicklingError
+    )
+    try:
+        yield
+    finally:
+        fs.torch_load, planetoid.pickle = saved
 
 
 def _load(source: Source, root: str) -> RawGraph:
@@ -255,25 +345,54 @@ def read_source(source: Source, root: Path, cache_dir: Path, *, download: bool) 
             )
         load_root = _work_root(source, root, cache_dir)
         lock_path = load_root / ".lock"
-    try:
-        # PyG / OGB print progress to stdout; keep stdout for rbm-tune's own output.
-        with FileLock(str(lock_path)), contextlib.redirect_stdout(sys.stderr):
+    processed = load_root / source.folder / "processed"
+    with FileLock(str(lock_path)):
+        had_processed = not download and any(processed.glob("*.pt"))
+        try:
+            return _load_quietly(source, load_root, download)
+        except DataError:
+            raise
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - any parse failure
+            failure: BaseException = err
+        if had_processed:
+            # The processed copy in rbm-tune's cache, not the user's files, may be what failed
+            # (a crash cut it short, or it is not a plain tensor file): rebuild it from raw once.
+            _log.warning(
+                f"rbm-tune: warning: the processed copy of {source.name} in {processed} could "
+                f"not be loaded ({_detail(failure)}); rebuilding it from the raw files"
+            )
+            shutil.rmtree(processed, ignore_errors=True)
+            try:
+                return _load_quietly(source, load_root, download)
+            except (Exception, SystemExit) as err:  # noqa: BLE001
+                failure = err
+        if not download:
+            shutil.rmtree(processed, ignore_errors=True)  # leave nothing half-built behind
+    where = root / source.folder
+    raise DataError(
+        f"cannot read dataset {source.name} from {where} ({_detail(failure)}); the files look "
+        f"truncated or corrupt: copy them again, or remove them and use --download"
+    ) from failure
+
+
+def _detail(err: BaseException) -> str:
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
+        return "UnpicklingError: not a plain tensor file; refused to unpickle it"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(err).__name__}: {err}")  # ANSI colours
+    return text.splitlines()[0][:160]
+
+
+def _load_quietly(source: Source, load_root: Path, download: bool) -> RawGraph:
+    """``_load`` with PyG / OGB's progress prints kept off rbm-tune's stdout.
+
+    Without ``download`` their lines ("Processing...") are held back and shown only when the
+    load succeeds, so a failure is the one error line; downloads show their progress live.
+    """
+    if download:
+        with contextlib.redirect_stdout(sys.stderr), _safe_loads():
             return _load(source, str(load_root))
-    except DataError:
-        raise
-    except (Exception, SystemExit) as err:  # noqa: BLE001 - any parse failure is a data error
-        where = root / source.folder
-        detail = f"{type(err).__name__}: {err}".splitlines()[0][:160]
-        raise DataError(
-            f"cannot read dataset {source.name} from {where} ({detail}); the files look "
-            f"truncated or corrupt: copy them again, or remove them and use --download"
-        ) from err
-
-
-def default_cache_dir() -> Path:
-    """``RBM_TUNE_CACHE``, else ``$XDG_CACHE_HOME/rbm-tune``, else ``~/.cache/rbm-tune``."""
-    env = os.environ.get("RBM_TUNE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rbm-tune"
+    held = io.StringIO()
+    with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held), _safe_loads():
+        raw = _load(source, str(load_root))
+    sys.stderr.write(held.getvalue())
+    return raw
