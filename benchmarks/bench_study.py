@@ -1,0 +1,818 @@
+"""Where a study's wall time goes, and what ASHA saves: one space run twice, ASHA then FIFO.
+
+Runs ``rbm_tune.tune.run_study`` in this process on a copy of a shipped search space with
+``num_trials`` and 1 CPU per trial set, each run with a fresh local Ray (127.0.0.1, private
+temp dir) and a fresh SQLite MLflow store; the teacher cache is shared, so the first run trains
+the teacher and the others load it (the same teacher for every run):
+
+- ASHA: the space's own ``asha`` block (what ``rbm-tune`` runs);
+- FIFO: the same file with ``asha.grace_period`` = ``asha_max_t`` (max_epochs + pretraining),
+  ASHA's only rung, which no trial reaches (its post-switch epoch stops at max_epochs), so no
+  trial is stopped early. Same ``seed`` (split, teacher, students) and ``sampler_seed``;
+- with ``--what-if-reuse-actors``, ASHA again with Ray Tune's ``reuse_actors=True`` (patched
+  into ``TuneConfig`` in this process; rbm_tune does not set it).
+
+rbm_tune itself is not changed. The driver side is timed by wrapping what ``run_study`` calls
+(MLflow store, data, teacher, ``_tune``) and by a subclass of its MLflow callback
+(``MlflowTrials``) that stamps trial start / results / completion and times its own MLflow
+writes. The trial side is timed by a Ray ``worker_process_setup_hook`` that wraps
+``rbm_tune.tune._trial_fn`` and ``train_student`` inside each trial process (wall clock, one JSON
+line per report): entry to the trial function (after the graph and teacher are fetched), the
+train_student call, its first epoch, the per-epoch ``epoch_seconds``, the time each report
+blocks (Ray's synchronous reporting: the driver's result handling, MLflow included), the return.
+The headline share is Σ train_student wall / (concurrency × study wall).
+
+    nice -n 19 .venv/bin/python benchmarks/bench_study.py [--space demo] [--trials 32] [--cpus 2]
+        [--max-epochs N] [--grace-period N] [--data-root DIR] [--what-if-reuse-actors]
+        [--workdir DIR] [--out benchmarks/results/bench_study-cpu.md] [--render JSON]
+
+e.g. ``--space cora --data-root /work/shared/data --max-epochs 100`` (cora's 500 epochs x 32
+trials x 2 runs is hours on 2 CPUs). ``--render`` rewrites the report from a saved JSON.
+Goals (issue 7 item 3): >= 90 % of the slot time inside train_student; ASHA uses <= 35 % of
+FIFO's epochs and reaches FIFO's best val_acc within 0.5 points (ideally the same best config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
+
+
+# -- the driver's clock -------------------------------------------------------------------------
+@dataclass
+class TrialClock:
+    index: int = -1  # the trial's number in the study (creation order)
+    config: dict[str, Any] = field(default_factory=dict)
+    start: float | None = None
+    results: list[tuple[float, float | None]] = field(default_factory=list)  # (t, epoch_s)
+    complete: float | None = None
+    final: bool = False
+
+
+@dataclass
+class Clock:
+    marks: dict[str, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
+    trials: dict[str, TrialClock] = field(default_factory=dict)
+    mlflow_s: float = 0.0  # driver time inside the MLflow callback's hooks
+
+    def trial(self, tid: str) -> TrialClock:
+        return self.trials.setdefault(tid, TrialClock())
+
+
+CLOCK = Clock()  # module-level: the callback is pickled with the Tuner, the clock must not be
+EVENTS_ENV = "RBM_BENCH_EVENTS"
+
+
+def _worker_hook() -> None:
+    """Ray ``worker_process_setup_hook``: time ``_trial_fn`` and ``train_student`` in the trial.
+
+    Imports nothing itself: once the worker imports ``rbm_tune.tune`` (to unpickle the
+    trainable) ``_trial_fn`` is wrapped; the wrapper swaps in a timed ``train_student`` for the
+    call and appends its cumulative timings (``time.time()``) as one JSON line to the file named
+    by ``$RBM_BENCH_EVENTS`` after set-up and after every report, so that a trial ASHA stops
+    (its thread never returns from the blocked report) still leaves its last line.
+    """
+    import importlib.abc
+    import importlib.util
+
+    path = os.environ.get(EVENTS_ENV)
+    if not path:
+        return
+
+    def emit(ev: dict[str, Any]) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps(ev) + "\n")
+
+    def patch(module: Any) -> None:
+        orig = module._trial_fn
+
+        def trial_fn(config: dict[str, Any], **kwargs: Any) -> None:
+            from ray import tune
+
+            import rbm_tune.distill as D
+
+            ev: dict[str, Any] = {"pid": os.getpid(), "fn_enter": time.time(), "epoch_s": 0.0}
+            ev["trial_id"] = tune.get_context().get_trial_id()
+            ev.update(report_blocked=0.0, reports=0, returned=False)
+            ev["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+            inner = D.train_student
+
+            def train_student(*args: Any, **kw: Any) -> Any:
+                ev["ts_enter"] = time.time()
+                report = kw.get("report")
+
+                def timed(m: dict[str, float]) -> object:
+                    t = time.time()
+                    ev.setdefault("first_epoch_start", t - m["epoch_seconds"])
+                    ev["epoch_s"] += m["epoch_seconds"]
+                    ev["reports"] += 1
+                    ev["last_report"] = t
+                    emit(ev)
+                    out = report(m) if report is not None else None
+                    # not reached when the trial is stopped while blocked here (SystemExit)
+                    ev["report_blocked"] += time.time() - t
+                    return out
+
+                kw["report"] = timed
+                import torch
+
+                ev["torch_threads"] = torch.get_num_threads()
+                try:
+                    out = inner(*args, **kw)
+                    ev["returned"] = True
+                    return out
+                finally:
+                    ev["ts_exit"] = time.time()
+                    emit(ev)
+
+            D.train_student = train_student
+            try:
+                return orig(config, **kwargs)
+            finally:
+                D.train_student = inner
+                ev["fn_exit"] = time.time()
+                emit(ev)
+
+        module._trial_fn = trial_fn
+
+    class PatchOnImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+            if name != "rbm_tune.tune":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            run = spec.loader.exec_module
+
+            def exec_module(module: Any) -> None:
+                run(module)
+                patch(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    if "rbm_tune.tune" in sys.modules:
+        patch(sys.modules["rbm_tune.tune"])
+    else:
+        sys.meta_path.insert(0, PatchOnImport())
+
+
+def _instrument() -> None:
+    """Wrap what ``run_study`` calls (driver side only) so that CLOCK records the timeline."""
+    import rbm_tune.data
+    import rbm_tune.tracking
+    import rbm_tune.tune as T
+
+    def timed(module: Any, name: str, label: str, *, mark: str | None = None) -> None:
+        inner = getattr(module, name)
+        if getattr(inner, "_bench_wrapped", False):
+            return
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.time()
+            if mark:
+                CLOCK.marks.setdefault(mark, t)
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                CLOCK.phases[label] = CLOCK.phases.get(label, 0.0) + time.time() - t
+
+        wrapper._bench_wrapped = True  # type: ignore[attr-defined]
+        setattr(module, name, wrapper)
+
+    timed(rbm_tune.tracking, "check_reachable", "MLflow: store check")
+    timed(rbm_tune.data, "load_graph", "data: load_graph")
+    timed(T, "_log_teacher", "MLflow: teacher run", mark="teacher_done")
+    timed(T, "_tune", "Tuner: fit + wrap-up", mark="tune_start")
+    timed(T.MlflowTrials, "drain", "MLflow: final drain", mark="fit_end")
+    tracker_init = rbm_tune.tracking.Tracker.__init__
+    if not getattr(tracker_init, "_bench_wrapped", False):
+
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            t = time.time()
+            tracker_init(self, *args, **kwargs)
+            label = "MLflow: experiment + parent run"
+            CLOCK.phases[label] = CLOCK.phases.get(label, 0.0) + time.time() - t
+
+        init._bench_wrapped = True  # type: ignore[attr-defined]
+        rbm_tune.tracking.Tracker.__init__ = init  # type: ignore[method-assign]
+    T.MlflowTrials = _timed_callback_class(T.MlflowTrials)
+
+
+def _timed_callback_class(base: type) -> type:
+    if getattr(base, "_bench_timed", False):
+        return base
+
+    class TimedMlflowTrials(base):  # type: ignore[misc, valid-type]
+        _bench_timed = True
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            rec = CLOCK.trial(trial.trial_id)
+            rec.start = time.time()
+            rec.index = int(str(trial.experiment_tag).split("_")[0] or -1)
+            rec.config = dict(trial.config)
+            super().on_trial_start(iteration, trials, trial, **info)
+
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
+            t = time.time()
+            rec = CLOCK.trial(trial.trial_id)
+            if result.get("final"):
+                rec.final = True
+                rec.results.append((t, None))
+            else:
+                rec.results.append((t, float(result.get("epoch_seconds", 0.0))))
+            super().on_trial_result(iteration, trials, trial, result, **info)
+            CLOCK.mlflow_s += time.time() - t
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            t = time.time()
+            CLOCK.trial(trial.trial_id).complete = t
+            super().on_trial_complete(iteration, trials, trial, **info)
+            CLOCK.mlflow_s += time.time() - t
+
+    TimedMlflowTrials.__qualname__ = TimedMlflowTrials.__name__ = "TimedMlflowTrials"
+    globals()["TimedMlflowTrials"] = TimedMlflowTrials  # picklable by reference
+    return TimedMlflowTrials
+
+
+# -- spaces -------------------------------------------------------------------------------------
+def write_space(
+    base: Path, out: Path, *, name: str, trials: int, max_epochs: int | None, grace: int | None
+) -> Path:
+    data = yaml.safe_load(base.read_text())
+    study = data.setdefault("study", {})
+    study.update(name=name, num_trials=trials, max_concurrent=None)
+    study["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": 0}
+    if grace is not None:
+        study["asha"] = {**(study.get("asha") or {}), "grace_period": grace}
+    if max_epochs is not None:
+        data["distill"]["max_epochs"] = max_epochs
+    path = out / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# -- one study ----------------------------------------------------------------------------------
+@dataclass
+class StudyRun:
+    label: str
+    wall: float
+    clock: Clock
+    result: Any
+    concurrency: int
+    events: dict[str, dict[str, Any]]  # trial id -> the worker's last timing line
+
+
+def _reuse_actors(on: bool) -> None:
+    """What-if: make ``_tune``'s ``TuneConfig`` ask Ray Tune to reuse trial actors."""
+    import ray.tune
+
+    orig = getattr(ray.tune.TuneConfig, "_bench_orig", ray.tune.TuneConfig)
+    if not on:
+        ray.tune.TuneConfig = orig
+        return
+
+    class ReuseTuneConfig(orig):  # type: ignore[misc, valid-type]
+        _bench_orig = orig
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["reuse_actors"] = True
+            super().__init__(*args, **kwargs)
+
+    ReuseTuneConfig.__qualname__ = ReuseTuneConfig.__name__ = "ReuseTuneConfig"
+    globals()["ReuseTuneConfig"] = ReuseTuneConfig  # picklable by reference
+    ray.tune.TuneConfig = ReuseTuneConfig
+
+
+def run_one(
+    label: str,
+    space: Any,
+    *,
+    cpus: int,
+    workdir: Path,
+    data_root: str | None,
+    reuse_actors: bool = False,
+) -> StudyRun:
+    import ray
+
+    from rbm_tune.tune import run_study
+
+    global CLOCK
+    CLOCK = Clock()
+    _instrument()
+    _reuse_actors(reuse_actors)
+    if ray.is_initialized():
+        ray.shutdown()
+    events = workdir / f"events-{label}.jsonl"
+    os.environ[EVENTS_ENV] = str(events)
+    start = time.time()
+    CLOCK.marks["call"] = start
+    # rbm_tune's own _init_ray would call ray.init(num_cpus, num_gpus, include_dashboard=False);
+    # the same here, plus the timing hook (run_study then finds Ray initialised)
+    ray.init(
+        num_cpus=cpus,
+        num_gpus=0,
+        include_dashboard=False,
+        runtime_env={"worker_process_setup_hook": _worker_hook},
+    )
+    CLOCK.phases["Ray: start"] = time.time() - start
+    CLOCK.marks["ray_done"] = time.time()
+    result = run_study(
+        space,
+        cpus=cpus,
+        gpus=0,
+        data_root=data_root,
+        cache_dir=workdir / "cache",  # the first run trains the teacher, the others load it
+        tracking_uri=f"sqlite:///{workdir / f'mlflow-{label}.db'}",
+        storage_path=workdir / "runs",
+        verbose=0,
+        log=lambda line: print(f"[{label}] {line}", flush=True),
+    )
+    wall = time.time() - start
+    CLOCK.marks["end"] = start + wall
+    ray.shutdown()
+    concurrency = max(1, int(cpus // space.study.cpus_per_trial))
+    if space.study.max_concurrent:
+        concurrency = min(concurrency, space.study.max_concurrent)
+    last: dict[str, dict[str, Any]] = {}
+    if events.is_file():
+        for line in events.read_text().splitlines():
+            ev = json.loads(line)
+            last[ev["trial_id"]] = ev
+    return StudyRun(label, wall, CLOCK, result, concurrency, last)
+
+
+def summarise(run: StudyRun) -> dict[str, Any]:
+    """Totals over the trials (seconds) and the study's phases, from the driver and workers."""
+    c, m = run.clock, run.clock.marks
+    trials = {k: t for k, t in c.trials.items() if t.start is not None and t.complete}
+    tot: dict[str, float] = dict.fromkeys(
+        (
+            "trial_wall",
+            "to_fn",
+            "fn_to_ts",
+            "ts_setup",
+            "epochs",
+            "report_blocked",
+            "ts_rest",
+            "ts_wall",
+            "after_ts",
+            "teardown",
+        ),
+        0.0,
+    )
+    missing = 0
+    for tid, t in trials.items():
+        assert t.start is not None and t.complete is not None
+        tot["trial_wall"] += t.complete - t.start
+        ev = run.events.get(tid)
+        if not ev or "ts_enter" not in ev:
+            missing += 1
+            continue
+        ts_end = ev.get("ts_exit", ev.get("last_report", ev["ts_enter"]))
+        end = ev.get("fn_exit", ts_end)
+        blocked = ev["report_blocked"]
+        # a trial ASHA stopped ends blocked in its last report until the driver stops it (then
+        # SystemExit): that wait counts as teardown, not as time inside train_student
+        if not ev.get("returned"):
+            ts_end = end = ev.get("last_report", ts_end)
+        first = ev.get("first_epoch_start", ts_end)
+        ts_wall = ts_end - ev["ts_enter"]
+        tot["to_fn"] += ev["fn_enter"] - t.start
+        tot["fn_to_ts"] += ev["ts_enter"] - ev["fn_enter"]
+        tot["ts_setup"] += first - ev["ts_enter"]
+        tot["epochs"] += ev["epoch_s"]
+        tot["report_blocked"] += blocked
+        tot["ts_wall"] += ts_wall
+        tot["ts_rest"] += ts_wall - (first - ev["ts_enter"]) - ev["epoch_s"] - blocked
+        tot["after_ts"] += end - ts_end
+        tot["teardown"] += t.complete - end
+    train = sum(e for t in trials.values() for _, e in t.results if e is not None)
+    tune_start = m.get("tune_start", m["call"])
+    fit_end = m.get("fit_end", m["end"])
+    fit_wall = fit_end - tune_start
+    slots = run.concurrency * fit_wall
+    n = len(trials)
+    table = {str(r["trial_id"]): r for r in run.result.table}
+    order = sorted(trials, key=lambda k: trials[k].index)
+    epochs = sum(int(r["epochs"] or 0) for r in table.values())
+    teacher = m.get("teacher_done", tune_start) - m["ray_done"]
+    before_teacher = c.phases.get("MLflow: experiment + parent run", 0.0)
+    before_teacher += c.phases.get("data: load_graph", 0.0)
+    rows = []
+    for k in order:
+        r = table.get(k, {})
+        rows.append(
+            {
+                "index": trials[k].index,
+                "trial_id": k,
+                "val_acc": r.get("val_acc"),
+                "epochs": r.get("epochs"),
+                "asha_stopped": r.get("asha_stopped"),
+                "config": trials[k].config,
+            }
+        )
+    return {
+        "label": run.label,
+        "trials": n,
+        "concurrency": run.concurrency,
+        "study_wall_s": run.wall,
+        "ray_start_s": c.phases.get("Ray: start", 0.0),
+        "teacher_s": teacher - before_teacher,
+        "teacher_trained": run.result.teacher_trained,
+        "fit_wall_s": fit_wall,
+        "wrap_up_s": m["end"] - fit_end,
+        "train_s": train,
+        "slot_idle_s": slots - tot["trial_wall"],  # actor start-up, scheduling, searcher
+        **{f"{k}_s": v for k, v in tot.items()},
+        "trials_without_worker_timing": missing,
+        "worker_threads": sorted(
+            {
+                f"OMP={e.get('omp_num_threads')}/torch={e.get('torch_threads')}"
+                for e in run.events.values()
+            }
+        ),
+        "mlflow_driver_s": c.mlflow_s,
+        "phases": dict(c.phases),
+        "epochs": epochs,
+        "epoch_reports": sum(1 for t in trials.values() for _, e in t.results if e is not None),
+        "asha_stopped": sum(1 for r in table.values() if r["asha_stopped"]),
+        "best_val_acc": run.result.best_val_acc,
+        "best_test_acc": run.result.best_test_acc,
+        "best_config": run.result.best_config,
+        "share_ts_study": tot["ts_wall"] / (run.concurrency * run.wall),
+        "share_ts_fit": tot["ts_wall"] / slots if slots else 0.0,
+        "share_epochs_study": train / (run.concurrency * run.wall),
+        "share_epochs_fit": train / slots if slots else 0.0,
+        "overhead_per_trial_s": (run.wall - teacher - train / run.concurrency) / max(n, 1),
+        "median_epoch_s": statistics.median(
+            [e for t in trials.values() for _, e in t.results if e is not None] or [0.0]
+        ),
+        "rows": rows,
+    }
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
+    asha, fifo = runs["asha"], runs["fifo"]
+    names = {"asha": "ASHA", "fifo": "FIFO", "asha-reuse": "ASHA, reuse_actors (what-if)"}
+
+    def per(s: dict[str, Any], key: str) -> str:
+        return f"{s[key] / max(s['trials'], 1):.2f}"
+
+    lines = [
+        "# bench_study: a study's wall time, ASHA vs FIFO",
+        "",
+        "```bash",
+        "nice -n 19 .venv/bin/python benchmarks/bench_study.py " + asha.get("command", ""),
+        "```",
+        "",
+        f"{os.cpu_count()} CPUs, load average {asha.get('loadavg', '?')} at the end (other jobs "
+        f"shared the machine); torch {_torch_version()}; space "
+        f"`{args.space}`, {asha['trials']} trials, {asha['concurrency']} at a time (1 CPU per "
+        "trial); a fresh Ray and SQLite MLflow store per run, the teacher trained by the first "
+        "run and loaded from the cache by the others. Seconds are wall-clock; driver-side "
+        "figures come from the wrapped MLflow callback, trial-side ones from the trial "
+        "processes (see the script's docstring).",
+        "",
+        "## Where the time goes",
+        "",
+        "| | " + " | ".join(names[k] for k in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+    rows: list[tuple[str, Any]] = [
+        ("trials / concurrent", lambda s: f"{s['trials']} / {s['concurrency']}"),
+        ("study wall s", lambda s: f"{s['study_wall_s']:.1f}"),
+        ("one-off: Ray start s", lambda s: f"{s['ray_start_s']:.1f}"),
+        (
+            "one-off: MLflow experiment + parent run s",
+            lambda s: f"{s['phases'].get('MLflow: experiment + parent run', 0.0):.1f}",
+        ),
+        (
+            "one-off: teacher s (Ray task: worker start + training or cache)",
+            lambda s: f"{s['teacher_s']:.1f} ({'trained' if s['teacher_trained'] else 'cached'})",
+        ),
+        ("one-off: wrap-up s (drain, results.csv, artifacts)", lambda s: f"{s['wrap_up_s']:.1f}"),
+        ("Tuner.fit wall s", lambda s: f"{s['fit_wall_s']:.1f}"),
+        ("Σ train_student wall s (in the trial processes)", lambda s: f"{s['ts_wall_s']:.1f}"),
+        ("Σ train_student epochs s (epoch_seconds)", lambda s: f"{s['train_s']:.1f}"),
+        ("median epoch s", lambda s: f"{s['median_epoch_s']:.3f}"),
+        ("epochs consumed (Σ over trials)", lambda s: f"{s['epochs']}"),
+        ("trials stopped by ASHA", lambda s: f"{s['asha_stopped']}"),
+        (
+            "**share of slot time (concurrency × study wall) inside train_student**",
+            lambda s: f"**{s['share_ts_study']:.1%}** (Tuner.fit only: {s['share_ts_fit']:.1%})",
+        ),
+        (
+            "share of slot time in train_student's epochs",
+            lambda s: (
+                f"{s['share_epochs_study']:.1%} (Tuner.fit only: {s['share_epochs_fit']:.1%})"
+            ),
+        ),
+        (
+            "overhead per trial s = (wall − teacher − Σepochs / concurrency) / trials",
+            lambda s: f"{s['overhead_per_trial_s']:.2f}",
+        ),
+        (
+            "per trial: slot idle until the actor is up (new process, import Ray Tune) s",
+            lambda s: per(s, "slot_idle_s"),
+        ),
+        (
+            "per trial: actor up → _trial_fn (unpickle graph, teacher: imports torch, PyG) s",
+            lambda s: per(s, "to_fn_s"),
+        ),
+        (
+            "per trial: _trial_fn → train_student (imports, features) s",
+            lambda s: per(s, "fn_to_ts_s"),
+        ),
+        ("per trial: train_student set-up → 1st epoch s", lambda s: per(s, "ts_setup_s")),
+        ("per trial: train_student epochs s", lambda s: per(s, "epochs_s")),
+        (
+            "per trial: blocked in report (Ray round trip + driver incl. MLflow) s",
+            lambda s: per(s, "report_blocked_s"),
+        ),
+        (
+            "per trial: after train_student (inference, checkpoint) s",
+            lambda s: per(s, "after_ts_s"),
+        ),
+        ("per trial: _trial_fn return → trial complete s", lambda s: per(s, "teardown_s")),
+        ("per trial: driver time in the MLflow callback s", lambda s: per(s, "mlflow_driver_s")),
+        (
+            "per epoch: blocked in report ms (of which MLflow on the driver)",
+            lambda s: (
+                f"{1000 * s['report_blocked_s'] / max(s['epoch_reports'], 1):.1f} "
+                f"({1000 * s['mlflow_driver_s'] / max(s['epoch_reports'], 1):.1f})"
+            ),
+        ),
+        (
+            "best val_acc (its test_acc)",
+            lambda s: f"{s['best_val_acc']:.4f} ({s['best_test_acc']:.4f})",
+        ),
+    ]
+    lines += [f"| {name} | " + " | ".join(f(r) for r in runs.values()) + " |" for name, f in rows]
+    same_prefix = 0
+    for a, b in zip(asha["rows"], fifo["rows"]):
+        if not _same(a["config"], b["config"]):
+            break
+        same_prefix += 1
+    ratio = asha["epochs"] / max(fifo["epochs"], 1)
+    gap = 100 * (asha["best_val_acc"] - fifo["best_val_acc"])
+    same_best = _same(asha["best_config"], fifo["best_config"])
+    share = min(asha["share_ts_study"], fifo["share_ts_study"])
+    shared_a, shared_f = asha["rows"][:same_prefix], fifo["rows"][:same_prefix]
+    ep_a = sum(int(r["epochs"] or 0) for r in shared_a)
+    ep_f = sum(int(r["epochs"] or 0) for r in shared_f)
+    done_a = [r for r in shared_a if r["val_acc"] is not None and not r["asha_stopped"]]
+    top_a = max(done_a, key=lambda r: r["val_acc"], default=None)
+    top_f = max(
+        (r for r in shared_f if r["val_acc"] is not None), key=lambda r: r["val_acc"], default=None
+    )
+    same_top = top_a is not None and top_f is not None and _same(top_a["config"], top_f["config"])
+    twin = ""
+    best_a = max(
+        (r for r in asha["rows"] if r["val_acc"] is not None and not r["asha_stopped"]),
+        key=lambda r: r["val_acc"],
+        default=None,
+    )
+    for i, r in enumerate(fifo["rows"]):
+        if best_a is not None and _same(r["config"], best_a["config"]):
+            twin = (
+                f" ASHA's best config is FIFO's trial {i + 1}, val_acc {r['val_acc']:.4f} there."
+            )
+    lines += [
+        "",
+        "## ASHA vs FIFO",
+        "",
+        f"- The first {same_prefix} of {len(asha['rows'])} trials drew the same config in both "
+        "runs (the first is the space's default point; TPE's draws diverge once the two runs "
+        "have seen different results).",
+        f"- FIFO: {fifo['asha_stopped']} trial(s) stopped early (must be 0).",
+        f"- Epochs: ASHA {asha['epochs']} vs FIFO {fifo['epochs']} = {ratio:.1%}.",
+        f"- Best val_acc: ASHA {asha['best_val_acc']:.4f} vs FIFO {fifo['best_val_acc']:.4f} "
+        f"({gap:+.2f} points); same best config: {'yes' if same_best else 'no'}.{twin}",
+        f"- On the {same_prefix} trials both runs drew identically: epochs ASHA {ep_a} vs FIFO "
+        f"{ep_f} = {ep_a / max(ep_f, 1):.1%}; best val_acc ASHA "
+        f"{top_a['val_acc'] if top_a else float('nan'):.4f} (trial "
+        f"{shared_a.index(top_a) + 1 if top_a else '-'}) vs FIFO "
+        f"{top_f['val_acc'] if top_f else float('nan'):.4f} (trial "
+        f"{shared_f.index(top_f) + 1 if top_f else '-'}): same best config: "
+        f"{'yes' if same_top else 'no'}.",
+        f"- For scale: ideal synchronous successive halving on this space (1/rf of the trials "
+        f"promoted at every rung, none early) would use {asha['ideal_sha']:.1%} of FIFO's epochs; "
+        f"the validation set has {asha['val_nodes']} nodes (one node = "
+        f"{100 / max(asha['val_nodes'], 1):.2f} points).",
+        f"- Trial threads: {', '.join(asha['worker_threads'])}.",
+        "",
+        "## What the share depends on",
+        "",
+        "Slot time outside train_student per trial, o = (concurrency × study wall − Σ "
+        "train_student wall) / trials: "
+        + "; ".join(f"{names[k]} {_overhead(r):.1f} s" for k, r in runs.items())
+        + ". A study spends ≥ 90 % of its slot time inside train_student only when its trials "
+        "average ≥ 9·o inside it: "
+        + "; ".join(f"{names[k]} ≥ {9 * _overhead(r):.0f} s" for k, r in runs.items())
+        + f" (here: {asha['ts_wall_s'] / max(asha['trials'], 1):.1f} s with ASHA, "
+        f"{fifo['ts_wall_s'] / max(fifo['trials'], 1):.1f} s with FIFO). ASHA shortens trials, so "
+        "it lowers the share for a fixed per-trial overhead.",
+        "",
+        "## Goals (issue 7 item 3)",
+        "",
+        f"- {'PASS' if share >= 0.90 else 'FAIL'}: share of slot time inside train_student "
+        f"{asha['share_ts_study']:.1%} (ASHA) / {fifo['share_ts_study']:.1%} (FIFO); "
+        "goal ≥ 90 %.",
+        f"- {'PASS' if ratio <= 0.35 else 'FAIL'}: ASHA epochs {ratio:.1%} of FIFO's; "
+        "goal ≤ 35 %.",
+        f"- {'PASS' if gap >= -0.5 else 'FAIL'}: ASHA's best val_acc not below FIFO's by more "
+        f"than 0.5 points ({gap:+.2f}; within ±0.5: {'yes' if abs(gap) <= 0.5 else 'no'}); "
+        f"same best config: {'yes' if same_best else 'no'} over the whole study, "
+        f"{'yes' if same_top else 'no'} over the {same_prefix} shared draws.",
+        "",
+        "Per trial, in the order drawn: val_acc / epochs (stopped: by ASHA)",
+        "",
+        "| # | ASHA | FIFO | same config |",
+        "| --- | --- | --- | --- |",
+    ]
+
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None or r["val_acc"] is None:
+            return "—"
+        return f"{r['val_acc']:.4f} / {r['epochs']}{' stopped' if r['asha_stopped'] else ''}"
+
+    for i in range(max(len(asha["rows"]), len(fifo["rows"]))):
+        a = asha["rows"][i] if i < len(asha["rows"]) else None
+        b = fifo["rows"][i] if i < len(fifo["rows"]) else None
+        same = a is not None and b is not None and _same(a["config"], b["config"])
+        lines.append(f"| {i + 1} | {cell(a)} | {cell(b)} | {'yes' if same else ''} |")
+    return lines
+
+
+def _overhead(r: dict[str, Any]) -> float:
+    """Slot seconds per trial not spent inside train_student (one-offs included)."""
+    return (r["concurrency"] * r["study_wall_s"] - r["ts_wall_s"]) / max(r["trials"], 1)
+
+
+def ideal_sha(space: Any) -> float:
+    """Epochs of ideal synchronous successive halving over FIFO's, for the default config."""
+    d, st = space.default_config().distill, space.study
+    pre, top, rf = d.pretrain_epochs, d.max_epochs, st.reduction_factor
+    rungs = []
+    r = st.grace_period
+    while r < top:
+        rungs.append(r)
+        r *= rf
+    alive, used = 1.0, 0.0
+    for r in rungs:
+        used += alive * (1 - 1 / rf) * (pre + r)
+        alive /= rf
+    used += alive * (pre + top)
+    return used / (pre + top)
+
+
+def _val_nodes(space: Any, args: argparse.Namespace) -> int:
+    from rbm_tune.data import load_graph
+
+    cfg = space.default_config()
+    graph = load_graph(cfg.dataset, root=args.data_root, setting=cfg.setting, seed=cfg.seed)
+    return int(graph.val_idx.numel())
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="demo", help="a shipped space name or a YAML path")
+    p.add_argument("--trials", type=int, default=32)
+    p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (1 per trial)")
+    p.add_argument("--max-epochs", type=int, default=None, help="override distill.max_epochs")
+    p.add_argument("--grace-period", type=int, default=None, help="override ASHA's grace period")
+    p.add_argument("--data-root", default=None, help="dataset root (not needed for demo)")
+    p.add_argument(
+        "--what-if-reuse-actors",
+        action="store_true",
+        help="also run the ASHA study with Ray Tune's reuse_actors=True (patched in the driver; "
+        "rbm_tune does not set it)",
+    )
+    p.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
+    p.add_argument("--out", default=str(RESULTS / "bench_study-cpu.md"))
+    p.add_argument("--render", default=None, help="only re-render the report from this JSON")
+    args = p.parse_args(argv)
+    if args.render:
+        summaries = json.loads(Path(args.render).read_text())
+        args.space = summaries["asha"].get("space", args.space)
+        text = "\n".join(report(summaries, args)) + "\n"
+        print(text)
+        Path(args.out).write_text(text)
+        return 0
+
+    # local Ray on loopback, no token, no usage stats, and a private temp dir so that a cluster
+    # someone else started with `ray start` on this machine is never joined
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    base = Path(args.space) if Path(args.space).is_file() else SPACES / f"{args.space}.yaml"
+    if not base.is_file():
+        names = sorted(s.stem for s in SPACES.glob("*.yaml"))
+        p.error(f"no space {args.space!r}; pass a path or one of {names}")
+
+    from rbm_tune.search_space import load_space
+
+    keep = args.workdir is not None
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rbmb-", dir="/tmp")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=str(workdir))
+    asha_path = write_space(
+        base,
+        workdir,
+        name="bench-asha",
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        grace=args.grace_period,
+    )
+    asha_space = load_space(asha_path)
+    fifo_path = write_space(
+        base,
+        workdir,
+        name="bench-fifo",
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        grace=asha_space.study.asha_max_t,
+    )
+    fifo_space = load_space(fifo_path)
+    print(
+        f"workdir {workdir}; ASHA grace {asha_space.study.grace_period} rf "
+        f"{asha_space.study.reduction_factor}; FIFO grace = asha_max_t = "
+        f"{fifo_space.study.asha_max_t}",
+        flush=True,
+    )
+    extra = {"ideal_sha": ideal_sha(asha_space), "val_nodes": _val_nodes(asha_space, args)}
+    plan = [("asha", asha_space, False), ("fifo", fifo_space, False)]
+    if args.what_if_reuse_actors:
+        path = write_space(
+            base,
+            workdir,
+            name="bench-asha-reuse",
+            trials=args.trials,
+            max_epochs=args.max_epochs,
+            grace=args.grace_period,
+        )
+        plan.append(("asha-reuse", load_space(path), True))
+    summaries = {}
+    for label, space, reuse in plan:
+        run = run_one(
+            label,
+            space,
+            cpus=args.cpus,
+            workdir=workdir,
+            data_root=args.data_root,
+            reuse_actors=reuse,
+        )
+        summaries[label] = {**summarise(run), **extra}
+        s = summaries[label]
+        print(
+            f"[{label}] wall {s['study_wall_s']:.1f}s, train {s['train_s']:.1f}s, share "
+            f"{s['share_ts_study']:.1%}, epochs {s['epochs']}, best val {s['best_val_acc']:.4f}",
+            flush=True,
+        )
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    for summary in summaries.values():
+        summary.update(command=" ".join(sys.argv[1:]), loadavg=load, space=args.space)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(summaries, indent=1, default=str))
+    lines = report(summaries, args)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out.write_text(text)
+    if not keep:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
