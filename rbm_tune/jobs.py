@@ -179,8 +179,15 @@ def submit(args: argparse.Namespace) -> int:
 
 def _follow(client: Any, job_id: str) -> int:
     """Stream a job's logs until it ends; Ctrl-C detaches. Returns the exit status."""
+    import threading
+
+    # The log stream runs in a daemon thread: Ctrl-C in the main thread detaches at once,
+    # without waiting for asyncio to cancel and close the websocket (which can take long).
+    streamer = threading.Thread(target=asyncio.run, args=(_tail(client, job_id),), daemon=True)
     try:
-        asyncio.run(_tail(client, job_id))
+        streamer.start()
+        while streamer.is_alive():
+            streamer.join(timeout=0.5)
         status = _wait_terminal(client, job_id)
     except KeyboardInterrupt:
         print(
