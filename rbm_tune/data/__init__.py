@@ -20,12 +20,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import (
-    add_self_loops,
-    coalesce,
-    remove_self_loops,
-    to_undirected,
-)
 
 from rbm_tune.data.demo import make_demo
 from rbm_tune.data.graph import Graph, fingerprint
@@ -84,6 +78,9 @@ def dataset_status(name: str, root: Path) -> tuple[bool, list[str]]:
 
 
 def _preprocess(source: Source, raw: RawGraph) -> RawGraph:
+    # imported here: a Ray trial unpickling a Graph imports this package, not PyG (~2 s)
+    from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, to_undirected
+
     x, y, edge_index = raw.x.float(), raw.y.long(), raw.edge_index.long()
     n = x.size(0)
     if source.kind == "planetoid":

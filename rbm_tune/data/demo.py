@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
 
 __all__ = ["DEMO_SIZES", "make_demo"]
 
@@ -36,6 +35,8 @@ def make_demo(
     Returns:
         x (N, d) float32, y (N,) int64, edge_index (2, E) int64.
     """
+    from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
+
     gen = torch.Generator().manual_seed(seed)
     y = torch.randint(num_classes, (num_nodes,), generator=gen)
     y[:num_classes] = torch.arange(num_classes)  # every class present

@@ -12,7 +12,6 @@ from rbm_tune.models.base import Student, StudentOutput, TeacherOutput
 from rbm_tune.models.mlp import MLP
 from rbm_tune.models.moe import MoE
 from rbm_tune.models.rbm import RbM
-from rbm_tune.models.teachers import GATTeacher, GCNTeacher, SAGETeacher
 
 __all__ = [
     "MLP",
@@ -31,11 +30,20 @@ __all__ = [
 ]
 
 STUDENTS: dict[str, type[Student]] = {"mlp": MLP, "moe": MoE, "rbm": RbM}
-TEACHERS: dict[str, type[nn.Module]] = {
-    "gcn": GCNTeacher,
-    "sage": SAGETeacher,
-    "gat": GATTeacher,
-}
+_TEACHER_CLASSES = {"gcn": "GCNTeacher", "sage": "SAGETeacher", "gat": "GATTeacher"}
+
+
+def __getattr__(name: str) -> Any:
+    """The teachers (and ``TEACHERS``) load PyG, ~2 s: only on first use, so that a Ray trial
+    process that only trains a student never imports it."""
+    import importlib
+
+    teachers = importlib.import_module("rbm_tune.models.teachers")
+    if name == "TEACHERS":
+        return {k: getattr(teachers, v) for k, v in _TEACHER_CLASSES.items()}
+    if name in _TEACHER_CLASSES.values():
+        return getattr(teachers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _lookup(kind: str, name: str, registry: dict[str, type]) -> type:
@@ -114,7 +122,9 @@ def build_teacher(spec: TeacherSpec, in_dim: int, out_dim: int) -> nn.Module:
     Raises:
         ConfigError: unknown model name.
     """
-    cls = _lookup("teacher", spec.model, TEACHERS)
+    from rbm_tune.models.teachers import GATTeacher
+
+    cls = _lookup("teacher", spec.model, __getattr__("TEACHERS"))
     kwargs: dict[str, Any] = dict(
         num_layers=spec.num_layers,
         hidden_dim=spec.hidden_dim,

@@ -25,7 +25,7 @@ from rbm_tune.teacher_cache import TeacherCache
 
 pytestmark = pytest.mark.integration
 
-TRIALS = 4
+TRIALS = 3
 
 
 def _study(space: Path, cwd: Path, *args: str, fault: str | None = None) -> tuple[int, str]:
@@ -47,7 +47,7 @@ def _study(space: Path, cwd: Path, *args: str, fault: str | None = None) -> tupl
 )
 def test_sigkill_of_the_driver_then_resume_loses_nothing(tmp_path: Path, fault: str) -> None:
     name = "crash"
-    space = write_study(tmp_path, name, trials=TRIALS, epochs=6, concurrent=2)
+    space = write_study(tmp_path, name, trials=TRIALS, epochs=5, concurrent=2)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code, out = _study(space, tmp_path, fault=fault)
     assert code == -signal.SIGKILL, f"the planted kill did not happen:\n{out[-3000:]}"

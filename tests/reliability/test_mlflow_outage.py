@@ -47,7 +47,7 @@ def _wait_for_trial_metrics(store: Path, proc, timeout: float = 240) -> None:
 
 
 def _start_study(tmp_path: Path, uri: str, *args: str, wait_s: str = "120"):
-    space = write_study(tmp_path, "outage", trials=TRIALS, epochs=10, concurrent=1)
+    space = write_study(tmp_path, "outage", trials=TRIALS, epochs=6, concurrent=1)
     return rbm_tune_cli(
         "--space",
         str(space),
