@@ -17,6 +17,7 @@ study:
   name: {name}
   num_trials: {trials}
   max_concurrent: {concurrent}
+  max_failures: {max_failures}
   asha: {{grace_period: 2, reduction_factor: 2}}
   resources: {{cpus_per_trial: 1, gpus_per_trial: {gpus}}}
 dataset: demo
@@ -42,12 +43,18 @@ def write_space(
     concurrent: int = 2,
     gpus: float = 0,
     epochs: int = 10,
+    max_failures: int = 2,
 ) -> Path:
     """A tiny study on the embedded demo graph; lr 1e-5 trials are bad, so ASHA stops some."""
     path = folder / f"{name}.yaml"
     path.write_text(
         TINY_SPACE.format(
-            name=name, trials=trials, concurrent=concurrent, gpus=gpus, epochs=epochs
+            name=name,
+            trials=trials,
+            concurrent=concurrent,
+            gpus=gpus,
+            epochs=epochs,
+            max_failures=max_failures,
         )
     )
     return path

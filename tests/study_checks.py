@@ -11,29 +11,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from helpers import write_space
 from mlflow.tracking import MlflowClient
-
-SPACE = """\
-study:
-  name: {name}
-  num_trials: {trials}
-  max_concurrent: {concurrent}
-  max_failures: {max_failures}
-  asha: {{grace_period: 2, reduction_factor: 2}}
-  resources: {{cpus_per_trial: 1, gpus_per_trial: 0}}
-dataset: demo
-teacher: {{model: sage, num_layers: 2, hidden_dim: 16, max_epochs: 15, patience: 10}}
-student:
-  model: rbm
-  hidden_dim: 16
-  num_experts: {{int: [2, 4]}}
-  k: {{int: [1, num_experts - 1]}}
-distill:
-  max_epochs: {epochs}
-  pretrain_epochs: 1
-  patience: 50
-  lr: {{categorical: [0.01, 0.00001], default: 0.01}}
-"""
 
 
 def write_study(
@@ -45,17 +24,15 @@ def write_study(
     concurrent: int = 2,
     max_failures: int = 2,
 ) -> Path:
-    path = folder / f"{name}.yaml"
-    path.write_text(
-        SPACE.format(
-            name=name,
-            trials=trials,
-            epochs=epochs,
-            concurrent=concurrent,
-            max_failures=max_failures,
-        )
+    """helpers.write_space's tiny demo study, with a retry budget."""
+    return write_space(
+        folder,
+        name,
+        trials=trials,
+        epochs=epochs,
+        concurrent=concurrent,
+        max_failures=max_failures,
     )
-    return path
 
 
 def all_runs(uri: str, experiment: str) -> list[Any]:
