@@ -63,6 +63,9 @@ class Cluster:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # a shell's background job (or a test runner's worker) may have SIGINT ignored, and
+            # an ignored signal stays ignored across exec: give the command a real Ctrl-C
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 

@@ -100,7 +100,9 @@ def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
     assert proc.returncode == 2, out[-4000:]
     last = out.strip().splitlines()[-1]
     assert last.startswith("rbm-tune: error: MLflow at") and "--resume" in last
-    assert "Traceback" not in out
+    # no traceback from rbm-tune itself (Ray may echo a worker's SIGTERM at shutdown, prefixed
+    # with the worker's "(pid=...)")
+    assert not [line for line in out.splitlines() if "Traceback" in line and "pid=" not in line]
     pending = tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json"
     assert pending.is_file()
     server, uri = start_mlflow_server(root, port)
