@@ -25,8 +25,11 @@ def _ray_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each study runs in its own working directory (mlflow.db and rbm-tune-runs go there)."""
+    """Each study runs in its own working directory (mlflow.db and rbm-tune-runs go there),
+    with its own teacher cache: the session's cache holds other tests' teachers (xdist runs
+    several files in one worker)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RBM_TUNE_CACHE", str(tmp_path / "cache"))
     assert os.getcwd() == str(tmp_path)
     return tmp_path
