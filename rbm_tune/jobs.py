@@ -159,16 +159,23 @@ def submit(args: argparse.Namespace) -> int:
         space_file = Path(space.path).name
         shutil.copyfile(space.path, workdir / space_file)
         entrypoint = _entrypoint(args, space_file)
-        try:
-            job_id = client.submit_job(
-                entrypoint=entrypoint,
-                runtime_env=_runtime_env(workdir, args.use_installed),
-                submission_id=args.job_id,
-                metadata={"rbm_tune.study": name, "rbm_tune.space": space_file},
-            )
-        except (RuntimeError, ConnectionError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise RbmTuneError(f"the Ray job server refused the job ({first})") from None
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                job_id = client.submit_job(
+                    entrypoint=entrypoint,
+                    runtime_env=_runtime_env(workdir, args.use_installed),
+                    submission_id=args.job_id,
+                    metadata={"rbm_tune.study": name, "rbm_tune.space": space_file},
+                )
+                break
+            except (RuntimeError, ConnectionError) as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                # a head that just started has no job agent yet: Ray says to try again later
+                if "try again later" in first and time.monotonic() < deadline:
+                    time.sleep(2)
+                    continue
+                raise RbmTuneError(f"the Ray job server refused the job ({first})") from None
     print(f"submitted job {job_id} (study {name}) to {dashboard_address(args.address)}")
     print(f"entrypoint: {entrypoint}", file=sys.stderr)
     if args.no_wait:

@@ -172,7 +172,10 @@ class Tracker:
         found = self.client.search_runs([self.experiment_id], filter_string=clauses, max_results=1)
         if found:
             old = found[0]
-            if replace_partial and old.info.status != "FINISHED" and old.data.metrics:
+            if replace_partial and old.data.metrics:
+                # the trial starts again from scratch: after a crash, a trial Ray Tune's last
+                # snapshot still had running restarts, even one that had finished or been
+                # stopped by ASHA meanwhile; its old run is history, never continued
                 self.close_orphan(old.info.run_id, "restarted after the study was interrupted")
             else:
                 self.client.update_run(old.info.run_id, status="RUNNING")

@@ -21,10 +21,11 @@ def _exercise(uri: str, tmp_path: Path) -> None:
     art.write_text("a: 1\n")
     tracker.log_artifact(tracker.parent_id, art)
     tracker.end(run)
-    # a resumed study reuses the parent run and the trial's run instead of adding new ones
+    # a resumed study reuses the parent run, and a finished trial handing back its stored
+    # result adopts its run, instead of adding new ones
     again = Tracker(uri, "study-s1", study_tags=tags)
     assert again.parent_id == tracker.parent_id
-    assert again.start_trial("t1", {"student.k": 2}, {}) == run
+    assert again.start_trial("t1", {"student.k": 2}, {}, replace_partial=False) == run
     runs = again.trial_runs()
     assert len(runs) == 1
     data = again.client.get_run(run).data
