@@ -269,8 +269,11 @@ def test_ctrl_c_detaches_and_jobs_stop_ends_the_job(cluster: Cluster) -> None:
     text = "".join(lines) + out
     assert proc.returncode == 0, text[-3000:]
     assert "detached" in text
-    job_id = text.strip().splitlines()[-1]
-    assert job_id.startswith("raysubmit_")
+    import re
+
+    ids = re.findall(r"^(raysubmit_\w+)$", text.split("detached", 1)[1], re.M)
+    assert ids, text[-3000:]  # the job id, printed after the detach message
+    job_id = ids[-1]
 
     status = c.run(rbm, "jobs", "status", job_id, f"--address={c.dashboard}", timeout=60)
     assert "RUNNING" in status.stdout, status.stdout + status.stderr  # detaching left it running

@@ -81,8 +81,14 @@ def test_sigkill_of_the_driver_then_resume_loses_nothing(tmp_path: Path, fault: 
     code, out = _study(space, tmp_path, "--resume", f"--storage-path={storage}")
     assert code == 0, out[-4000:]
     finished = check_lost_nothing(uri, name, storage, trials=TRIALS)
-    for trial_id, run_id in before.items():  # trials that had finished were not run again
-        assert finished[trial_id].info.run_id == run_id
+    client = MlflowClient(uri)
+    for trial_id, run_id in before.items():
+        # a finished trial keeps its run, unless Ray Tune's last snapshot still had it running
+        # and re-ran it from scratch: then its old run is closed as KILLED, saying so
+        if finished[trial_id].info.run_id != run_id:
+            old = client.get_run(run_id)
+            assert old.info.status == "KILLED"
+            assert old.data.tags["rbm_tune.ended_by"].startswith("restarted")
     assert (storage / name / "best_config.yaml").is_file()
     assert len(TeacherCache.in_cache_dir(tmp_path / "cache").entries()) == 1
     parent = [r for r in all_runs(uri, name) if r.data.tags.get("rbm_tune.role") == "study"]
