@@ -7,9 +7,9 @@ import json
 import re
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
-from rbm_tune.errors import ConfigError, TrackingError
+from rbm_tune.errors import ConfigError
+from rbm_tune.paths import resolve_storage
 
 __all__ = [
     "cache_list",
@@ -28,10 +28,6 @@ __all__ = [
 CONFIG_DIR = Path(__file__).parent / "configs"
 # The same rule as a space's study.name (search_space._STUDY_NAME): no '/', no leading '.'.
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-# Tracking-store schemes MLflow itself registers (mlflow.tracking._tracking_service.utils);
-# database URIs may carry a driver (postgresql+psycopg2://). Plugins add their own schemes.
-_MLFLOW_SCHEMES = ("", "file", "http", "https", "databricks", "databricks-uc", "uc")
-_MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 # -- checks that run before anything is written or started -----------------------------------
@@ -81,22 +77,8 @@ def check_tracking_uri(tracking_uri: str | None) -> str:
     from rbm_tune.tracking import check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    scheme = urlparse(uri).scheme.lower()
-    known = scheme in _MLFLOW_SCHEMES or scheme.split("+")[0] in _MLFLOW_DATABASES
-    if not known and scheme not in _tracking_plugins():
-        raise TrackingError(
-            f"MLflow has no tracking store for {scheme}:// URIs ({uri}); pass --tracking-uri "
-            "(or MLFLOW_TRACKING_URI) as http://HOST:PORT of an MLflow server or "
-            "sqlite:////abs/path/mlflow.db, or omit it to use ./mlflow.db"
-        )
     check_reachable(uri)
     return uri
-
-
-def _tracking_plugins() -> set[str]:
-    from importlib.metadata import entry_points
-
-    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
 
 
 def check_device(device: str) -> None:
@@ -381,7 +363,7 @@ def search(args: argparse.Namespace) -> int:
 def best(args: argparse.Namespace) -> int:
     """``rbm-tune best --name STUDY``: the best config, as YAML ready for ``rbm-tune train``."""
     check_study_name(args.name)
-    storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    storage = resolve_storage(args.storage_path)
     path = storage / args.name / "best_config.yaml"
     if not path.is_file():
         raise ConfigError(

@@ -199,7 +199,9 @@ def evaluate_command(args: Any) -> int:
     """``rbm-tune evaluate``: the table on stdout, progress on stderr."""
     import sys
 
-    storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    from rbm_tune.paths import resolve_storage
+
+    storage = resolve_storage(args.storage_path)
     table = evaluate_study(
         args.name,
         top=args.top,

@@ -195,7 +195,9 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
 
 def export_command(args: Any) -> int:
     """``rbm-tune export``: write the file, print what it is and how fast it answers."""
-    storage = Path(args.storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    from rbm_tune.paths import resolve_storage
+
+    storage = resolve_storage(args.storage_path)
     trial = pick_trial(storage, args.name, args.trial)
     done = export_student(trial, Path(args.out))
     m, lat = done.meta, done.meta["latency_cpu"]

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Tracker", "default_tracking_uri", "git_sha", "resolve_tracking_uri"]
 
+# Tracking-store schemes MLflow itself registers (mlflow.tracking._tracking_service.utils);
+# database URIs may carry a driver (postgresql+psycopg2://). Plugins add their own schemes.
+_MLFLOW_SCHEMES = ("", "file", "http", "https", "databricks", "databricks-uc", "uc")
+_MLFLOW_DATABASES = ("sqlite", "postgresql", "mysql", "mssql")
+
 TRIAL_TAG = "rbm_tune.trial_id"
 ROLE_TAG = "rbm_tune.role"
 STUDY_TAG = "rbm_tune.study"
@@ -66,9 +71,19 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, in one line, when the tracking store cannot be used.
 
     Raises:
-        TrackingError: an HTTP server does not answer ``/health``, or a SQLite / file store's
-            folder cannot be written.
+        TrackingError: MLflow has no store for the URI's scheme, an HTTP server does not answer
+            ``/health``, or a SQLite / file store's folder cannot be written.
     """
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower()
+    known = scheme in _MLFLOW_SCHEMES or scheme.split("+")[0] in _MLFLOW_DATABASES
+    if not known and scheme not in _tracking_plugins():
+        raise TrackingError(
+            f"MLflow has no tracking store for {scheme}:// URIs ({uri}); pass --tracking-uri "
+            "(or MLFLOW_TRACKING_URI) as http://HOST:PORT of an MLflow server or "
+            "sqlite:////abs/path/mlflow.db, or omit it to use ./mlflow.db"
+        )
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
@@ -87,12 +102,18 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     elif uri.startswith("file://"):
         folder = Path(uri.removeprefix("file://"))
     else:
-        return  # databricks, postgres, ...: MLflow reports its own errors
+        return  # databricks, postgres, plugins: MLflow reports their own errors
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise TrackingError(
             f"cannot write the MLflow store in {folder}; create the folder or pass "
             "--tracking-uri with a writable location"
         )
+
+
+def _tracking_plugins() -> set[str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
 
 
 def _artifact_location(uri: str, experiment: str) -> str | None:

@@ -259,13 +259,14 @@ def run_study(
             a study that already exists (without ``resume``) or does not (with it).
     """
     from rbm_tune.data import load_graph
+    from rbm_tune.paths import resolve_storage
     from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
     from rbm_tune.tracking import Tracker, check_reachable, git_sha, resolve_tracking_uri
 
     study = space.study
     name = name or study.name
     trials = num_trials or study.num_trials
-    storage = Path(storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    storage = resolve_storage(storage_path)
     experiment_dir = storage / name
     uri = resolve_tracking_uri(tracking_uri)
 
@@ -842,7 +843,9 @@ def _plots(
         rows = [r for r in done if not (study.objectives and r["asha_stopped"])]
         values = [[r["metrics"].get(n, r.get(n)) for n in names] for r in rows]
         optuna_study = study_from_trials(
-            space, [(r["config"], v) for r, v in zip(rows, values, strict=True)], directions,
+            space,
+            [(r["config"], v) for r, v in zip(rows, values, strict=True)],
+            directions,
             names=names,
         )
         return write_plots(optuna_study, out, log=log)
