@@ -214,6 +214,19 @@ def _check_address(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def _loopback_only() -> None:
+    """Make a local Ray use 127.0.0.1 instead of the machine's public address (STACK.md).
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when ``ray`` is imported, and this
+    module imports it: setting the variable here only reaches the processes Ray starts, so the
+    driver's own copy of the flag is set too. A user who exported the variable keeps it.
+    """
+    from ray._private import ray_constants
+
+    value = os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray_constants.ENABLE_RAY_CLUSTER = value.strip().lower() in ("1", "true", "yes")
+
+
 def _init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
     import ray
 
@@ -223,8 +236,7 @@ def _init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            # Single node: make Ray use 127.0.0.1 instead of the machine's public address.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            _loopback_only()
             ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__

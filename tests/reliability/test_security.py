@@ -287,22 +287,50 @@ def test_every_load_call_in_the_package_is_safe() -> None:
 # -- servers ----------------------------------------------------------------------------------
 
 
+def _listening(pids: set[int]) -> set[str]:
+    """``host:port`` of the TCP sockets these processes listen on."""
+    import psutil
+
+    found = set()
+    for pid in pids:
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        found |= {f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == psutil.CONN_LISTEN}
+    return found
+
+
 def test_local_ray_starts_without_a_dashboard_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real local Ray, started as a study starts it, with the variable unset (as a user's
+    shell has it, after ``ray`` was imported): every socket its processes listen on is bound
+    to 127.0.0.1.
+
+    In CI (a loopback-only namespace) Ray could not bind elsewhere anyway; on a machine with
+    a public interface this fails when rbm-tune lets Ray pick the public address.
+    """
+    import psutil
     import ray
 
     from rbm_tune import tune
 
-    calls: list[dict] = []
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: calls.append(kwargs))
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "unset")
-    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")  # restored after the test
-    tune._init_ray(None, 2, 0)
-    (kwargs,) = calls
-    assert kwargs.get("include_dashboard") is False
-    assert kwargs.get("dashboard_host") in (None, "127.0.0.1")
-    assert "address" not in kwargs
-    # without this Ray binds the machine's primary address (STACK.md "Loopback only")
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    assert not ray.is_initialized()
+    try:
+        tune._init_ray(None, 1, 0)
+        info = ray._private.worker.global_worker.node.address_info
+        assert info["node_ip_address"] == "127.0.0.1"
+        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+        assert not info.get("webui_url")  # no dashboard
+        ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
+        ours = {p.pid for p in psutil.Process().children(recursive=True)}
+        opened = _listening(ours)
+        assert opened, "found no listening socket of Ray's processes"
+        assert all(a.startswith(("127.", "::1:", "::ffff:127.")) for a in opened), opened
+    finally:
+        ray.shutdown()
+    # the processes Ray starts get the setting too
     assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
 
 
