@@ -209,6 +209,9 @@ class DistillSpec(_Section):
     temperature: float = 1.0  # the paper's tau (reference semantics, §4.2)
     kd_form: str = "reference"  # or "hinton" (softened logits, tau^2 factor)
     mode: str = "reference"  # §4.3 chunked accumulation; "fast": one forward per node per epoch
+    # "all": every node evaluated each epoch (§4.3 step 8); "needed": val nodes each epoch, test
+    # nodes only at a new best val, train accuracy on a fixed sample (see rbm_tune.distill)
+    eval_nodes: str = "all"
     batch_size: int = -1  # -1: one chunk of every row
     memory_update: str = "every_forward"  # or "clean_once": EMA once per clean chunk
     memory_weight_decay: bool = True
@@ -241,6 +244,7 @@ class DistillSpec(_Section):
     def __post_init__(self) -> None:
         _choice("distill.kd_form", self.kd_form, ("reference", "hinton"))
         _choice("distill.mode", self.mode, ("reference", "fast"))
+        _choice("distill.eval_nodes", self.eval_nodes, ("all", "needed"))
         _choice("distill.memory_update", self.memory_update, ("every_forward", "clean_once"))
         _in_range("distill.label_weight", self.label_weight, 0.0, 1.0)
         if self.temperature <= 0:

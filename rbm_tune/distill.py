@@ -8,15 +8,26 @@ Two epoch semantics (``distill.mode``):
 - ``reference`` reproduces spec §4.3 exactly: gradients of per-chunk mean losses accumulate over
   a CE phase (training nodes) and a KD phase (distillation pairs), optionally an adversarial
   phase, then one Adam step per epoch.
-- ``fast`` forwards each training-graph node once per epoch and computes CE, KD and aux from
-  that one forward, weighting each term by its reference chunk count so the objective matches
-  §4.3's (sum of chunk means) up to unequal last chunks. Deviation: the train nodes are
-  forwarded once instead of twice, so the RbM memory EMA runs once per chunk instead of once per
-  CE chunk plus once per KD chunk, and dropout masks are shared by the CE and KD terms.
+- ``fast`` forwards each training-graph node once per epoch, in chunks of ``batch_size`` rows
+  (gradients accumulated, one Adam step), and computes CE, KD and aux from that one forward,
+  weighting each term by its reference chunk count so the objective matches §4.3's (sum of
+  chunk means) up to unequal last chunks; the aux loss is the row-weighted mean of the chunks'.
+  Deviation: the train nodes are forwarded once instead of twice, so the RbM memory EMA runs
+  once per chunk instead of once per CE chunk plus once per KD chunk, dropout masks are shared
+  by the CE and KD terms, and the chunks (hence batch-norm statistics, the similarity Gram
+  matrices and the adversarial PGD) hold all nodes in stored order, not train nodes or pairs.
 
 Selection: best validation accuracy over post-switch epochs only (spec §10.1 item 8); the
 primary result is the test accuracy at that epoch; the max-over-epochs test accuracy is kept
 under a name that says it is an oracle. Test accuracy never appears in a per-epoch report.
+
+Evaluation (``distill.eval_nodes``): ``all`` forwards every node each epoch (§4.3 step 8).
+``needed`` forwards only what the run uses: the validation nodes every epoch (plus every
+observed node when KRD needs the predictions), the test nodes only at an epoch whose validation
+accuracy is a new best, and a fixed seeded sample of at most :data:`TRAIN_ACC_SAMPLE` training
+nodes for the reported ``train_acc``. Deviation: ``train_acc`` is then that sample's accuracy,
+and the max-over-epochs test accuracy is not measured (``test_acc_oracle`` is NaN); the selected
+epoch and its test accuracy are the same as with ``all``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +61,8 @@ __all__ = ["DistillResult", "Report", "train_student"]
 
 Report = Callable[[dict[str, float]], object]
 
+TRAIN_ACC_SAMPLE = 4096  # training nodes behind train_acc with eval_nodes: needed
+
 
 @dataclass
 class DistillResult:
@@ -57,7 +71,8 @@ class DistillResult:
     Attributes:
         val_acc: best post-switch validation accuracy.
         test_acc: test accuracy at that epoch (primary).
-        test_acc_oracle: maximum test accuracy over all epochs (the reference's number).
+        test_acc_oracle: maximum test accuracy over all epochs (the reference's number); NaN
+            with ``eval_nodes: needed``, which does not evaluate every epoch's test nodes.
         best_epoch: 1-based epoch of ``val_acc``; epochs: epochs run; seconds: wall time.
         history: the per-epoch reports.
         model: the student with its best-val weights loaded (CPU), if kept.
@@ -104,6 +119,12 @@ class _Trainer:
         self.h_t = teacher.embedding.to(device)
         self.teacher_pred = self.logp_t.argmax(-1)
         self.gen = torch.Generator(device=device).manual_seed(config.seed)
+        # eval_nodes: needed — a fixed sample of training nodes behind train_acc (own generator,
+        # so the training's random stream is the same as with eval_nodes: all)
+        pick = torch.randperm(
+            self.train.numel(), generator=torch.Generator().manual_seed(config.seed)
+        )[:TRAIN_ACC_SAMPLE]
+        self.train_probe = self.train[pick.to(device)]
 
         self.model = build_student(
             config.student,
@@ -230,51 +251,90 @@ class _Trainer:
         return total
 
     def epoch_fast(self) -> float:
-        """One forward per node; CE/KD/aux weighted by their reference chunk counts."""
+        """One forward per node, in chunks; CE/KD/aux weighted by their reference chunk counts.
+
+        The observed nodes are cut into chunks of ``batch_size`` rows in stored order; each chunk
+        is forwarded once and carries its share of every term: its train rows' NLL sum over
+        ``n_train``, its pairs' (by the node u they show) KD over the pair count, and its aux
+        times ``rows / N``, so the terms summed over chunks are the whole-epoch means, weighted
+        by the reference's chunk counts (§4.3). Gradients accumulate; one Adam step.
+        """
         d = self.d
         u, v = self._pairs()
-        n_ce = len(_chunks(self.train.numel(), d.batch_size))
-        n_kd = sum(1 for s in _chunks(u.numel(), d.batch_size) if s.stop - s.start >= 2)
-        self.opt.zero_grad(set_to_none=True)
+        n = self.x.size(0)
+        n_train, n_pairs = self.train.numel(), u.numel()
+        n_ce = len(_chunks(n_train, d.batch_size))
+        n_kd = sum(1 for s in _chunks(n_pairs, d.batch_size) if s.stop - s.start >= 2)
+        chunks = _chunks(n, d.batch_size)
+        starts = torch.tensor([c.start for c in chunks] + [n], device=self.device)
+        train = self.train.sort().values
+        by_u = torch.argsort(u, stable=True)
+        u, v = u[by_u], v[by_u]
+        train_at = torch.searchsorted(train, starts).tolist()  # one sync per epoch
+        pairs_at = torch.searchsorted(u, starts).tolist()
 
-        def objective(x: Tensor, *, raw: bool, update_memory: bool) -> Tensor:
+        def objective(x: Tensor, c: int, *, raw: bool, update_memory: bool) -> Tensor:
+            a = chunks[c].start
             out = self._forward(x, update_memory=update_memory)
             logits, aux = out.logits, out.aux
             logp = F.log_softmax(logits, -1)
-            ce = losses.label_loss(logp[self.train], self.y[self.train])
+            rows = train[train_at[c] : train_at[c + 1]]
+            cu, cv = u[pairs_at[c] : pairs_at[c + 1]] - a, v[pairs_at[c] : pairs_at[c + 1]]
+            share = x.size(0) / n
+            loss = logits.new_zeros(())
             if raw:
-                kd = F.kl_div(logp[u], self.logp_t[v], log_target=True, reduction="batchmean")
-                return ce + kd + aux
-            loss = n_ce * d.label_weight * ce + n_kd * (1 - d.label_weight) * self._kd(
-                logits[u], self.logp_t[v]
-            )
-            if d.similarity_distill:
-                z = self.model.similarity_features(out.embedding[self.train])
-                sim = losses.similarity_loss(z, self.h_t[self.train])
-                loss = loss + n_ce * d.feat_distill_weight * sim
-            return loss + (n_ce + n_kd) * aux
+                if rows.numel():
+                    loss = F.nll_loss(logp[rows - a], self.y[rows], reduction="sum") / n_train
+                if cu.numel():
+                    kd = F.kl_div(logp[cu], self.logp_t[cv], log_target=True, reduction="sum")
+                    loss = loss + kd / n_pairs
+                return loss + share * aux
+            if rows.numel():
+                ce = losses.label_loss(logp[rows - a], self.y[rows])
+                loss = n_ce * d.label_weight * ce * (rows.numel() / n_train)
+                if d.similarity_distill:
+                    z = self.model.similarity_features(out.embedding[rows - a])
+                    sim = losses.similarity_loss(z, self.h_t[rows])
+                    loss = loss + n_ce * d.feat_distill_weight * sim * (rows.numel() / n_train)
+            if cu.numel():
+                kd = self._kd(logits[cu], self.logp_t[cv]) * (cu.numel() / n_pairs)
+                loss = loss + n_kd * (1 - d.label_weight) * kd
+            return loss + (n_ce + n_kd) * share * aux
 
-        loss = objective(self.x, raw=False, update_memory=True)
-        loss.backward()
-        total = float(loss.detach())
+        self.opt.zero_grad(set_to_none=True)
+        total = self.x.new_zeros(())
+        for c, rows in enumerate(chunks):
+            loss = objective(self.x[rows], c, raw=False, update_memory=True)
+            if loss.requires_grad:  # False only for a chunk with no term at all
+                loss.backward()
+            total += loss.detach()
         if d.adv_augment:
             ema_adv = d.memory_update == "every_forward"
-            x_adv = self._perturb(self.x, lambda x: objective(x, raw=True, update_memory=ema_adv))
-            loss = d.adv_weight * objective(x_adv, raw=False, update_memory=ema_adv)
-            loss.backward()
-            total += float(loss.detach())
+            for c, rows in enumerate(chunks):
+                x_adv = self._perturb(
+                    self.x[rows],
+                    partial(objective, c=c, raw=True, update_memory=ema_adv),
+                )
+                loss = d.adv_weight * objective(x_adv, c, raw=False, update_memory=ema_adv)
+                loss.backward()
+                total += loss.detach()
         self.opt.step()
-        return total
+        return float(total)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float, float, Tensor]:
-        """Eval-mode logits for every node (chunked); (train, val, test acc, observed preds)."""
+    def _logits(self, x: Tensor) -> Tensor:
+        """Eval-mode logits of these rows, chunked by ``batch_size``."""
         self.model.eval()
-        x = self.x_full if self.graph.is_inductive else self.x
         logits = torch.cat(
             [self.model(x[s]).logits for s in _chunks(x.size(0), self.d.batch_size)]
         )
         self.model.train()
+        return logits
+
+    def evaluate(self) -> tuple[float, float, float, Tensor]:
+        """Eval-mode logits for every node (chunked); (train, val, test acc, observed preds)."""
+        x = self.x_full if self.graph.is_inductive else self.x
+        logits = self._logits(x)
         if self.graph.is_inductive:
             obs_logits = logits[self.graph.observed_idx.to(self.device)]
         else:
@@ -283,6 +343,22 @@ class _Trainer:
         val_acc = accuracy(obs_logits[self.val], self.y[self.val])
         test_acc = accuracy(logits[self.test], self.y_test)
         return train_acc, val_acc, test_acc, obs_logits.argmax(-1)
+
+    def evaluate_needed(self) -> tuple[float, float, Tensor | None]:
+        """(train-sample acc, val acc, observed preds if KRD needs them); no test nodes."""
+        if self.sampler is not None:  # KRD: predictions of every observed node
+            logits = self._logits(self.x)
+            train_acc = accuracy(logits[self.train_probe], self.y[self.train_probe])
+            return train_acc, accuracy(logits[self.val], self.y[self.val]), logits.argmax(-1)
+        rows = torch.cat([self.val, self.train_probe])
+        logits = self._logits(self.x[rows])
+        n_val = self.val.numel()
+        val_acc = accuracy(logits[:n_val], self.y[self.val])
+        return accuracy(logits[n_val:], self.y[self.train_probe]), val_acc, None
+
+    def test_accuracy(self) -> float:
+        """Eval-mode accuracy on the test nodes."""
+        return accuracy(self._logits(self.x_full[self.test]), self.y_test)
 
 
 def train_student(
@@ -320,6 +396,7 @@ def train_student(
     has_switch = model.is_pretraining  # MoE/RbM start in pretraining; the MLP has no switch
     pretrain = d.pretrain_epochs if has_switch else 0
     step = trainer.epoch_fast if d.mode == "fast" else trainer.epoch_reference
+    every_node = d.eval_nodes == "all"
 
     best_val, best_epoch, test_at_best, test_max = -1.0, 0, 0.0, 0.0
     best_state: dict[str, Tensor] | None = None
@@ -341,12 +418,17 @@ def train_student(
         loss = step()
         if not math.isfinite(loss):
             raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
-        train_acc, val_acc, test_acc, pred = trainer.evaluate()
+        switched = not getattr(model, "is_pretraining", False)
+        if every_node:
+            train_acc, val_acc, test_acc, pred = trainer.evaluate()
+            test_max = max(test_max, test_acc)
+        else:
+            train_acc, val_acc, pred = trainer.evaluate_needed()
         if trainer.sampler is not None:
             trainer.sampler.update(trainer.teacher_pred, pred)
-        switched = not getattr(model, "is_pretraining", False)
-        test_max = max(test_max, test_acc)
         if switched and val_acc >= best_val:
+            if not every_node:
+                test_acc = trainer.test_accuracy()
             best_val, best_epoch, test_at_best, since_best = val_acc, epoch, test_acc, 0
             if keep_model:
                 best_state = {
@@ -376,7 +458,7 @@ def train_student(
     return DistillResult(
         val_acc=best_val,
         test_acc=test_at_best,
-        test_acc_oracle=test_max,
+        test_acc_oracle=test_max if every_node else math.nan,
         best_epoch=best_epoch,
         epochs=epoch,
         seconds=time.perf_counter() - start,

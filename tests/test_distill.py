@@ -105,6 +105,56 @@ def test_every_switch_trains(
     assert 0 < result.val_acc <= 1
 
 
+@pytest.mark.parametrize(
+    "distill",
+    [
+        {},
+        {"mode": "fast"},
+        {"mode": "fast", "reliable_sampling": True, "krd_min_update_epoch": 1},
+    ],
+)
+@pytest.mark.parametrize("setting", ["transductive", "inductive"])
+def test_needed_evaluation_selects_the_same_epoch_and_test_accuracy(
+    distill: dict, setting: str, tiny_graph, tiny_inductive_graph, teacher
+) -> None:
+    """``eval_nodes: needed`` forwards fewer nodes but trains and selects exactly as ``all``:
+    same per-epoch val accuracy, best epoch and test accuracy; train_acc equal while the train
+    set fits the sample; no oracle (NaN)."""
+    graph = tiny_graph if setting == "transductive" else tiny_inductive_graph
+    tea = (
+        teacher
+        if setting == "transductive"
+        else train_teacher(TeacherSpec.from_mapping(TEACHER), graph, seed=0)
+    )
+    every = train_student(config({"dropout": 0.3}, {"max_epochs": 12, **distill}), graph, tea)
+    needed = train_student(
+        config({"dropout": 0.3}, {"max_epochs": 12, "eval_nodes": "needed", **distill}), graph, tea
+    )
+    strip = lambda h: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in h]  # noqa: E731
+    assert strip(needed.history) == strip(every.history)
+    assert (needed.best_epoch, needed.val_acc, needed.test_acc) == (
+        every.best_epoch,
+        every.val_acc,
+        every.test_acc,
+    )
+    assert math.isnan(needed.test_acc_oracle) and not math.isnan(every.test_acc_oracle)
+
+
+def test_needed_evaluation_reports_train_accuracy_of_a_fixed_sample(
+    tiny_graph: Graph, teacher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rbm_tune import distill
+
+    monkeypatch.setattr(distill, "TRAIN_ACC_SAMPLE", 7)  # the tiny graph has 15 train nodes
+    cfg = config({"dropout": 0.3}, {"eval_nodes": "needed", "max_epochs": 12})
+    seen: list[dict] = []
+    train_student(cfg, tiny_graph, teacher, report=seen.append)
+    assert all(round(m["train_acc"] * 7, 6) == round(m["train_acc"] * 7) for m in seen)
+    again: list[dict] = []
+    train_student(cfg, tiny_graph, teacher, report=again.append)
+    assert [m["train_acc"] for m in seen] == [m["train_acc"] for m in again]
+
+
 def test_patience_counts_epochs_without_improvement(tiny_graph: Graph, teacher) -> None:
     # a huge learning rate makes validation accuracy fall: stop `patience` epochs after the best
     cfg = config(distill={"max_epochs": 200, "patience": 3, "lr": 5.0, "pretrain_epochs": 4})

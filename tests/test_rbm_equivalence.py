@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rbm_tune.models.base import ExpertBank
 from rbm_tune.models.moe import MoELayer
-from rbm_tune.models.rbm import RbMLayer
+from rbm_tune.models.rbm import RbMLayer, _keep_mask, _quantised, grouped_mix
 
 ATOL = 1e-5
 
@@ -162,13 +163,15 @@ def _compare(layer: RbMLayer, x: Tensor, masks: tuple[Tensor | None, Tensor | No
         assert torch.allclose(layer.gate_logit.grad, oracle.gate_logit.grad, atol=ATOL)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("input_attention", [False, True])
 @pytest.mark.parametrize("starve_last_expert", [False, True])
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_vectorised_layer_equals_loop(
-    input_attention: bool, starve_last_expert: bool, k: int
+    input_attention: bool, starve_last_expert: bool, k: int, grouped: bool
 ) -> None:
     layer = _layer(input_attention=input_attention, k=k)
+    layer.grouped = grouped  # dense single GEMM, or pairs sorted by expert
     x = _inputs(12, starve_last_expert=starve_last_expert, layer=layer)
     if starve_last_expert:
         chosen = (F.normalize(x, dim=1) @ F.normalize(layer.memory, dim=1).T).topk(k).indices
@@ -185,17 +188,23 @@ def test_empty_expert_keeps_its_direction() -> None:
     assert torch.allclose(layer.memory[-1], 0.9 * before, atol=1e-6)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("input_attention", [False, True])
-def test_per_pair_dropout_masks_each_node_expert_pair(input_attention: bool) -> None:
+def test_per_pair_dropout_masks_each_node_expert_pair(
+    input_attention: bool, grouped: bool
+) -> None:
     layer = _layer(input_attention=input_attention, k=3)
+    layer.grouped = grouped
     x = _inputs(10, starve_last_expert=False, layer=layer)
     gen = torch.Generator().manual_seed(5)
     mask = (torch.rand(3, 10, 6, generator=gen) > 0.5).float() * 2.0
     _compare(layer, x, (mask, mask))
 
 
-def test_shared_dropout_uses_one_mask_per_node() -> None:
+@pytest.mark.parametrize("grouped", [False, True])
+def test_shared_dropout_uses_one_mask_per_node(grouped: bool) -> None:
     layer = _layer(input_attention=True, k=2)
+    layer.grouped = grouped
     layer.expert_dropout = "shared"
     x = _inputs(10, starve_last_expert=False, layer=layer)
     mask = (torch.rand(10, 6, generator=torch.Generator().manual_seed(6)) > 0.5).float() * 2.0
@@ -235,6 +244,86 @@ def test_real_dropout_per_pair_masks_differ_between_a_nodes_experts() -> None:
     shared = layer(x)[0] / 2.0
     assert all_or_nothing(shared)
     assert not all_or_nothing(per_pair)
+
+
+@pytest.mark.parametrize("per_pair", [False, True])
+def test_grouped_mix_equals_dense_mix_with_differentiable_weights(per_pair: bool) -> None:
+    """The grouped dispatch's hand-written backward, also for the mixing weights and gates."""
+    torch.manual_seed(0)
+    bank = ExpertBank(4, 5, 3).double()
+    index = torch.stack([torch.randperm(3)[:2] for _ in range(7)])  # expert 3 gets no row
+    leaves = [
+        torch.randn(7, 5, dtype=torch.double, requires_grad=True),  # x
+        torch.rand(7, 2, dtype=torch.double, requires_grad=True),  # mixing weights
+        bank.weight,
+        bank.bias,
+        torch.rand(4, 5, dtype=torch.double, requires_grad=True),  # gates
+    ]
+    no_dropout = nn.Dropout(0.0)
+
+    def grouped(x: Tensor, w: Tensor, weight: Tensor, bias: Tensor, gate: Tensor) -> Tensor:
+        fake = nn.Module()
+        fake.weight, fake.bias, fake.num_experts = weight, bias, 4
+        return grouped_mix(
+            x, index, w, bank=fake, dropout=no_dropout, per_pair=per_pair, gate=gate
+        )
+
+    x, w, _, _, gate = leaves
+    dense = bank.mix(x, index, w, dropout=no_dropout, per_pair=per_pair, gate=gate)
+    assert torch.allclose(grouped(*leaves), dense, atol=1e-12)
+    assert torch.autograd.gradcheck(grouped, tuple(leaves))
+
+
+def test_grouped_mix_draws_per_pair_dropout_inside_with_a_consistent_backward() -> None:
+    """Real ``nn.Dropout``, per pair: the mask drawn inside the grouped step; gradcheck with a
+    fixed seed (same mask on every call), and the kept share and the 1/(1-p) scale are right."""
+    torch.manual_seed(0)
+    bank = ExpertBank(4, 6, 3).double()
+    index = torch.stack([torch.randperm(4)[:3] for _ in range(9)])
+    dropout = nn.Dropout(0.5)
+    x = torch.randn(9, 6, dtype=torch.double, requires_grad=True)
+    w = torch.rand(9, 3, dtype=torch.double, requires_grad=True)
+
+    def grouped(x: Tensor, w: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        torch.manual_seed(1)
+        fake = nn.Module()
+        fake.weight, fake.bias, fake.num_experts = weight, bias, 4
+        return grouped_mix(x, index, w, bank=fake, dropout=dropout, per_pair=True)
+
+    assert torch.autograd.gradcheck(grouped, (x, w, bank.weight, bank.bias))
+    # identity experts, zero bias, one-hot weights on slot 0: output = drop(x) of one pair
+    ones = nn.Module()
+    ones.weight = torch.eye(64).expand(4, 64, 64)
+    ones.bias, ones.num_experts = torch.zeros(4, 64), 4
+    pick = torch.zeros(2000, 3)
+    pick[:, 0] = 1.0
+    chosen = torch.stack([torch.randperm(4)[:3] for _ in range(2000)])
+    out = grouped_mix(
+        torch.ones(2000, 64), chosen, pick, bank=ones, dropout=dropout, per_pair=True
+    )
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert abs((out == 0).float().mean().item() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("p", [0.05, 0.2, 0.5])
+def test_keep_mask_drops_each_element_independently_with_probability_p(p: float) -> None:
+    """16 random bits per decision: each of the 4 lanes of a 64-bit draw drops with probability
+    p (within 5 standard errors), neighbours independently, p realised to within 2^-17."""
+    torch.manual_seed(0)
+    keep = _keep_mask((4096, 1001), p, torch.empty(0))  # 1001 columns: lanes straddle rows
+    assert keep.dtype == torch.float32 and set(keep.unique().tolist()) == {0.0, 1.0}
+    assert abs(_quantised(p) - p) <= 2**-17
+    flat = 1.0 - keep.view(-1)
+    quarter = flat.numel() // 4
+    se = math.sqrt(p * (1 - p) / quarter)
+    for lane in range(4):
+        assert abs(flat[lane::4].mean().item() - p) < 5 * se, lane
+    both = (flat[:-1] * flat[1:]).mean().item()  # neighbours: P(both dropped) = p^2
+    assert abs(both - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / quarter)
+    again = _keep_mask((4096, 1001), p, torch.empty(0))
+    assert not torch.equal(keep, again)  # a fresh mask per call
+    torch.manual_seed(0)
+    assert torch.equal(keep, _keep_mask((4096, 1001), p, torch.empty(0)))  # seeded
 
 
 def test_moe_dense_dispatch_equals_loop() -> None:

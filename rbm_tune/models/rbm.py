@@ -2,13 +2,17 @@
 
 Deviations from the reference, all deliberate:
 
-- Dense dispatch (spec §10.3): one GEMM over all experts with the input gates folded into the
-  weights, an einsum with the detached routing weights, the memory EMA as one matmul, the
-  commitment loss without a loop over k. Verified against a per-expert loop in
-  ``tests/test_rbm_equivalence.py``.
-- ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts
-  (one dense GEMM); the default ``"per_pair"`` draws one per (node, chosen expert), as the
-  reference does, at k times the dense FLOPs (see :meth:`ExpertBank.mix`).
+- Vectorised (spec §10.3): the memory EMA as one matmul, the commitment loss without a loop
+  over k, cosines as ``(x M̂ᵀ) / ||x||``. Expert dispatch has two paths, both verified against a
+  per-expert loop in ``tests/test_rbm_equivalence.py``: *grouped* (:func:`grouped_mix`; the
+  (node, expert) pairs sorted by expert, one GEMM per expert on its own rows, k expert FLOPs
+  per node, one device-to-host sync) on the CPU and wherever per-pair dropout is active, and
+  *dense* (:meth:`ExpertBank.mix`; one GEMM over all E experts, no sync) on accelerators
+  otherwise. ``RbMLayer.grouped`` forces one.
+- ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts;
+  the default ``"per_pair"`` draws one per (node, chosen expert), as the reference does. The
+  grouped path draws an ``nn.Dropout``'s per-pair masks itself, as ``U(0, 1) < p`` on the
+  gathered pair rows (same distribution as ``bernoulli_``, a different random stream).
 - The memory is overwritten in place (``copy_`` under ``no_grad``) and the self-similarity loss
   reads a clone of it, so a graph built by an earlier forward stays valid after the EMA.
 - k-means runs in torch (:func:`rbm_tune.kmeans.kmeans`), seeded per layer with ``seed + l``;
@@ -22,12 +26,14 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
+import threading
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from rbm_tune.kmeans import kmeans
 from rbm_tune.losses import cv_squared
@@ -39,7 +45,224 @@ from rbm_tune.models.base import (
     clamped_exp,
 )
 
-__all__ = ["RbM", "RbMLayer"]
+__all__ = ["RbM", "RbMLayer", "grouped_mix"]
+
+
+_WORKSPACE = threading.local()
+_WORKSPACE_MAX = 1 << 24  # elements (64 MiB of float32) per buffer; larger ones are not kept
+
+
+def _scratch(
+    name: str, shape: tuple[int, ...], like: Tensor, dtype: torch.dtype | None = None
+) -> Tensor:
+    """A reusable buffer for a temporary that never leaves :class:`_GroupedExperts`.
+
+    Fresh tensors above glibc's mmap threshold (32 MiB) are page-faulted in on every call, which
+    cost as much as a third of an expert GEMM of a 4096-row chunk on a 2-core CPU; these
+    buffers are kept per thread, device and dtype, up to ``_WORKSPACE_MAX`` elements.
+    """
+    dtype = like.dtype if dtype is None else dtype
+    numel = math.prod(shape)
+    if numel > _WORKSPACE_MAX:
+        return like.new_empty(shape, dtype=dtype)
+    pool = _WORKSPACE.__dict__.setdefault("pool", {})
+    key = (name, like.device, dtype)
+    buf = pool.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = pool[key] = like.new_empty(numel, dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def _sum_slots(rows: Tensor, inv: Tensor, k: int, name: str) -> Tensor:
+    """``Σ_j rows[inv[j·B + i]]`` for every node i: the k slots of each node summed."""
+    batch = inv.numel() // k
+    out = rows.index_select(0, inv[:batch])
+    if k > 1:
+        slot = _scratch(name, (batch, rows.shape[1]), rows)
+        for j in range(1, k):
+            out.add_(torch.index_select(rows, 0, inv[j * batch : (j + 1) * batch], out=slot))
+    return out
+
+
+_BITS = 16  # random bits per dropout decision
+
+
+def _quantised(p: float) -> float:
+    """The drop probability :func:`_keep_mask` realises: p rounded to a multiple of 2^-16."""
+    return round(p * 2**_BITS) / 2**_BITS
+
+
+def _keep_mask(shape: tuple[int, int], p: float, like: Tensor) -> Tensor:
+    """Dropout's keep mask as 0/1 in ``like``'s dtype: i.i.d., 0 with probability
+    :func:`_quantised` (p).
+
+    Each decision reads 16 uniform random bits (four per 64-bit draw of the full int64 range)
+    and keeps the element where they are >= p·2^16, so p is realised to within 2^-17 (0.2 ->
+    0.199997; the caller scales by 1 / (1 - that p), so the expectation is exact). On a 2-core
+    CPU this and a multiply are about 4x faster than ``U(0, 1) < p`` and ``masked_fill_``, and
+    8x faster than ``bernoulli_`` (what ``nn.Dropout`` uses); the random stream differs.
+    """
+    n = shape[0] * shape[1]
+    bits = _scratch("bits", ((n + 3) // 4,), like, torch.int64)
+    bits.random_(-(2**63), 2**63 - 1)
+    lanes = bits.view(torch.int16)[:n].view(shape)
+    threshold = round(p * 2**_BITS) - 2 ** (_BITS - 1)  # int16 lanes are offset by -2^15
+    keep = like.new_empty(shape)
+    return torch.ge(lanes, threshold, out=keep)
+
+
+class _GroupedExperts(torch.autograd.Function):
+    """The expert GEMMs of :func:`grouped_mix` with a hand-written backward.
+
+    Forward, per expert e (its ``counts[e]`` rows of the pairs sorted by expert): gather its pair
+    rows ``xs_e = src[gather_e]``, optionally drop them (``p`` > 0: an independent mask per pair
+    row, the scale ``1 / (1 - p)`` folded into the GEMM), ``y_q = w_q (W_e xs_q + b_e)``; then
+    each node sums its k pairs (slot-major positions ``inv``). Backward mirrors it with row
+    gathers only (no scatter): ``gy = w ⊙ g[nodes]``, per-expert GEMMs, ``g_src`` by the inverse
+    gather (summed over the slots when ``src`` holds one row per node). Tensors are kept per
+    expert and temporaries live in reusable buffers (:func:`_scratch`), so that no tensor of
+    k·B rows is freshly allocated.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        src: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        w_sorted: Tensor,
+        gather: Tensor,
+        nodes: Tensor,
+        inv: Tensor,
+        counts: list[int],
+        batch: int,
+        p: float,
+    ) -> Tensor:
+        k = inv.numel() // batch
+        alpha = 1.0 / (1.0 - _quantised(p))  # the p _keep_mask realises
+        needs_w = ctx.needs_input_grad[3]
+        shape = (inv.numel(), weight.shape[1])
+        y = src.new_empty(shape) if needs_w else _scratch("y", shape, src)
+        inputs, drops = [], []
+        start = 0
+        for e, count in enumerate(counts):
+            rows = slice(start, start + count)
+            xs = src.index_select(0, gather[rows])
+            drop = None
+            if count and p > 0:
+                drop = _keep_mask(xs.shape, p, xs)
+                xs.mul_(drop)
+            if count:
+                torch.addmm(bias[e], xs, weight[e].t(), alpha=alpha, out=y[rows])
+            inputs.append(xs)
+            drops.append(drop)
+            start += count
+        ctx.save_for_backward(weight, w_sorted, nodes, inv, y if needs_w else None, *inputs)
+        ctx.drops, ctx.counts, ctx.k, ctx.src_rows, ctx.alpha = (
+            drops,
+            counts,
+            k,
+            src.shape[0],
+            alpha,
+        )
+        y = y * w_sorted.unsqueeze(1) if needs_w else y.mul_(w_sorted.unsqueeze(1))
+        return _sum_slots(y, inv, k, "slot_out")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        weight, w_sorted, nodes, inv, y, *inputs = ctx.saved_tensors
+        need_src, need_weight, need_bias, need_w = ctx.needs_input_grad[:4]
+        alpha = ctx.alpha
+        gy = _scratch("gy", (nodes.numel(), grad.shape[1]), grad)
+        torch.index_select(grad.contiguous(), 0, nodes, out=gy)
+        g_w = (gy * y).sum(1) if need_w else None
+        gy.mul_(w_sorted.unsqueeze(1))
+        g_xs = _scratch("g_xs", (nodes.numel(), weight.shape[2]), gy) if need_src else None
+        g_weight = torch.zeros_like(weight) if need_weight else None
+        g_bias = torch.zeros_like(weight[:, :, 0]) if need_bias else None
+        start = 0
+        for e, (count, xs, drop) in enumerate(zip(ctx.counts, inputs, ctx.drops)):
+            if count:
+                rows = slice(start, start + count)
+                if g_xs is not None:
+                    out = g_xs[rows]
+                    torch.addmm(out, gy[rows], weight[e], beta=0, alpha=alpha, out=out)
+                    if drop is not None:
+                        out.mul_(drop)
+                if g_weight is not None:
+                    out = g_weight[e]
+                    torch.addmm(out, gy[rows].t(), xs, beta=0, alpha=alpha, out=out)
+                if g_bias is not None:
+                    torch.sum(gy[rows], 0, out=g_bias[e])
+            start += count
+        g_src = None
+        if g_xs is not None:
+            if ctx.src_rows == inv.numel():  # one src row per pair, slot-major
+                g_src = g_xs.index_select(0, inv)
+            else:  # one src row per node: sum its k slots
+                g_src = _sum_slots(g_xs, inv, ctx.k, "slot_in")
+        return g_src, g_weight, g_bias, g_w, None, None, None, None, None, None
+
+
+def grouped_mix(
+    x: Tensor,
+    index: Tensor,
+    weight: Tensor,
+    *,
+    bank: ExpertBank,
+    dropout: nn.Module,
+    per_pair: bool,
+    gate: Tensor | None = None,
+) -> Tensor:
+    """``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)`` with ``e = index[i, j]``, grouped by expert.
+
+    The same function as :meth:`ExpertBank.mix`, computed the way spec §10.3 calls the exact
+    path: the B·k (node, chosen expert) pairs are sorted by expert and each expert runs one GEMM
+    on its own rows, so the expert FLOPs are k per node (the dense path: E, and k·E with
+    per-pair dropout). Costs one device-to-host sync (the per-expert row counts).
+
+    Dropout: with ``per_pair`` (and k > 1) every (node, chosen expert) pair gets its own mask.
+    A plain ``nn.Dropout`` is not called: its i.i.d. mask is drawn directly on the gathered pair
+    rows (same distribution, no k-fold copy of the chunk; the random stream differs from
+    :meth:`ExpertBank.mix`'s). Any other dropout module is applied, as in
+    :meth:`ExpertBank.mix`, to a (k, B, d_in) expanded view with slot j of node i at ``[j, i]``.
+    Otherwise one mask per node is shared by its experts.
+
+    Args:
+        x: layer inputs, shape (B, d_in).
+        index: chosen experts, shape (B, k), long.
+        weight: mixing weights of the chosen experts, shape (B, k).
+        bank: the experts.
+        dropout: the layer's dropout module.
+        per_pair: draw an independent dropout mask per (node, chosen expert).
+        gate: optional per-expert input gates g, shape (E, d_in).
+
+    Returns:
+        Shape (B, d_out).
+    """
+    batch, k = index.shape
+    flat = index.t().reshape(-1)  # pair p = j * B + i: slot j of node i
+    order = torch.argsort(flat, stable=True)  # pairs sorted by expert
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel(), device=order.device)
+    counts = torch.bincount(flat, minlength=bank.num_experts).tolist()
+    nodes = order % batch
+    p = 0.0
+    if per_pair and k > 1 and type(dropout) is nn.Dropout:
+        # i.i.d. masks: drawn on the gathered pair rows inside the GEMM step (no k-fold copy)
+        src, gather, p = x, nodes, dropout.p if dropout.training else 0.0
+    elif per_pair and k > 1:
+        src = dropout(x.unsqueeze(0).expand(k, batch, x.shape[1])).reshape(k * batch, -1)
+        gather = order
+    else:
+        src, gather = dropout(x), nodes
+    w_stack = bank.weight if gate is None else bank.weight * gate.unsqueeze(1)
+    w_sorted = weight.t().reshape(-1)[order]
+    out = _GroupedExperts.apply(
+        src, w_stack, bank.bias, w_sorted, gather, nodes, inv, counts, batch, p
+    )
+    return cast(Tensor, out)
 
 
 class RbMLayer(PhasedLayer):
@@ -74,6 +297,8 @@ class RbMLayer(PhasedLayer):
 
     Attributes:
         update_memory: when False, training forwards skip the EMA (default True).
+        grouped: force the grouped (True) or dense (False) expert dispatch; None (default)
+            picks grouped on the CPU and wherever per-pair dropout is active.
     """
 
     def __init__(
@@ -107,6 +332,7 @@ class RbMLayer(PhasedLayer):
         self.input_attention = input_attention
         self.expert_dropout = expert_dropout
         self.update_memory = True
+        self.grouped: bool | None = None
         self.memory = nn.Parameter(torch.empty(num_experts, in_dim))
         self.experts = ExpertBank(num_experts, in_dim, out_dim)
         self.scale_logit = nn.Parameter(torch.empty(()))
@@ -148,21 +374,24 @@ class RbMLayer(PhasedLayer):
         zero = x.new_zeros(())
         if self._pretraining:
             return self.experts.single(self.dropout(x)), zero
-        x_hat = F.normalize(x, dim=1)
+        # Cosines as (x M̂ᵀ) / ||x||: F.normalize's max(||x||, 1e-12) without a B × d_in pass
+        inv_norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         with torch.no_grad():
             m_hat = F.normalize(self.memory, dim=1)  # pre-update memory, a constant
-        top_v, top_i = (x_hat @ m_hat.T).topk(self.k, dim=1)  # (B, k) cosines and experts
+        top_v, top_i = ((x @ m_hat.T) * inv_norm).topk(self.k, dim=1)  # (B, k) cosines
         w = torch.softmax(top_v, dim=1)
         gate = clamped_exp(self.gate_logit) if self.gate_logit is not None else None
         per_pair = self.expert_dropout == "per_pair"
-        y = self.experts.mix(
-            x, top_i, w.detach(), dropout=self.dropout, per_pair=per_pair, gate=gate
-        )
+        if self._use_grouped(x, per_pair):
+            mix = partial(grouped_mix, bank=self.experts)
+        else:
+            mix = self.experts.mix
+        y = mix(x, top_i, w.detach(), dropout=self.dropout, per_pair=per_pair, gate=gate)
         out = clamped_exp(self.scale_logit) * y
         if not self.training:
             return out, zero
         if self.update_memory:
-            self._ema(x_hat.detach(), m_hat, top_i, w.detach())
+            self._ema(x.detach(), inv_norm.detach(), m_hat, top_i, w.detach())
         aux = zero
         if self.vq_coeff > 0:
             aux = aux + self.vq_coeff * -(w * top_v).sum(1).mean()
@@ -175,15 +404,27 @@ class RbMLayer(PhasedLayer):
             aux = aux + self.load_balance_coef * cv_squared(g.sum(0))
         return out, aux
 
+    def _use_grouped(self, x: Tensor, per_pair: bool) -> bool:
+        """Grouped dispatch on the CPU, and wherever per-pair dropout is active.
+
+        Grouped costs k/E of the dense FLOPs (1/E of the dense per-pair ones) for one
+        device-to-host sync; on an accelerator without per-pair dropout the dense single GEMM
+        stays (no sync, static shapes).
+        """
+        if self.grouped is not None:
+            return self.grouped
+        active = per_pair and self.training and self.dropout.p > 0 and self.k > 1
+        return x.device.type == "cpu" or active
+
     @torch.no_grad()
-    def _ema(self, x_hat: Tensor, m_hat: Tensor, index: Tensor, w: Tensor) -> None:
+    def _ema(self, x: Tensor, inv_norm: Tensor, m_hat: Tensor, index: Tensor, w: Tensor) -> None:
         """``M ← β M̂ + (1 - β) Aᵀ X̂``, A = softmax over the batch of w among routed rows."""
         logits = torch.full(
-            (x_hat.shape[0], self.num_experts), -math.inf, dtype=w.dtype, device=w.device
+            (x.shape[0], self.num_experts), -math.inf, dtype=w.dtype, device=w.device
         ).scatter(1, index, w)
         # A column of -inf (an expert no row chose) gives NaN: μ_e = 0 keeps its direction.
         a = torch.softmax(logits, dim=0).nan_to_num(nan=0.0)
-        mu = a.T @ x_hat
+        mu = (a * inv_norm).T @ x  # Aᵀ X̂ with X̂ = x / ||x||
         self.memory.copy_(self.momentum * m_hat + (1.0 - self.momentum) * mu)
 
     def __repr__(self) -> str:
