@@ -9,8 +9,8 @@ the teacher and the others load it (the same teacher for every run):
 - FIFO: the same file with ``asha.grace_period`` = ``asha_max_t`` (max_epochs + pretraining),
   ASHA's only rung, which no trial reaches (its post-switch epoch stops at max_epochs), so no
   trial is stopped early. Same ``seed`` (split, teacher, students) and ``sampler_seed``;
-- with ``--what-if-reuse-actors``, ASHA again with Ray Tune's ``reuse_actors=True`` (patched
-  into ``TuneConfig`` in this process; rbm_tune does not set it).
+- trial actors are reused between trials (``reuse_actors=True``), as ``rbm-tune`` runs a fresh
+  study; ``--mode fast`` adds ``distill.mode: fast`` and ``eval_nodes: needed`` to both runs.
 
 rbm_tune itself is not changed. The driver side is timed by wrapping what ``run_study`` calls
 (MLflow store, data, teacher, ``_tune``) and by a subclass of its MLflow callback
@@ -23,7 +23,8 @@ blocks (Ray's synchronous reporting: the driver's result handling, MLflow includ
 The headline share is Σ train_student wall / (concurrency × study wall).
 
     nice -n 19 .venv/bin/python benchmarks/bench_study.py [--space demo] [--trials 32] [--cpus 2]
-        [--max-epochs N] [--grace-period N] [--data-root DIR] [--what-if-reuse-actors]
+        [--max-epochs N] [--grace-period N] [--reduction-factor N] [--mode reference|fast]
+        [--data-root DIR]
         [--workdir DIR] [--out benchmarks/results/bench_study-cpu.md] [--render JSON]
 
 e.g. ``--space cora --data-root /work/shared/data --max-epochs 100`` (cora's 500 epochs x 32
@@ -252,7 +253,15 @@ def _timed_callback_class(base: type) -> type:
 
 # -- spaces -------------------------------------------------------------------------------------
 def write_space(
-    base: Path, out: Path, *, name: str, trials: int, max_epochs: int | None, grace: int | None
+    base: Path,
+    out: Path,
+    *,
+    name: str,
+    trials: int,
+    max_epochs: int | None,
+    grace: int | None,
+    reduction_factor: int | None = None,
+    mode: str | None = None,
 ) -> Path:
     data = yaml.safe_load(base.read_text())
     study = data.setdefault("study", {})
@@ -260,6 +269,11 @@ def write_space(
     study["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": 0}
     if grace is not None:
         study["asha"] = {**(study.get("asha") or {}), "grace_period": grace}
+    if reduction_factor is not None:
+        study["asha"] = {**(study.get("asha") or {}), "reduction_factor": reduction_factor}
+    if mode is not None:
+        data["distill"]["mode"] = mode
+        data["distill"]["eval_nodes"] = "needed" if mode == "fast" else "all"
     if max_epochs is not None:
         data["distill"]["max_epochs"] = max_epochs
     path = out / f"{name}.yaml"
@@ -278,27 +292,6 @@ class StudyRun:
     events: dict[str, dict[str, Any]]  # trial id -> the worker's last timing line
 
 
-def _reuse_actors(on: bool) -> None:
-    """What-if: make ``_tune``'s ``TuneConfig`` ask Ray Tune to reuse trial actors."""
-    import ray.tune
-
-    orig = getattr(ray.tune.TuneConfig, "_bench_orig", ray.tune.TuneConfig)
-    if not on:
-        ray.tune.TuneConfig = orig
-        return
-
-    class ReuseTuneConfig(orig):  # type: ignore[misc, valid-type]
-        _bench_orig = orig
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["reuse_actors"] = True
-            super().__init__(*args, **kwargs)
-
-    ReuseTuneConfig.__qualname__ = ReuseTuneConfig.__name__ = "ReuseTuneConfig"
-    globals()["ReuseTuneConfig"] = ReuseTuneConfig  # picklable by reference
-    ray.tune.TuneConfig = ReuseTuneConfig
-
-
 def run_one(
     label: str,
     space: Any,
@@ -306,7 +299,6 @@ def run_one(
     cpus: int,
     workdir: Path,
     data_root: str | None,
-    reuse_actors: bool = False,
 ) -> StudyRun:
     import ray
 
@@ -315,7 +307,6 @@ def run_one(
     global CLOCK
     CLOCK = Clock()
     _instrument()
-    _reuse_actors(reuse_actors)
     if ray.is_initialized():
         ray.shutdown()
     events = workdir / f"events-{label}.jsonl"
@@ -473,7 +464,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
     asha, fifo = runs["asha"], runs["fifo"]
-    names = {"asha": "ASHA", "fifo": "FIFO", "asha-reuse": "ASHA, reuse_actors (what-if)"}
+    names = {"asha": "ASHA", "fifo": "FIFO"}
 
     def per(s: dict[str, Any], key: str) -> str:
         return f"{s[key] / max(s['trials'], 1):.2f}"
@@ -708,11 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-epochs", type=int, default=None, help="override distill.max_epochs")
     p.add_argument("--grace-period", type=int, default=None, help="override ASHA's grace period")
     p.add_argument("--data-root", default=None, help="dataset root (not needed for demo)")
+    p.add_argument("--reduction-factor", type=int, default=None, help="override ASHA's")
     p.add_argument(
-        "--what-if-reuse-actors",
-        action="store_true",
-        help="also run the ASHA study with Ray Tune's reuse_actors=True (patched in the driver; "
-        "rbm_tune does not set it)",
+        "--mode",
+        choices=["reference", "fast"],
+        default=None,
+        help="set distill.mode (fast also sets eval_nodes: needed); default: the space's",
     )
     p.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS / "bench_study-cpu.md"))
@@ -751,6 +743,8 @@ def main(argv: list[str] | None = None) -> int:
         trials=args.trials,
         max_epochs=args.max_epochs,
         grace=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        mode=args.mode,
     )
     asha_space = load_space(asha_path)
     fifo_path = write_space(
@@ -760,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         trials=args.trials,
         max_epochs=args.max_epochs,
         grace=asha_space.study.asha_max_t,
+        mode=args.mode,
     )
     fifo_space = load_space(fifo_path)
     print(
@@ -769,26 +764,15 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     extra = {"ideal_sha": ideal_sha(asha_space), "val_nodes": _val_nodes(asha_space, args)}
-    plan = [("asha", asha_space, False), ("fifo", fifo_space, False)]
-    if args.what_if_reuse_actors:
-        path = write_space(
-            base,
-            workdir,
-            name="bench-asha-reuse",
-            trials=args.trials,
-            max_epochs=args.max_epochs,
-            grace=args.grace_period,
-        )
-        plan.append(("asha-reuse", load_space(path), True))
+    plan = [("asha", asha_space), ("fifo", fifo_space)]
     summaries = {}
-    for label, space, reuse in plan:
+    for label, space in plan:
         run = run_one(
             label,
             space,
             cpus=args.cpus,
             workdir=workdir,
             data_root=args.data_root,
-            reuse_actors=reuse,
         )
         summaries[label] = {**summarise(run), **extra}
         s = summaries[label]

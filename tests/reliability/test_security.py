@@ -287,51 +287,57 @@ def test_every_load_call_in_the_package_is_safe() -> None:
 # -- servers ----------------------------------------------------------------------------------
 
 
-def _listening(pids: set[int]) -> set[str]:
-    """``host:port`` of the TCP sockets these processes listen on."""
-    import psutil
+_RAY_PROBE = """
+import json, os, psutil, ray
+from rbm_tune import tune
 
-    found = set()
-    for pid in pids:
-        try:
-            conns = psutil.Process(pid).net_connections(kind="tcp")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        found |= {f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == psutil.CONN_LISTEN}
-    return found
+tune._init_ray(None, 1, 0)
+info = ray._private.worker.global_worker.node.address_info
+ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
+listening = set()
+for proc in psutil.Process().children(recursive=True):
+    try:
+        conns = proc.net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        continue
+    listening |= {f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == psutil.CONN_LISTEN}
+print(json.dumps({
+    "node_ip": info["node_ip_address"],
+    "gcs": ray.get_runtime_context().gcs_address,
+    "webui": info.get("webui_url"),
+    "listening": sorted(listening),
+    "env": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"),
+}))
+ray.shutdown()
+"""
 
 
-def test_local_ray_starts_without_a_dashboard_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real local Ray, started as a study starts it, with the variable unset (as a user's
-    shell has it, after ``ray`` was imported): every socket its processes listen on is bound
-    to 127.0.0.1.
+def test_local_ray_starts_without_a_dashboard_on_loopback() -> None:
+    """A real local Ray, started as a study starts it, in a fresh interpreter with the variable
+    unset (a user's shell): every socket its processes listen on is bound to 127.0.0.1.
 
     In CI (a loopback-only namespace) Ray could not bind elsewhere anyway; on a machine with
     a public interface this fails when rbm-tune lets Ray pick the public address.
     """
-    import psutil
-    import ray
-
-    from rbm_tune import tune
-
-    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    assert not ray.is_initialized()
-    try:
-        tune._init_ray(None, 1, 0)
-        info = ray._private.worker.global_worker.node.address_info
-        assert info["node_ip_address"] == "127.0.0.1"
-        assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
-        assert not info.get("webui_url")  # no dashboard
-        ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
-        ours = {p.pid for p in psutil.Process().children(recursive=True)}
-        opened = _listening(ours)
-        assert opened, "found no listening socket of Ray's processes"
-        assert all(a.startswith(("127.", "::1:", "::ffff:127.")) for a in opened), opened
-    finally:
-        ray.shutdown()
-    # the processes Ray starts get the setting too
-    assert os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _RAY_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    probe = json.loads(out.stdout.strip().splitlines()[-1])
+    assert probe["node_ip"] == "127.0.0.1"
+    assert probe["gcs"].startswith("127.0.0.1:")
+    assert not probe["webui"]  # no dashboard
+    assert probe["listening"], "found no listening socket of Ray's processes"
+    loopback = ("127.", "::1:", "::ffff:127.")
+    assert all(a.startswith(loopback) for a in probe["listening"]), probe["listening"]
+    assert probe["env"] == "0"  # the processes Ray starts get the setting too
 
 
 def _joined(node: ast.JoinedStr) -> str:
