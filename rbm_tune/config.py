@@ -212,6 +212,9 @@ class DistillSpec(_Section):
     # "all": every node evaluated each epoch (§4.3 step 8); "needed": val nodes each epoch, test
     # nodes only at a new best val, train accuracy on a fixed sample (see rbm_tune.distill)
     eval_nodes: str = "all"
+    # "bf16": student forwards under bfloat16 autocast (CPU with AMX/AVX512-BF16, or a GPU);
+    # parameters, optimiser state and losses stay float32
+    precision: str = "float32"
     batch_size: int = -1  # -1: one chunk of every row
     memory_update: str = "every_forward"  # or "clean_once": EMA once per clean chunk
     memory_weight_decay: bool = True
@@ -245,6 +248,7 @@ class DistillSpec(_Section):
         _choice("distill.kd_form", self.kd_form, ("reference", "hinton"))
         _choice("distill.mode", self.mode, ("reference", "fast"))
         _choice("distill.eval_nodes", self.eval_nodes, ("all", "needed"))
+        _choice("distill.precision", self.precision, ("float32", "bf16"))
         _choice("distill.memory_update", self.memory_update, ("every_forward", "clean_once"))
         _in_range("distill.label_weight", self.label_weight, 0.0, 1.0)
         if self.temperature <= 0:

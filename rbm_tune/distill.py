@@ -165,10 +165,19 @@ class _Trainer:
             return losses.kd_hinton(logits, target, d.temperature)
         return losses.kd_reference(F.log_softmax(logits, -1), target, d.temperature)
 
+    def _run(self, x: Tensor):  # -> StudentOutput
+        """The student's forward, under bf16 autocast with ``precision: bf16``; the outputs
+        the losses read are float32 (log-softmax, KL and similarity in full precision)."""
+        if self.d.precision == "float32":
+            return self.model(x)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            out = self.model(x)
+        return out._replace(embedding=out.embedding.float(), logits=out.logits.float())
+
     def _forward(self, x: Tensor, *, update_memory: bool = True):  # -> StudentOutput
         if hasattr(self.model, "update_memory"):
             self.model.update_memory = update_memory
-        return self.model(x)
+        return self._run(x)
 
     def _ce_term(self, x: Tensor, rows: Tensor, *, update_memory: bool = True) -> Tensor:
         out = self._forward(x, update_memory=update_memory)
@@ -198,14 +207,14 @@ class _Trainer:
 
     def _raw_ce(self, rows: Tensor) -> Callable[[Tensor], Tensor]:
         def f(x: Tensor) -> Tensor:
-            out = self.model(x)
+            out = self._run(x)
             return losses.label_loss(F.log_softmax(out.logits, -1), self.y[rows]) + out.aux
 
         return f
 
     def _raw_kd(self, v: Tensor) -> Callable[[Tensor], Tensor]:
         def f(x: Tensor) -> Tensor:
-            out = self.model(x)
+            out = self._run(x)
             logp_s = F.log_softmax(out.logits, -1)
             kd = F.kl_div(logp_s, self.logp_t[v], log_target=True, reduction="batchmean")
             return kd + out.aux
@@ -327,9 +336,7 @@ class _Trainer:
     def _logits(self, x: Tensor) -> Tensor:
         """Eval-mode logits of these rows, chunked by ``batch_size``."""
         self.model.eval()
-        logits = torch.cat(
-            [self.model(x[s]).logits for s in _chunks(x.size(0), self.d.batch_size)]
-        )
+        logits = torch.cat([self._run(x[s]).logits for s in _chunks(x.size(0), self.d.batch_size)])
         self.model.train()
         return logits
 

@@ -155,6 +155,27 @@ def test_needed_evaluation_reports_train_accuracy_of_a_fixed_sample(
     assert [m["train_acc"] for m in seen] == [m["train_acc"] for m in again]
 
 
+@pytest.mark.parametrize("student", ["mlp", "moe", "rbm"])
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+def test_bf16_precision_trains_close_to_float32(student: str, mode: str, tiny_graph, teacher):
+    """``precision: bf16`` (autocast) learns like float32 and keeps float32 parameters."""
+    base = {"mode": mode, "max_epochs": 20, "lr": 0.02}
+    full = train_student(config({"model": student}, base), tiny_graph, teacher, keep_model=True)
+    half = train_student(
+        config({"model": student}, {**base, "precision": "bf16"}),
+        tiny_graph,
+        teacher,
+        keep_model=True,
+    )
+    assert half.model is not None
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    assert all(math.isfinite(m["train_loss"]) for m in half.history)
+    assert half.val_acc > 1 / tiny_graph.num_classes + 0.2  # it learned
+    assert abs(half.val_acc - full.val_acc) <= 0.15
+    losses = lambda r: [m["train_loss"] for m in r.history]  # noqa: E731
+    assert losses(half) != losses(full)  # it did run in another precision
+
+
 def test_patience_counts_epochs_without_improvement(tiny_graph: Graph, teacher) -> None:
     # a huge learning rate makes validation accuracy fall: stop `patience` epochs after the best
     cfg = config(distill={"max_epochs": 200, "patience": 3, "lr": 5.0, "pretrain_epochs": 4})

@@ -326,6 +326,25 @@ def test_keep_mask_drops_each_element_independently_with_probability_p(p: float)
     assert torch.equal(keep, _keep_mask((4096, 1001), p, torch.empty(0)))  # seeded
 
 
+def test_grouped_mix_under_bf16_autocast_runs_in_bf16_with_float32_gradients() -> None:
+    torch.manual_seed(0)
+    bank = ExpertBank(5, 64, 32)
+    x = torch.randn(300, 64, requires_grad=True)
+    index = torch.stack([torch.randperm(5)[:3] for _ in range(300)])
+    w = torch.softmax(torch.randn(300, 3), 1)
+    dropout = nn.Dropout(0.0)
+    exact = grouped_mix(x, index, w, bank=bank, dropout=dropout, per_pair=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = grouped_mix(x, index, w, bank=bank, dropout=dropout, per_pair=True)
+    assert out.dtype == torch.bfloat16
+    assert torch.allclose(out.float(), exact, atol=0.05, rtol=0.02)
+    out.float().sum().backward()
+    assert bank.weight.grad is not None and bank.weight.grad.dtype == torch.float32
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    (g_exact,) = torch.autograd.grad(exact.sum(), bank.weight)
+    assert torch.allclose(bank.weight.grad, g_exact, atol=0.5, rtol=0.05)
+
+
 def test_moe_dense_dispatch_equals_loop() -> None:
     torch.manual_seed(0)
     layer = MoELayer(6, 5, num_experts=4, k=2, router_dim=8, dropout=0.0, pretraining=False)

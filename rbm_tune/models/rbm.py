@@ -265,9 +265,17 @@ def grouped_mix(
         src, gather = dropout(x), nodes
     w_stack = bank.weight if gate is None else bank.weight * gate.unsqueeze(1)
     w_sorted = weight.t().reshape(-1)[order]
-    out = _GroupedExperts.apply(
-        src, w_stack, bank.bias, w_sorted, gather, nodes, inv, counts, batch, p
-    )
+    bias = bank.bias
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        # autocast does not reach into the Function (its GEMMs write into preallocated
+        # buffers): run it in the autocast dtype explicitly; the casts carry the gradients back
+        dtype = torch.get_autocast_dtype(device)
+        src, w_stack, bias, w_sorted = (t.to(dtype) for t in (src, w_stack, bias, w_sorted))
+    with torch.autocast(device, enabled=False):
+        out = _GroupedExperts.apply(
+            src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p
+        )
     return cast(Tensor, out)
 
 
