@@ -3,11 +3,12 @@
 Each variant runs in a fresh child process that does what a trial process does
 (``rbm_tune.tune._trial_fn``): import ``rbm_tune.tune`` (Ray Tune included), hold the graph and
 the teacher's outputs (as the worker's deserialised copies from the object store),
-``train_student`` with ``keep_model=True``, then ``_inference_ms`` (one forward of every node).
+``train_student`` with ``keep_model=True``, then ``_inference_ms`` (one forward of 16,384 nodes).
 The graph is ``arxiv_synthetic.arxiv_graph``; the teacher outputs are random with the shapes of
 the shipped GraphSAGE 3 x 1024 teacher (log-probs 169k x 40, embedding 169k x 1024). The
 student is ``ogbn-arxiv-transductive-sage-rbm.yaml`` (RbM 3 x 1024, 5 experts, k 3, batch
-norm, ``distill.mode`` reference) for one pretraining-free epoch (``pretrain_epochs: 0``:
+norm, ``distill.mode`` from ``--mode``: reference, or fast with ``eval_nodes: needed``) for one
+pretraining-free epoch (``pretrain_epochs: 0``:
 k-means on a 20k-row sample, 1 restart, then one routed epoch, i.e. the peak phase) with
 ``batch_size`` 4096 (the paper's) and -1 (the shipped config: every row in one chunk).
 
@@ -18,7 +19,7 @@ also reports ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` and t
 an 80 GB card.
 
     nice -n 19 .venv/bin/python benchmarks/bench_memory.py [--batch-sizes 4096 -1]
-        [--device cpu|cuda] [--threads T] [--limit-gib 10] [--out FILE]
+        [--mode reference|fast] [--device cpu|cuda] [--threads T] [--limit-gib 10] [--out FILE]
 
 Goal: 4 concurrent trials fit a 24 GiB machine (peak ≤ 6 GiB per trial, before the OS and Ray).
 """
@@ -107,6 +108,8 @@ def child(args: argparse.Namespace) -> int:
     cfg = cfg.replace(
         distill={
             "batch_size": args.batch_size,
+            "mode": args.mode,
+            "eval_nodes": "needed" if args.mode == "fast" else "all",
             "max_epochs": 1,
             "pretrain_epochs": 0,
             "kmeans_restarts": 1,
@@ -131,7 +134,7 @@ def child(args: argparse.Namespace) -> int:
     assert result.model is not None
     t = time.perf_counter()
     ms = _inference_ms(result.model.to(device), graph.x.to(device))
-    phase("_inference_ms (every node in one forward)", t, ms_per_1k=ms)
+    phase("_inference_ms (16,384 nodes in one forward)", t, ms_per_1k=ms)
     print("DONE " + json.dumps(phases), flush=True)
     return 0
 
@@ -194,6 +197,8 @@ def run_variant(
         args.device,
         "--scale",
         str(args.scale if scale is None else scale),
+        "--mode",
+        args.mode,
     ]
     if teacher:
         cmd.append("--teacher")
@@ -232,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[4096, -1])
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--mode",
+        choices=["reference", "fast"],
+        default="reference",
+        help="distill.mode of the trial (fast also sets eval_nodes: needed)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads in the child")
     p.add_argument("--limit-gib", type=float, default=10.0, help="kill a child above this RSS")
     p.add_argument("--machine-gib", type=float, default=24.0, help="RAM of the target machine")
@@ -270,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         "nice -n 19 .venv/bin/python benchmarks/bench_memory.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs; scale "
+        f"torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPUs; distill.mode "
+        f"{args.mode}; scale "
         f"{args.scale}; a fresh child process per variant; peaks are VmHWM (resident set), per "
         "phase; the parent kills a child above "
         f"{args.limit_gib:g} GiB.",

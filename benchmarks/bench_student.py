@@ -16,6 +16,8 @@ dropout 0.2 (per (node, expert) pair), batch norm, one Adam step per epoch. Vari
     accuracy, train accuracy on a 4,096-node sample).
 (d) an MLP of the same width and depth, ``fast`` mode and ``eval_nodes: needed`` like (c) (its
     own dropout 0.2, batch norm).
+(e) (c) with ``precision: bf16`` (bfloat16 autocast; float32 parameters and losses): not part
+    of the targets, which compare float32 runs; its GEMM floor is still at the float32 rate.
 
 Epoch times of (b)-(d) come from the ``epoch_seconds`` of ``train_student``'s reports; epoch 1
 is dropped (it contains the pretraining switch: k-means, cut down here to one restart on a
@@ -29,7 +31,7 @@ train sample for (c)/(d), test nodes not counted) divided by the measured float3
 optimiser are not in the floor.
 
     nice -n 19 python benchmarks/bench_student.py [--sizes cora arxiv] [--epochs N]
-        [--oracle-epochs N] [--device cpu|cuda] [--threads T] [--variants a b c d]
+        [--oracle-epochs N] [--device cpu|cuda] [--threads T] [--variants a b c d e]
         [--wait-quiet S] [--out FILE]
 
 On a shared machine pass ``--wait-quiet S``: each variant waits up to S seconds for the machine
@@ -295,7 +297,9 @@ def oracle_epochs(
 
 
 # -- (b)-(d) through rbm_tune.distill.train_student ------------------------------------------
-def trial(size: Size, model: str, mode: str, epochs: int) -> TrialConfig:
+def trial(
+    size: Size, model: str, mode: str, epochs: int, precision: str = "float32"
+) -> TrialConfig:
     student = StudentSpec(
         model=model,
         num_layers=LAYERS,
@@ -316,6 +320,7 @@ def trial(size: Size, model: str, mode: str, epochs: int) -> TrialConfig:
         temperature=TEMPERATURE,
         mode=mode,
         eval_nodes="needed" if mode == "fast" else "all",  # (b) keeps §4.3's full evaluation
+        precision=precision,
         batch_size=BATCH,
         kmeans_restarts=1,  # the switch (epoch 1, not timed) kept cheap
         kmeans_max_iter=10,
@@ -377,6 +382,7 @@ NAMES = {
     "b": "(b) rbm-tune RbM, reference mode",
     "c": "(c) rbm-tune RbM, fast mode",
     "d": "(d) MLP, same width, fast mode",
+    "e": "(e) = (c) with precision: bf16",
 }
 
 
@@ -400,12 +406,14 @@ def bench_size(
         "b": epoch_flops(size, experts_per_node=K, train_rows=ref_rows),
         "c": epoch_flops(size, experts_per_node=K, train_rows=size.nodes, eval_rows=needed),
         "d": epoch_flops(size, experts_per_node=1, train_rows=size.nodes, eval_rows=needed),
+        "e": epoch_flops(size, experts_per_node=K, train_rows=size.nodes, eval_rows=needed),
     }
     runs: dict[str, Callable[[], Timing]] = {
         "a": lambda: oracle_epochs(graph, teacher, device, oracle_epochs_n),
         "b": lambda: student_epochs(trial(size, "rbm", "reference", epochs), *data),
         "c": lambda: student_epochs(trial(size, "rbm", "fast", epochs), *data),
         "d": lambda: student_epochs(trial(size, "mlp", "fast", epochs), *data),
+        "e": lambda: student_epochs(trial(size, "rbm", "fast", epochs, "bf16"), *data),
     }
     timing: dict[str, Timing] = {}
     other: dict[str, float] = {}
@@ -472,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, help="train_student epochs per variant (default: per size)"
     )
     p.add_argument("--oracle-epochs", type=int, default=1, help="timed epochs of (a)")
-    p.add_argument("--variants", nargs="+", choices=list("abcd"), default=list("abcd"))
+    p.add_argument("--variants", nargs="+", choices=list("abcde"), default=list("abcde"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument(
@@ -505,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     emit(
         f"RbM: hidden {HIDDEN}, E = {EXPERTS}, k = {K}, {LAYERS} layers, batch {BATCH}, dropout "
         f"{DROPOUT} per (node, expert), norm {NORM}; MLP: hidden {HIDDEN}, {LAYERS} layers, "
-        f"dropout {DROPOUT}, norm {NORM}. s/epoch = training epoch + full-graph evaluation."
+        f"dropout {DROPOUT}, norm {NORM}. s/epoch = training epoch + evaluation (every node "
+        "for (a)/(b); eval_nodes: needed for (c)-(e))."
     )
     emit(f"command: python benchmarks/bench_student.py {' '.join(argv or sys.argv[1:])}".rstrip())
     emit("")

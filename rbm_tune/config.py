@@ -215,6 +215,8 @@ class DistillSpec(_Section):
     # "bf16": student forwards under bfloat16 autocast (CPU with AMX/AVX512-BF16, or a GPU);
     # parameters, optimiser state and losses stay float32
     precision: str = "float32"
+    # torch.compile the student's forward (Inductor: a C++ compiler on CPU, Triton on GPU)
+    compile: bool = False
     batch_size: int = -1  # -1: one chunk of every row
     memory_update: str = "every_forward"  # or "clean_once": EMA once per clean chunk
     memory_weight_decay: bool = True

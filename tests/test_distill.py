@@ -176,6 +176,18 @@ def test_bf16_precision_trains_close_to_float32(student: str, mode: str, tiny_gr
     assert losses(half) != losses(full)  # it did run in another precision
 
 
+def test_compiled_student_trains_like_eager(tiny_graph: Graph, teacher) -> None:
+    """``compile: true`` (torch.compile, Inductor on the CPU): same losses as eager without
+    dropout, across the pretraining switch (a recompile) and the RbM's grouped dispatch."""
+    student = {"model": "rbm", "dropout": 0.0}
+    base = {"max_epochs": 4, "pretrain_epochs": 2}
+    eager = train_student(config(student, base), tiny_graph, teacher)
+    compiled = train_student(config(student, {**base, "compile": True}), tiny_graph, teacher)
+    loss = lambda r: [m["train_loss"] for m in r.history]  # noqa: E731
+    assert loss(compiled) == pytest.approx(loss(eager), rel=1e-4, abs=1e-5)
+    assert compiled.best_epoch == eager.best_epoch and compiled.val_acc == eager.val_acc
+
+
 def test_patience_counts_epochs_without_improvement(tiny_graph: Graph, teacher) -> None:
     # a huge learning rate makes validation accuracy fall: stop `patience` epochs after the best
     cfg = config(distill={"max_epochs": 200, "patience": 3, "lr": 5.0, "pretrain_epochs": 4})
