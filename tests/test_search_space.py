@@ -346,6 +346,12 @@ BAD_SPACES = [
         "study.metric",
     ),
     ("unknown dataset", ("dataset: demo", "dataset: ogbn-papers100M"), "dataset"),
+    ("unknown precision", ("  max_epochs: 10", "  max_epochs: 10\n  precision: fp8"), "precision"),
+    (
+        "unknown eval_nodes",
+        ("  max_epochs: 10", "  max_epochs: 10\n  eval_nodes: {categorical: [all, some]}"),
+        "eval_nodes",
+    ),
     ("num_trials 0", ("num_trials: 4", "num_trials: 0"), "study.num_trials"),
     (
         "grace period beyond max_t",
