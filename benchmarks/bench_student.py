@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from arxiv_synthetic import fake_teacher  # noqa: E402
 from test_rbm_equivalence import LoopRbMLayer  # noqa: E402
 
 from rbm_tune.config import DistillSpec, StudentSpec, TrialConfig  # noqa: E402
@@ -172,17 +173,7 @@ def synthetic(size: Size, seed: int = 0) -> tuple[Graph, TeacherOutputs]:
     ring = torch.arange(n)
     edges = torch.stack([ring, (ring + 1) % n])  # unused by the students; Graph needs edges
     graph = make_graph(x, y, edges, name=size.dataset, split=split)
-    teacher = TeacherOutputs(
-        log_probs=F.log_softmax(2 * torch.randn(n, size.classes, generator=gen), -1),
-        embedding=torch.randn(n, 16, generator=gen),
-        krd_delta=torch.rand(n, generator=gen),
-        val_acc=0.0,
-        test_acc=0.0,
-        test_acc_oracle=0.0,
-        best_epoch=0,
-        epochs=0,
-        seconds=0.0,
-    )
+    teacher = fake_teacher(n, size.classes, 16, seed=seed + 1)
     return graph, teacher
 
 
