@@ -142,6 +142,10 @@ def cluster() -> Iterator[Cluster]:
                     *args,
                     "--num-cpus=2",
                     "--num-gpus=0",
+                    # Ray's fixed default (52365) is taken when another test's Ray runs beside
+                    # this cluster (pytest-xdist): the node's agent then dies and the head
+                    # never accepts a job ("No available agent to submit job")
+                    f"--dashboard-agent-listen-port={free_port()}",
                     f"--temp-dir={temp_dir}",
                     "--disable-usage-stats",
                 ],
