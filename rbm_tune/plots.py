@@ -123,11 +123,14 @@ def write_plots(study: Any, out_dir: Path, log: Callable[[str], None] = print) -
     out_dir.mkdir(parents=True, exist_ok=True)
     multi = len(study.directions) > 1
     first = (lambda t: t.values[0]) if multi else None
+    importances: dict[str, Any] = {"evaluator": _evaluated_once()}
+    if multi:
+        importances["target"] = first
     kinds: list[tuple[str, Callable[..., Any], Callable[..., Any], dict[str, Any]]] = [
         ("optimization_history", vis_mpl.plot_optimization_history,
          vis.plot_optimization_history, {"target": first} if multi else {}),
         ("param_importances", vis_mpl.plot_param_importances, vis.plot_param_importances,
-         {"target": first} if multi else {}),
+         importances),
         ("parallel_coordinate", vis_mpl.plot_parallel_coordinate, vis.plot_parallel_coordinate,
          {"target": first} if multi else {}),
     ]  # fmt: skip
@@ -158,3 +161,26 @@ def write_plots(study: Any, out_dir: Path, log: Callable[[str], None] = print) -
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
             log(f"rbm-tune: note: no {name} plot ({first_line})")
     return written
+
+
+def _evaluated_once() -> Any:
+    """Optuna's fANOVA importance evaluator, seeded, computing each study's importances once.
+
+    The PNG and the HTML plot draw the same importances; fANOVA fits a random forest each
+    time it is asked (about a second per plot on 2 cores), and unseeded it gives slightly
+    different numbers in the two files.
+    """
+    from optuna.importance import BaseImportanceEvaluator, FanovaImportanceEvaluator
+
+    class Once(BaseImportanceEvaluator):
+        def __init__(self) -> None:
+            self._inner = FanovaImportanceEvaluator(seed=0)
+            self._done: dict[Any, dict[str, float]] = {}
+
+        def evaluate(self, study: Any, params: Any = None, *, target: Any = None) -> Any:
+            key = (id(study), tuple(params) if params else None, id(target))
+            if key not in self._done:
+                self._done[key] = self._inner.evaluate(study, params=params, target=target)
+            return dict(self._done[key])
+
+    return Once()

@@ -12,6 +12,11 @@ from helpers import free_port, start_mlflow_server, stop_process_group
 
 # Tiny tensors on a 2-core machine: extra intra-op threads only add contention (10x slower seen).
 torch.set_num_threads(1)
+# The same for every process a test starts (the rbm-tune CLI, Ray's workers, mlflow server):
+# with pytest-xdist's workers and their studies already filling both cores, a process's own
+# OpenMP team spin-waits for a core it does not get. `rbm-tune train` in a subprocess took 56 s
+# under the suite's load instead of 8 s, and the whole suite 864 s instead of 607 s.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RBM_TUNE_TEST_DATA", REPO.parent / "shared" / "data"))

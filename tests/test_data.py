@@ -213,3 +213,24 @@ def test_ogb_missing_release_file_is_a_data_error(tmp_path: Path) -> None:
     (write_ogbn_arxiv(tmp_path) / "RELEASE_v1.txt").unlink()
     with pytest.raises(DataError, match="missing RELEASE_v1.txt"):
         load_graph("ogbn-arxiv", root=tmp_path)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_edge_ops_match_pyg(seed: int) -> None:
+    """rbm_tune's torch-only edge operations give PyG's results (same edges, same order)."""
+    from torch_geometric import utils as pyg
+
+    from rbm_tune.data.splits import add_self_loops, coalesce, remove_self_loops, to_undirected
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 50 + 25 * seed
+    edges = torch.randint(n, (2, 6 * n), generator=gen)  # duplicates, loops, one direction
+    edges[:, :5] = edges[:, :1]  # a repeated edge
+    edges[1, 5:9] = edges[0, 5:9]  # self-loops
+    assert torch.equal(coalesce(edges, n), pyg.coalesce(edges, num_nodes=n))
+    assert torch.equal(to_undirected(edges, n), pyg.to_undirected(edges, num_nodes=n))
+    assert torch.equal(remove_self_loops(edges), pyg.remove_self_loops(edges)[0])
+    assert torch.equal(add_self_loops(edges, n), pyg.add_self_loops(edges, num_nodes=n)[0])
+    empty = torch.empty(2, 0, dtype=torch.long)
+    assert torch.equal(coalesce(empty, n), pyg.coalesce(empty, num_nodes=n))
+    assert torch.equal(to_undirected(empty, n), pyg.to_undirected(empty, num_nodes=n))

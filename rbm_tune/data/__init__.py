@@ -31,7 +31,16 @@ from rbm_tune.data.sources import (
     missing_files,
     read_source,
 )
-from rbm_tune.data.splits import inductive_split, largest_component, per_class_split, subgraph
+from rbm_tune.data.splits import (
+    add_self_loops,
+    coalesce,
+    inductive_split,
+    largest_component,
+    per_class_split,
+    remove_self_loops,
+    subgraph,
+    to_undirected,
+)
 from rbm_tune.errors import DataError
 
 __all__ = [
@@ -78,29 +87,25 @@ def dataset_status(name: str, root: Path) -> tuple[bool, list[str]]:
 
 
 def _preprocess(source: Source, raw: RawGraph) -> RawGraph:
-    # imported here: a Ray trial unpickling a Graph imports this package, not PyG (~2 s)
-    from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, to_undirected
-
     x, y, edge_index = raw.x.float(), raw.y.long(), raw.edge_index.long()
     n = x.size(0)
     if source.kind == "planetoid":
         rowsum = x.sum(dim=1, keepdim=True)
         x = torch.where(rowsum > 0, x / rowsum.clamp_min(1e-12), x)
-        edge_index, _ = remove_self_loops(edge_index)
-        edge_index, _ = add_self_loops(coalesce(edge_index, num_nodes=n), num_nodes=n)
-        return RawGraph(x, y, coalesce(edge_index, num_nodes=n), raw.split)
+        edge_index = remove_self_loops(edge_index)
+        edge_index = add_self_loops(coalesce(edge_index, n), n)
+        return RawGraph(x, y, coalesce(edge_index, n), raw.split)
     if source.kind in ("amazon", "coauthor", "demo"):
-        edge_index, _ = remove_self_loops(to_undirected(edge_index, num_nodes=n))
+        edge_index = remove_self_loops(to_undirected(edge_index, n))
         if source.kind == "demo":
-            return RawGraph(x, y, coalesce(edge_index, num_nodes=n), None)
+            return RawGraph(x, y, coalesce(edge_index, n), None)
         keep = largest_component(edge_index, n)
         return RawGraph(x[keep], y[keep], subgraph(edge_index, keep, n), None)
     if source.kind == "ogb":
         if source.name == "ogbn-arxiv":
-            edge_index = to_undirected(edge_index, num_nodes=n)
-        edge_index, _ = remove_self_loops(edge_index)
-        edge_index, _ = add_self_loops(edge_index, num_nodes=n)
-        return RawGraph(x, y, coalesce(edge_index, num_nodes=n), raw.split)
+            edge_index = to_undirected(edge_index, n)
+        edge_index = add_self_loops(remove_self_loops(edge_index), n)
+        return RawGraph(x, y, coalesce(edge_index, n), raw.split)
     raise AssertionError(source.kind)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rbm_tune.data.splits import coalesce, remove_self_loops, to_undirected
+
 __all__ = ["DEMO_SIZES", "make_demo"]
 
 DEMO_SIZES = {"nodes": 3000, "features": 32, "classes": 5, "degree": 8, "homophily": 0.75}
@@ -35,8 +37,6 @@ def make_demo(
     Returns:
         x (N, d) float32, y (N,) int64, edge_index (2, E) int64.
     """
-    from torch_geometric.utils import coalesce, remove_self_loops, to_undirected
-
     gen = torch.Generator().manual_seed(seed)
     y = torch.randint(num_classes, (num_nodes,), generator=gen)
     y[:num_classes] = torch.arange(num_classes)  # every class present
@@ -57,6 +57,6 @@ def make_demo(
     dst_same = members[offsets[cls] + pick]
     dst_any = torch.randint(num_nodes, (src.numel(),), generator=gen)
     dst = torch.where(same, dst_same, dst_any)
-    edge_index, _ = remove_self_loops(torch.stack([src, dst]))
-    edge_index = coalesce(to_undirected(edge_index, num_nodes=num_nodes), num_nodes=num_nodes)
+    edge_index = remove_self_loops(torch.stack([src, dst]))
+    edge_index = coalesce(to_undirected(edge_index, num_nodes), num_nodes)
     return x.float(), y.long(), edge_index

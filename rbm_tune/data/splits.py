@@ -10,7 +10,47 @@ from torch import Tensor
 
 from rbm_tune.errors import DataError
 
-__all__ = ["inductive_split", "largest_component", "per_class_split", "subgraph"]
+__all__ = [
+    "add_self_loops",
+    "coalesce",
+    "inductive_split",
+    "largest_component",
+    "per_class_split",
+    "remove_self_loops",
+    "subgraph",
+    "to_undirected",
+]
+
+
+# -- edge-list operations -------------------------------------------------------------------------
+# The same results as torch_geometric.utils' functions of these names (tests/test_data.py checks
+# it on random graphs), in plain torch: importing PyG costs a process ~4 s of CPU (it imports
+# torch._dynamo), and a study's driver needs only these four to build the demo graph.
+
+
+def coalesce(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Edges sorted by (source, target), duplicates removed."""
+    if edge_index.numel() == 0:
+        return edge_index.view(2, 0)
+    keys = torch.unique(edge_index[0] * num_nodes + edge_index[1])  # sorted
+    return torch.stack([keys // num_nodes, keys % num_nodes])
+
+
+def to_undirected(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """Every edge in both directions, coalesced."""
+    both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    return coalesce(both, num_nodes)
+
+
+def remove_self_loops(edge_index: Tensor) -> Tensor:
+    """The edges whose source and target differ, in their order."""
+    return edge_index[:, edge_index[0] != edge_index[1]]
+
+
+def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """``edge_index`` followed by one loop (i, i) per node, not coalesced (PyG's order)."""
+    loops = torch.arange(num_nodes, dtype=edge_index.dtype).repeat(2, 1)
+    return torch.cat([edge_index, loops], dim=1)
 
 
 def per_class_split(
