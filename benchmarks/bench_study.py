@@ -526,6 +526,10 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             lambda s: f"**{s['share_ts_study']:.1%}** (Tuner.fit only: {s['share_ts_fit']:.1%})",
         ),
         (
+            "the same, less the slots left empty after the last trial started",
+            _share_before_tail,
+        ),
+        (
             "share of slot time in train_student's epochs",
             lambda s: (
                 f"{s['share_epochs_study']:.1%} (Tuner.fit only: {s['share_epochs_fit']:.1%})"
@@ -709,6 +713,14 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
+
+
+def _share_before_tail(s: dict[str, Any]) -> str:
+    """Σ train_student wall over the slot time less the empty slots at the study's end."""
+    if "slot_idle_tail_s" not in s:  # results of this script before it timed the tail
+        return "?"
+    slots = s["concurrency"] * s["study_wall_s"] - s["slot_idle_tail_s"]
+    return f"{s['ts_wall_s'] / slots:.1%}"
 
 
 def _tail_idle(trials: Any, concurrency: int, fit_end: float) -> float:
