@@ -745,7 +745,7 @@ def _tune(
         )
     grid = tuner.fit()
     mirror.drain(wait_s=float(os.environ.get("RBM_TUNE_MLFLOW_WAIT", "60")))
-    _close_lost_trial_runs(grid, tracker, log)
+    _close_lost_trial_runs(_trial_ids(grid), tracker, log, resumed=resume)
 
     rows = []
     for result in grid:
@@ -896,17 +896,55 @@ def _pareto(done: list[dict[str, Any]], study: Any, path: Path) -> list[dict[str
     return front
 
 
-def _close_lost_trial_runs(grid: Any, tracker: Any, log: Callable[[str], None]) -> None:
-    """Close, as KILLED, every trial run of the study that is still RUNNING after the study.
+def _trial_ids(grid: Any) -> set[str]:
+    """The trial ids of a Ray Tune ``ResultGrid`` (from results, else the trial folder)."""
+    import re
 
-    After a driver crash, a trial started after the last experiment snapshot is unknown to the
-    restored Tuner, which replaces it with a new trial; its half-written run would otherwise
-    stay RUNNING forever and be counted as a trial. Run after the outbox is drained, so every
-    live trial's run is FINISHED or FAILED by then.
+    known = set()
+    for result in grid:
+        tid = (result.metrics or {}).get("trial_id")
+        found = re.search(r"_trial_fn_([0-9a-f]+)_", Path(str(result.path)).name)
+        known.update(str(x) for x in (tid, found and found.group(1)) if x)
+    return known
+
+
+def _close_lost_trial_runs(
+    known: set[str], tracker: Any, log: Callable[[str], None], *, resumed: bool
+) -> None:
+    """Close, as KILLED, every trial run of the study whose trial is not in ``known`` (the
+    trials of the study's ``ResultGrid``).
+
+    After a driver crash, a trial created after Ray Tune's last experiment snapshot is unknown
+    to the restored Tuner, which runs a new trial in its place. Its run is lost in one of two
+    states: still RUNNING (it was cut short) or FINISHED (it ended, even ASHA stopped it, before
+    the snapshot caught up: snapshots are throttled, so this happens whenever a short trial is
+    created and ends between two of them). Either would otherwise count as one of the study's
+    trials in MLflow. Run after the outbox is drained, so every live trial's run is FINISHED or
+    FAILED by then; FAILED and KILLED runs are already history and stay as they are. FINISHED
+    runs are only checked in a resumed study (a fresh one has no earlier driver) and only when
+    the trials could be identified (``known`` is not empty).
     """
-    lost = [run for run in tracker.trial_runs() if run.info.status in ("RUNNING", "SCHEDULED")]
-    for run in lost:
-        tracker.close_orphan(run.info.run_id, "lost when the study's driver was killed")
+    from rbm_tune.tracking import TRIAL_TAG
+
+    lost = [
+        (run, "lost when the study's driver was killed")
+        for run in tracker.trial_runs()
+        if run.info.status in ("RUNNING", "SCHEDULED")
+    ]
+    lost += [
+        (
+            run,
+            "finished after Ray Tune's last snapshot before the study's driver was killed; the "
+            "resumed study ran another trial in its place",
+        )
+        for run in tracker.trial_runs()
+        if resumed
+        and known
+        and run.info.status == "FINISHED"
+        and run.data.tags.get(TRIAL_TAG) not in known
+    ]
+    for run, why in lost:
+        tracker.close_orphan(run.info.run_id, why)
     if lost:
         log(
             f"closed {len(lost)} MLflow run(s) of trials lost when the study was killed, as KILLED"

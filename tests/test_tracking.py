@@ -88,3 +88,45 @@ def test_teacher_run_never_adopts_a_trial_run(tmp_path: Path) -> None:
     live = [r.info.run_id for r in again.trial_runs() if r.info.status != "KILLED"]
     assert live == [restarted]
     assert again.client.get_run(trial).info.status == "KILLED"  # closed, not left RUNNING
+
+
+def test_resume_closes_the_runs_of_trials_ray_tune_lost(tmp_path: Path) -> None:
+    """After a resume, a trial run whose trial the restored Tuner does not know is closed as
+    KILLED, saying why: RUNNING (cut short) or FINISHED (ended between two Ray Tune snapshots);
+    the known trials' runs and earlier FAILED attempts stay as they are."""
+    from rbm_tune.tune import _close_lost_trial_runs
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "s", study_tags={"rbm_tune.study": "s"})
+    runs = {tid: tracker.start_trial(tid, {}, {}) for tid in ("kept", "failed", "ended", "cut")}
+    tracker.end(runs["kept"])
+    tracker.end(runs["failed"], "FAILED")
+    tracker.end(runs["ended"])  # finished, then lost: not in the restored Tuner's trials
+
+    def statuses() -> dict[str, tuple[str, str]]:
+        return {
+            r.data.tags["rbm_tune.trial_id"]: (r.info.status, r.data.tags.get("rbm_tune.ended_by"))
+            for r in tracker.trial_runs()
+        }
+
+    said: list[str] = []
+    # a fresh study (no earlier driver) only closes what is still running
+    fresh = Tracker(uri, "s2", study_tags={"rbm_tune.study": "s2"})
+    fresh_run = fresh.start_trial("x", {}, {})
+    fresh.end(fresh_run)
+    _close_lost_trial_runs({"other"}, fresh, said.append, resumed=False)
+    assert fresh.client.get_run(fresh_run).info.status == "FINISHED"
+    # resumed, but the trials could not be identified: FINISHED runs are left alone
+    _close_lost_trial_runs(set(), tracker, said.append, resumed=True)
+    assert statuses()["ended"] == ("FINISHED", None)
+    assert statuses()["cut"][0] == "KILLED"
+    tracker.client.update_run(runs["cut"], status="RUNNING")
+
+    _close_lost_trial_runs({"kept", "failed", "new"}, tracker, said.append, resumed=True)
+    now = statuses()
+    assert now["kept"] == ("FINISHED", None)
+    assert now["failed"] == ("FAILED", None)
+    assert now["ended"][0] == "KILLED"
+    assert now["ended"][1].startswith("finished after Ray Tune's last snapshot")
+    assert now["cut"] == ("KILLED", "lost when the study's driver was killed")
+    assert said[-1].startswith("closed 2 MLflow run(s)")
