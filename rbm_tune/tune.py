@@ -745,14 +745,13 @@ def _tune(
         )
     grid = tuner.fit()
     mirror.drain(wait_s=float(os.environ.get("RBM_TUNE_MLFLOW_WAIT", "60")))
-    _close_lost_trial_runs(_trial_ids(grid), tracker, log, resumed=resume)
 
     rows = []
     for result in grid:
         m = result.metrics or {}
         rows.append(
             {
-                "trial_id": m.get("trial_id") or Path(str(result.path)).name.split("_")[-1],
+                "trial_id": _trial_id(result),
                 VAL_ACC: m.get(VAL_ACC),
                 TEST_ACC: m.get(TEST_ACC),
                 "epochs": m.get("epoch"),
@@ -764,6 +763,7 @@ def _tune(
                 "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
             }
         )
+    _close_lost_trial_runs({r["trial_id"] for r in rows}, tracker, log, resumed=resume)
     # an errored trial (no retries left) never counts, whatever it reported before failing
     done = [r for r in rows if r[VAL_ACC] is not None and not r["error"]]
     if not done:
@@ -896,23 +896,24 @@ def _pareto(done: list[dict[str, Any]], study: Any, path: Path) -> list[dict[str
     return front
 
 
-def _trial_ids(grid: Any) -> set[str]:
-    """The trial ids of a Ray Tune ``ResultGrid`` (from results, else the trial folder)."""
+def _trial_id(result: Any) -> str:
+    """A Ray Tune ``Result``'s trial id: from its metrics, else from its trial folder's name
+    (``_trial_fn_<id>_<n>_...``: a trial that failed before its first report has no metrics)."""
     import re
 
-    known = set()
-    for result in grid:
-        tid = (result.metrics or {}).get("trial_id")
-        found = re.search(r"_trial_fn_([0-9a-f]+)_", Path(str(result.path)).name)
-        known.update(str(x) for x in (tid, found and found.group(1)) if x)
-    return known
+    tid = (result.metrics or {}).get("trial_id")
+    if tid:
+        return str(tid)
+    name = Path(str(result.path)).name
+    found = re.match(r"_trial_fn_([0-9a-f]+)_", name)
+    return found.group(1) if found else name
 
 
 def _close_lost_trial_runs(
     known: set[str], tracker: Any, log: Callable[[str], None], *, resumed: bool
 ) -> None:
     """Close, as KILLED, every trial run of the study whose trial is not in ``known`` (the
-    trials of the study's ``ResultGrid``).
+    trial ids of the study's ``ResultGrid``, :func:`_trial_id`).
 
     After a driver crash, a trial created after Ray Tune's last experiment snapshot is unknown
     to the restored Tuner, which runs a new trial in its place. Its run is lost in one of two
@@ -926,9 +927,10 @@ def _close_lost_trial_runs(
     """
     from rbm_tune.tracking import TRIAL_TAG
 
+    runs = tracker.trial_runs()
     lost = [
         (run, "lost when the study's driver was killed")
-        for run in tracker.trial_runs()
+        for run in runs
         if run.info.status in ("RUNNING", "SCHEDULED")
     ]
     lost += [
@@ -937,7 +939,7 @@ def _close_lost_trial_runs(
             "finished after Ray Tune's last snapshot before the study's driver was killed; the "
             "resumed study ran another trial in its place",
         )
-        for run in tracker.trial_runs()
+        for run in runs
         if resumed
         and known
         and run.info.status == "FINISHED"

@@ -130,3 +130,16 @@ def test_resume_closes_the_runs_of_trials_ray_tune_lost(tmp_path: Path) -> None:
     assert now["ended"][1].startswith("finished after Ray Tune's last snapshot")
     assert now["cut"] == ("KILLED", "lost when the study's driver was killed")
     assert said[-1].startswith("closed 2 MLflow run(s)")
+
+
+def test_trial_id_of_a_result_with_and_without_metrics(tmp_path: Path) -> None:
+    """A trial that failed before its first report has no metrics: its id comes from its
+    folder's name (Ray Tune's ``_trial_fn_<id>_<n>_<config>_<date>``), not the folder's tail."""
+    from ray.tune import Result
+
+    from rbm_tune.tune import _trial_id
+
+    folder = tmp_path / "_trial_fn_14bfcf10_3_distill_lr=0.0000,student_k=2_2026-11-26_05-27-35"
+    assert _trial_id(Result({"trial_id": "ab12cd34"}, None, None, str(folder))) == "ab12cd34"
+    assert _trial_id(Result({}, None, RuntimeError("x"), str(folder))) == "14bfcf10"
+    assert _trial_id(Result(None, None, None, str(tmp_path / "other"))) == "other"
