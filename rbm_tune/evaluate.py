@@ -12,7 +12,8 @@ and a plain MLP on the same seeds. This command re-runs:
 
 over the seeds ``study seed + 1 .. study seed + S`` (new data splits where the dataset's split
 is seeded, new teachers, new students), each run one Ray task. The table goes to stdout and, as
-``evaluate-top{K}-seeds{S}.md``, to the study's parent MLflow run.
+``evaluate-top{K}-seeds{S}.md``, to the study's parent MLflow run, with every run's numbers
+beside it in ``evaluate-top{K}-seeds{S}.json``.
 """
 
 from __future__ import annotations
@@ -97,6 +98,27 @@ def format_table(
     return "\n".join(lines)
 
 
+def _per_run(
+    name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
+) -> dict[str, Any]:
+    """The table's numbers before averaging: per model, per seed, test / val / oracle acc."""
+    keys = ("test_acc", "val_acc", "test_acc_oracle")
+    out = []
+    for label, what, runs in rows:
+        prefix = "teacher_" if label == "teacher" else ""
+        out.append(
+            {
+                "model": label,
+                "config": what,
+                "runs": [
+                    {"seed": seed, **{k: float(r[prefix + k]) for k in keys}}
+                    for seed, r in zip(seeds, runs, strict=True)
+                ],
+            }
+        )
+    return {"study": name, "seeds": seeds, "rows": out}
+
+
 def _describe(config: Any) -> str:
     s = config.student
     if s.model == "mlp":
@@ -177,6 +199,9 @@ def evaluate_study(
 
     out = storage / name / f"evaluate-top{top}-seeds{seeds}.md"
     out.write_text(table + "\n")
+    # every run's numbers, for other statistics than mean ± std (tests, significance, plots)
+    per_run = out.with_suffix(".json")
+    per_run.write_text(json.dumps(_per_run(name, seed_list, rows), indent=1) + "\n")
     client = MlflowClient(uri)  # not a Tracker: that would reopen the study's parent run
     experiment = client.get_experiment_by_name(name)
     parents = (
@@ -190,6 +215,7 @@ def evaluate_study(
     )
     if parents:
         client.log_artifact(parents[0].info.run_id, str(out))
+        client.log_artifact(parents[0].info.run_id, str(per_run))
     else:
         log(f"rbm-tune: note: no MLflow study run {name!r} at {uri}; the table is in {out}")
     return table

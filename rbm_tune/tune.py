@@ -209,7 +209,8 @@ def _check_address(address: str, timeout: float = 5.0) -> None:
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise RbmTuneError(
-            f"cannot reach the Ray cluster at {address} ({reason}); start it (ray start --head) "
+            f"cannot reach the Ray cluster at {address} ({reason}); start it "
+            "(ray start --head --dashboard-host 127.0.0.1) "
             "or fix --address (host:port of the head's GCS, ray://host:10001, or auto)"
         ) from None
 

@@ -69,7 +69,7 @@ def test_same_seed_same_metrics(tiny_graph: Graph, teacher) -> None:
     a = train_student(cfg, tiny_graph, teacher)
     b = train_student(cfg, tiny_graph, teacher)
     c = train_student(cfg.replace(seed=1), tiny_graph, teacher)
-    assert a.history == [{**m, "epoch_seconds": m["epoch_seconds"]} for m in a.history]
+    assert all(0 < m["epoch_seconds"] < math.inf for m in a.history + b.history)
     strip = lambda h: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in h]  # noqa: E731
     assert strip(a.history) == strip(b.history)
     assert strip(a.history) != strip(c.history)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from rbm_tune.config import StudentSpec, TeacherSpec
 from rbm_tune.errors import ConfigError
+from rbm_tune.kmeans import kmeans
 from rbm_tune.models import (
     STUDENTS,
     TEACHERS,
@@ -215,10 +216,12 @@ def test_switch_inputs_follow_switched_layers(device: torch.device) -> None:
     model.end_pretraining(x, batch_size=7, **KMEANS)
     model.eval()
     h = F.relu(model.layers[0](x)[0])
-    # every memory vector is a normalised centre of the layer-2 inputs: a unit vector in their cone
+    # layer 2's memory: the normalised k-means centres (seed 0 + 1) of its inputs, i.e. of the
+    # switched layer 1's outputs after ReLU
     memory = model.layers[1].memory
+    centres = kmeans(F.normalize(h, dim=1), 3, restarts=2, max_iter=20, seed=1)
+    assert torch.allclose(memory, F.normalize(centres, dim=1), atol=1e-5)
     assert torch.allclose(memory.norm(dim=1), torch.ones(3, device=device), atol=1e-5)
-    assert (memory >= -1e-6).all() and (h >= 0).all()
 
 
 def test_memory_update_switch_and_eval_freeze(device: torch.device) -> None:

@@ -10,6 +10,7 @@ cannot be imported).
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from helpers import rbm_tune_cli, stop_process_group
 from mlflow.tracking import MlflowClient
 
-from rbm_tune.plots import pareto_front
+from rbm_tune.data import load_graph
 
 pytestmark = pytest.mark.integration
 
@@ -81,8 +82,11 @@ def test_pareto_front_is_non_empty_and_mutually_non_dominated(study: Path) -> No
         for b, (vb, pb) in points.items():
             assert not (vb >= va and pb <= pa and (vb > va or pb < pa)), (a, b, points)
     # and every non-dominated trial is on it
-    ids = list(points)
-    expected = {ids[i] for i in pareto_front([points[i] for i in ids], ["maximize", "minimize"])}
+    expected = {
+        a
+        for a, (va, pa) in points.items()
+        if not any(vb >= va and pb <= pa and (vb > va or pb < pa) for vb, pb in points.values())
+    }
     assert set(front_ids) == expected
     # MLflow holds both objectives for every finished trial
     client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
@@ -125,18 +129,36 @@ def test_evaluate_two_configs_over_two_seeds(study: Path) -> None:
     assert labels[:2] == ["teacher", "mlp (labels only)"] and len(labels) == 4, out
     top = [t["trial_id"] for t in _trials(study) if not t["asha_stopped"]][:2]
     assert labels[2:] == [f"#1 trial {top[0]}", f"#2 trial {top[1]}"]
-    for row in body:
+    # the table is the mean ± std of the per-seed numbers written beside it
+    per_run = json.loads(
+        (study / "rbm-tune-runs" / "multi" / "evaluate-top2-seeds2.json").read_text()
+    )
+    assert [r["model"] for r in per_run["rows"]] == labels
+    seeds = per_run["seeds"]
+    assert len(seeds) == 2 and len(set(seeds)) == 2
+    for row, numbers in zip(body, per_run["rows"], strict=True):
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert cells[2] == "2"  # n seeds
-        mean, _, std = cells[3].partition(" ± ")
-        assert 0 <= float(mean) <= 100 and float(std) >= 0
+        runs = numbers["runs"]
+        assert [r["seed"] for r in runs] == seeds
+        for r in runs:  # test acc at the best-val epoch never exceeds the max over epochs
+            assert 0 <= r["test_acc"] <= r["test_acc_oracle"] <= 1
+        for cell, key in zip(cells[3:6], ("test_acc", "val_acc", "test_acc_oracle"), strict=True):
+            values = [100 * r[key] for r in runs]
+            mean, _, std = cell.partition(" ± ")
+            assert float(mean) == pytest.approx(statistics.fmean(values), abs=0.006)
+            assert float(std) == pytest.approx(statistics.stdev(values), abs=0.006)
+    teacher = per_run["rows"][0]["runs"]
+    chance = 1 / load_graph("demo").num_classes
+    assert min(r["test_acc"] for r in teacher) > 1.5 * chance  # a trained teacher
     client = MlflowClient(f"sqlite:///{study / 'mlflow.db'}")
     exp = client.get_experiment_by_name("multi")
     parent = client.search_runs(
         [exp.experiment_id], filter_string="tags.`rbm_tune.role` = 'study'"
     )[0]
     assert parent.info.status == "FINISHED"  # evaluate did not reopen the study run
-    assert "evaluate-top2-seeds2.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"evaluate-top2-seeds2.md", "evaluate-top2-seeds2.json"} <= logged
 
 
 def test_exported_student_loads_with_plain_torch_and_predicts_the_same(study: Path) -> None:

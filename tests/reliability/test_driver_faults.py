@@ -65,6 +65,11 @@ def test_sigkill_of_the_driver_then_resume_loses_nothing(tmp_path: Path, fault: 
         for r in all_runs(uri, name)
         if r.data.tags.get("rbm_tune.role") == "trial" and r.info.status == "FINISHED"
     }
+    # the kill came where planted: before any trial ended / after the 2nd trial's run was
+    # closed FINISHED (the callback writes it before the fault fires) / after every trial
+    expected = {"driver_result": 0, "driver_complete": 2, "driver_summary": TRIALS}
+    least = expected[fault.split("@")[0]]
+    assert len(before) >= least and (least or not before), describe(all_runs(uri, name))
     storage = tmp_path / "rbm-tune-runs"
 
     if fault.startswith("driver_summary"):

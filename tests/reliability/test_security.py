@@ -374,10 +374,20 @@ def _server_commands() -> list[tuple[str, str]]:
     "where,text", [pytest.param(*found, id=found[0]) for found in _server_commands()]
 )
 def test_every_suggested_server_binds_loopback(where: str, text: str) -> None:
-    for command in re.findall(r"mlflow (?:ui|server)\b[^`;)]*", text):
+    """An MLflow server on 127.0.0.1; a Ray head with its dashboard (and job API) on loopback.
+
+    (``ray start --head`` itself must bind an interface the cluster's workers reach.)
+    """
+    mlflow = re.findall(r"mlflow (?:ui|server)\b[^`;)]*", text)
+    for command in mlflow:
         assert "--host 127.0.0.1" in command or "--host=127.0.0.1" in command, (where, command)
-    for host in re.findall(r"--dashboard-host[ =](\S+)", text):
+    heads = re.findall(r"ray start\b[^`;)]*", text)
+    for command in heads:
+        assert "--dashboard-host" in command, (where, command)
+    hosts = re.findall(r"--dashboard-host[ =](\S+)", text)
+    for host in hosts:
         assert host.strip("'\".,)") in ("127.0.0.1", "localhost", "..."), (where, text)
+    assert mlflow or heads or hosts, f"{where}: no command checked in {text!r}"
 
 
 # -- secrets ----------------------------------------------------------------------------------
