@@ -12,6 +12,8 @@ valid space with nothing searched. A scalar is fixed; a mapping is searched::
       mode: max                  # default: max for accuracies, min for train_loss
       max_concurrent: null       # null: as many trials at once as resources allow
       max_failures: 2            # a trial that raises or dies is retried this many times
+      report_every_s: 1.0        # a trial reports to Ray Tune at most this often, and at every
+                                 # ASHA rung; MLflow still gets every epoch (0: every epoch)
       objectives: null           # two objectives, e.g. {val_acc: max, num_params: min}
       asha: {grace_period: 10, reduction_factor: 2}
       resources: {cpus_per_trial: 1, gpus_per_trial: 0}   # fractional GPUs pack trials
@@ -119,6 +121,7 @@ STUDY_KEYS = {
     "mode": None,
     "max_concurrent": None,
     "max_failures": None,
+    "report_every_s": None,
     "objectives": None,
     "asha": ("grace_period", "reduction_factor"),
     "resources": ("cpus_per_trial", "gpus_per_trial"),
@@ -246,6 +249,7 @@ class StudySettings:
     mode: str = "max"
     max_concurrent: int | None = None
     max_failures: int = 2
+    report_every_s: float = 1.0
     objectives: tuple[tuple[str, str], ...] = ()  # () or ((metric, mode), (cost, "min"))
     grace_period: int = 10
     reduction_factor: float = 2
@@ -274,6 +278,8 @@ class StudySettings:
              "is not null or an integer >= 1; use null to fill the resources"),
             ("max_failures", _is_int(self.max_failures) and self.max_failures >= 0,
              "is not an integer >= 0; use e.g. 2 (0: a failed trial is not retried)"),
+            ("report_every_s", _is_num(self.report_every_s) and self.report_every_s >= 0,
+             "is not a number >= 0; use e.g. 1.0 (0: report every epoch)"),
             ("objectives", not self.objectives or (
                 len(self.objectives) == 2 and self.objectives[0] == (metric, self.mode)
                 and self.objectives[1][0] in COST_METRICS and self.objectives[1][1] == "min"),
@@ -865,6 +871,7 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
             mode=block.get("mode", SEARCH_METRICS.get(metric, "max")),
             max_concurrent=block.get("max_concurrent"),
             max_failures=block.get("max_failures", 2),
+            report_every_s=block.get("report_every_s", 1.0),
             objectives=objectives,
             grace_period=asha.get("grace_period", 10),
             reduction_factor=asha.get("reduction_factor", 2),

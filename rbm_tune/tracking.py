@@ -294,6 +294,16 @@ class Tracker:
         if batch:
             self.client.log_batch(run_id, metrics=batch)
 
+    def log_metric_rows(self, run_id: str, rows: list[list[Any]]) -> None:
+        """``[[metrics, step], ...]``: every row's metrics at its step, in batches of 1,000
+        values (MLflow's ``log_batch`` limit)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, int(step)) for m, step in rows for k, v in m.items()]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(run_id, k, v)

@@ -18,8 +18,10 @@ The only module that imports ``ray.tune``. The data flow (STYLE.md §4):
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from ray import tune
 
 from rbm_tune.errors import RbmTuneError
 
-__all__ = ["StudyResult", "run_study"]
+__all__ = ["HeldEpochs", "StudyResult", "rung_epochs", "run_study"]
 
 POST_SWITCH_EPOCH = "post_switch_epoch"
 NUM_PARAMS = "num_params"
@@ -39,6 +41,36 @@ RAN_ON_CUDA = "ran_on_cuda"
 FINAL = "final"
 NODE_ID = "node_id"
 PENDING_MLFLOW = "mlflow-pending.json"
+HELD_EPOCHS = "held_epochs"
+
+
+class HeldEpochs(tuple):  # type: ignore[type-arg]
+    """The per-epoch metrics a trial held back since its previous report (see :func:`_trial_fn`).
+
+    A tuple of metric dicts that prints as ``<n epochs>``, so Ray Tune's result tables,
+    progress output and ``progress.csv`` stay readable (``result.json`` keeps them all, as a
+    list); a tuple, not a list, because Ray's TensorBoard logger tries to draw a list as a
+    histogram and warns.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} epochs>"
+
+    __str__ = __repr__
+
+
+def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> frozenset[int]:
+    """Post-switch epochs at which ASHA compares a trial: ``ceil(grace · rf^k) <= max_t``.
+
+    Ray Tune's ASHA records a trial at a rung on its first report with ``time_attr`` >= the
+    rung; a trial that reports at exactly these epochs (and maybe others) meets every rung at
+    the same epoch as one that reports every epoch, so ASHA decides the same.
+    """
+    out, t = set(), float(grace_period)
+    while t <= max_t:
+        out.add(math.ceil(t - 1e-9))
+        t *= reduction_factor
+    return frozenset(out)
 
 
 @dataclass(frozen=True)
@@ -121,13 +153,35 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     # a multi-objective study's cost objectives, in every report (an ASHA-stopped trial too)
     costs = _costs(cfg, graph, features, device) if space.study.objectives else {}
 
+    # Every report blocks the trial until the driver has taken it (Ray Tune's function API):
+    # tens of ms, more than a fast epoch. So a trial reports at every ASHA rung (same decisions
+    # as reporting every epoch) and otherwise at most every study.report_every_s seconds; the
+    # epochs in between ride along (HELD_EPOCHS) and MlflowTrials logs each at its own step.
+    study = space.study
+    rungs = rung_epochs(study.grace_period, study.reduction_factor, study.asha_max_t + 1)
+    every = float(study.report_every_s)
+    held: list[dict[str, float]] = []
+    last = [time.monotonic()]
+
+    def send(m: dict[str, float]) -> None:
+        rows = HeldEpochs(held[:-1])
+        held.clear()
+        last[0] = time.monotonic()
+        post = m[M.EPOCH] - pretrain
+        tune.report({**m, POST_SWITCH_EPOCH: post, NODE_ID: node, **costs, HELD_EPOCHS: rows})
+
     def report(m: dict[str, float]) -> None:
         faults.fire("trial_epoch", int(m[M.EPOCH]))
-        tune.report({**m, POST_SWITCH_EPOCH: m[M.EPOCH] - pretrain, NODE_ID: node, **costs})
+        held.append({**m, **costs})
+        due = time.monotonic() - last[0] >= every
+        if every <= 0 or due or int(m[M.EPOCH]) - pretrain in rungs:
+            send(m)
 
     result = train_student(
         cfg, graph, teacher, report=report, features=features, device=device, keep_model=True
     )
+    if held:  # the epochs since the last report: before the final result, in order
+        send(held[-1])
     model = result.model
     assert model is not None
     x = features.to(device)
@@ -143,6 +197,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         INFERENCE_MS: inference,
         RAN_ON_CUDA: int(device.type == "cuda"),
         **costs,  # the objectives keep the values the searcher saw in every report
+        HELD_EPOCHS: HeldEpochs(),
         FINAL: 1,
         # which Ray node trained it (several nodes of one cluster may share an IP and host name)
         NODE_ID: node,
@@ -535,6 +590,8 @@ class MlflowTrials(tune.Callback):
         elif kind == "metrics":
             metrics, step = args
             self.tracker.log_metrics(self._run_id(trial_id), metrics, step=step)
+        elif kind == "rows":  # several epochs, one request per 1,000 values
+            self.tracker.log_metric_rows(self._run_id(trial_id), args[0])
         elif kind == "tags":
             self.tracker.set_tags(self._run_id(trial_id), args[0])
         elif kind == "end":
@@ -594,6 +651,12 @@ class MlflowTrials(tune.Callback):
         # before recording it (_trial_fn hands back the stored result): its run is complete
         self._ensure_started(trial, adopt=bool(result.get(FINAL)))
         tid, step = trial.trial_id, int(result["epoch"])
+        held = [
+            [{k: row[k] for k in _LOGGED if k in row}, int(row["epoch"])]
+            for row in result.get(HELD_EPOCHS) or ()
+        ]
+        if held:
+            self._send("rows", tid, held)
         if result.get(FINAL):
             final = {f"final_{k}" if k == "val_acc" else k: result[k] for k in _FINAL_LOGGED}
             self._send("metrics", tid, final, step)

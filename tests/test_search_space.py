@@ -354,6 +354,11 @@ BAD_SPACES = [
     ),
     ("num_trials 0", ("num_trials: 4", "num_trials: 0"), "study.num_trials"),
     (
+        "negative report interval",
+        ("num_trials: 4", "num_trials: 4\n  report_every_s: -1"),
+        "study.report_every_s",
+    ),
+    (
         "grace period beyond max_t",
         ("grace_period: 2", "grace_period: 50"),
         "study.asha.grace_period",

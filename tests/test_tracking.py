@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,48 @@ def test_trial_id_of_a_result_with_and_without_metrics(tmp_path: Path) -> None:
     assert _trial_id(Result({"trial_id": "ab12cd34"}, None, None, str(folder))) == "ab12cd34"
     assert _trial_id(Result({}, None, RuntimeError("x"), str(folder))) == "14bfcf10"
     assert _trial_id(Result(None, None, None, str(tmp_path / "other"))) == "other"
+
+
+def test_held_epochs_are_logged_at_their_own_steps_in_batches(tmp_path: Path) -> None:
+    """A trial's held-back epochs reach MLflow each at its step, across MLflow's 1,000-value
+    limit per request (here 300 epochs x 4 metrics)."""
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "held", study_tags={})
+    run = tracker.start_trial("t1", {}, {})
+    rows = [
+        [{"val_acc": e / 1000, "train_acc": 0.5, "train_loss": 1.0 / e, "is_pretraining": 0}, e]
+        for e in range(1, 301)
+    ]
+    tracker.log_metric_rows(run, rows)
+    history = tracker.client.get_metric_history(run, "val_acc")
+    assert sorted((m.step, m.value) for m in history) == [(e, e / 1000) for e in range(1, 301)]
+    assert len(tracker.client.get_metric_history(run, "train_loss")) == 300
+
+
+def test_reports_meet_every_asha_rung_of_ray_tune() -> None:
+    """The epochs at which a trial always reports include every rung Ray Tune's ASHA has, for
+    integer and fractional reduction factors, so holding other epochs back changes no decision."""
+    import math
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    from rbm_tune.tune import HeldEpochs, rung_epochs
+
+    for grace in (1, 2, 3, 7, 10, 20):
+        for factor in (1.5, 2, 2.5, 3, 4):
+            for longest in (grace, grace + 1, 4 * grace, 100, 501):
+                asha = ASHAScheduler(
+                    time_attr="post_switch_epoch",
+                    metric="val_acc",
+                    mode="max",
+                    max_t=longest + 1,
+                    grace_period=grace,
+                    reduction_factor=factor,
+                )
+                rungs = {math.ceil(m) for m, _ in asha._brackets[0]._rungs}
+                ours = rung_epochs(grace, factor, longest + 1)
+                assert rungs and rungs <= ours, (grace, factor, longest, rungs, ours)
+                assert max(ours) <= longest + 1
+    assert rung_epochs(20, 2, 101) == {20, 40, 80}
+    held = HeldEpochs([{"epoch": 1}, {"epoch": 2}])
+    assert str(held) == repr(held) == "<2 epochs>" and list(held) == [{"epoch": 1}, {"epoch": 2}]
+    assert json.loads(json.dumps(held)) == [{"epoch": 1}, {"epoch": 2}]  # Ray's result.json
