@@ -153,8 +153,9 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     # a multi-objective study's cost objectives, in every report (an ASHA-stopped trial too)
     costs = _costs(cfg, graph, features, device) if space.study.objectives else {}
 
-    # Every report blocks the trial until the driver has taken it (Ray Tune's function API):
-    # tens of ms, more than a fast epoch. So a trial reports at every ASHA rung (same decisions
+    # Every report blocks the trial until the driver has taken it (Ray Tune's function API;
+    # benchmarks/bench_study.py: ~35 ms per report on cora, 2 CPUs), more than an epoch of a
+    # small graph on a GPU. So a trial reports at every ASHA rung (same decisions
     # as reporting every epoch) and otherwise at most every study.report_every_s seconds; the
     # epochs in between ride along (HELD_EPOCHS) and MlflowTrials logs each at its own step.
     study = space.study
