@@ -62,7 +62,9 @@ def _cli(*argv: str, cwd: Path, cache: Path) -> float:
         [sys.executable, "-m", "rbm_tune", *argv], cwd=cwd, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise SystemExit(f"rbm-tune {' '.join(argv)} failed:\n{done.stdout[-3000:]}")
+        raise SystemExit(
+            f"rbm-tune {' '.join(argv)} failed:\n{(done.stdout + done.stderr)[-3000:]}"
+        )
     return time.perf_counter() - start
 
 
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-reporting-"))
     cache = work / "cache"
-    extra = ["--data-root", args.data_root] if args.data_root else []
+    extra = ["--data-root", str(Path(args.data_root).resolve())] if args.data_root else []
     first = _space(args.space, work, "warm", 0.0, args, 1)
     took = _cli("teacher", "--space", str(first), "--quiet", *extra, cwd=work, cache=cache)
     print(f"teacher pre-trained in {took:.1f}s", flush=True)
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         "# bench_reporting: a study reporting every epoch vs at ASHA's rungs and at most 1/s",
+        "",
+        "command: python benchmarks/bench_reporting.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "",
         f"space `{args.space}`, {args.trials} trials, {args.cpus} at a time (1 CPU each), "
         f"{args.repeats} run(s) per setting, alternating; torch threads per trial 1; "
