@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import free_port
 from mlflow.tracking import MlflowClient
 
@@ -30,6 +31,7 @@ from rbm_tune.teacher_cache import TeacherCache
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
+SPACES = Path(__file__).resolve().parents[2] / "rbm_tune" / "search_spaces"
 
 
 def _only_loopback() -> bool:
@@ -198,8 +200,23 @@ def _results(c: Cluster, study: str) -> list[dict[str, str]]:
 def test_submit_runs_the_demo_study_as_a_job_on_both_nodes(cluster: Cluster) -> None:
     c = cluster
     rbm = str(BIN / "rbm-tune")
+    # The shipped demo space with trials of 150 epochs that ASHA does not stop: Ray Tune reuses
+    # a finished trial's actor for the next trial, so trials of a second or two (ASHA-stopped
+    # demo trials) can all run on the head's two actors before the worker node's actors are up
+    # on a loaded machine; trials this long need four slots, i.e. both nodes
+    space = yaml.safe_load((SPACES / "demo.yaml").read_text())
+    space["distill"].update(max_epochs=150, patience=150)
+    space["study"]["asha"] = {"grace_period": 150 + space["distill"]["pretrain_epochs"]}
+    space_file = c.work / "spread" / "demo.yaml"
+    space_file.parent.mkdir()
+    space_file.write_text(yaml.safe_dump(space, sort_keys=False))
     done = c.run(
-        rbm, "submit", f"--address={c.dashboard}", "--space=demo", "--trials=6", *_study_args(c)
+        rbm,
+        "submit",
+        f"--address={c.dashboard}",
+        f"--space={space_file}",
+        "--trials=6",
+        *_study_args(c),
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     job_id = done.stdout.strip().splitlines()[-1]
