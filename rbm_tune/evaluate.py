@@ -65,6 +65,16 @@ def _mean_std(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f}"
 
 
+_ACCURACIES = ("test_acc", "val_acc", "test_acc_oracle")
+
+
+def _accuracies(label: str, run: dict[str, Any]) -> dict[str, float]:
+    """A run's test / val / oracle accuracy for the table row ``label``: the teacher's row
+    reads the run's teacher numbers (``teacher_test_acc``, ...)."""
+    prefix = "teacher_" if label == "teacher" else ""
+    return {k: float(run[prefix + k]) for k in _ACCURACIES}
+
+
 def format_table(
     name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
 ) -> str:
@@ -77,14 +87,8 @@ def format_table(
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for label, what, runs in rows:
-        if label == "teacher":
-            test = [r["teacher_test_acc"] for r in runs]
-            val = [r["teacher_val_acc"] for r in runs]
-            oracle = [r["teacher_test_acc_oracle"] for r in runs]
-        else:
-            test = [r["test_acc"] for r in runs]
-            val = [r["val_acc"] for r in runs]
-            oracle = [r["test_acc_oracle"] for r in runs]
+        accs = [_accuracies(label, r) for r in runs]
+        test, val, oracle = ([a[k] for a in accs] for k in _ACCURACIES)
         lines.append(
             f"| {label} | {what} | {len(runs)} | {_mean_std(test)} | {_mean_std(val)} | "
             f"{_mean_std(oracle)} |"
@@ -102,20 +106,17 @@ def _per_run(
     name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
 ) -> dict[str, Any]:
     """The table's numbers before averaging: per model, per seed, test / val / oracle acc."""
-    keys = ("test_acc", "val_acc", "test_acc_oracle")
-    out = []
-    for label, what, runs in rows:
-        prefix = "teacher_" if label == "teacher" else ""
-        out.append(
-            {
-                "model": label,
-                "config": what,
-                "runs": [
-                    {"seed": seed, **{k: float(r[prefix + k]) for k in keys}}
-                    for seed, r in zip(seeds, runs, strict=True)
-                ],
-            }
-        )
+    out = [
+        {
+            "model": label,
+            "config": what,
+            "runs": [
+                {"seed": seed, **_accuracies(label, r)}
+                for seed, r in zip(seeds, runs, strict=True)
+            ],
+        }
+        for label, what, runs in rows
+    ]
     return {"study": name, "seeds": seeds, "rows": out}
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -287,14 +287,9 @@ class Tracker:
             self.client.log_batch(run_id, params=new[i : i + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        from mlflow.entities import Metric
+        self.log_metric_rows(run_id, [[metrics, step]])
 
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
-
-    def log_metric_rows(self, run_id: str, rows: list[list[Any]]) -> None:
+    def log_metric_rows(self, run_id: str, rows: Sequence[Sequence[Any]]) -> None:
         """``[[metrics, step], ...]``: every row's metrics at its step, in batches of 1,000
         values (MLflow's ``log_batch`` limit)."""
         from mlflow.entities import Metric

@@ -162,20 +162,21 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     rungs = rung_epochs(study.grace_period, study.reduction_factor, study.asha_max_t + 1)
     every = float(study.report_every_s)
     held: list[dict[str, float]] = []
-    last = [time.monotonic()]
+    last = time.monotonic()
 
     def send(m: dict[str, float]) -> None:
+        nonlocal last
         rows = HeldEpochs(held[:-1])
         held.clear()
-        last[0] = time.monotonic()
+        last = time.monotonic()
         post = m[M.EPOCH] - pretrain
         tune.report({**m, POST_SWITCH_EPOCH: post, NODE_ID: node, **costs, HELD_EPOCHS: rows})
 
     def report(m: dict[str, float]) -> None:
         faults.fire("trial_epoch", int(m[M.EPOCH]))
         held.append({**m, **costs})
-        due = time.monotonic() - last[0] >= every
-        if every <= 0 or due or int(m[M.EPOCH]) - pretrain in rungs:
+        # every <= 0: always due
+        if time.monotonic() - last >= every or int(m[M.EPOCH]) - pretrain in rungs:
             send(m)
 
     result = train_student(
@@ -588,10 +589,10 @@ class MlflowTrials(tune.Callback):
             self.runs[trial_id] = self.tracker.start_trial(
                 trial_id, params, tags, replace_partial=not adopt, start_time=start_ms
             )
-        elif kind == "metrics":
+        elif kind == "metrics":  # one step: outboxes written before "rows" existed
             metrics, step = args
             self.tracker.log_metrics(self._run_id(trial_id), metrics, step=step)
-        elif kind == "rows":  # several epochs, one request per 1,000 values
+        elif kind == "rows":  # [[metrics, step], ...]: one request per 1,000 values
             self.tracker.log_metric_rows(self._run_id(trial_id), args[0])
         elif kind == "tags":
             self.tracker.set_tags(self._run_id(trial_id), args[0])
@@ -652,18 +653,18 @@ class MlflowTrials(tune.Callback):
         # before recording it (_trial_fn hands back the stored result): its run is complete
         self._ensure_started(trial, adopt=bool(result.get(FINAL)))
         tid, step = trial.trial_id, int(result["epoch"])
-        held = [
+        # the epochs the trial held back, then this result's own: one MLflow request
+        rows = [
             [{k: row[k] for k in _LOGGED if k in row}, int(row["epoch"])]
             for row in result.get(HELD_EPOCHS) or ()
         ]
-        if held:
-            self._send("rows", tid, held)
         if result.get(FINAL):
             final = {f"final_{k}" if k == "val_acc" else k: result[k] for k in _FINAL_LOGGED}
-            self._send("metrics", tid, final, step)
+            rows.append([final, step])
             self.finished.add(tid)
         else:
-            self._send("metrics", tid, {k: result[k] for k in _LOGGED if k in result}, step)
+            rows.append([{k: result[k] for k in _LOGGED if k in result}, step])
+        self._send("rows", tid, rows)
         self.results += 1
         faults.fire("driver_result", self.results)
 
