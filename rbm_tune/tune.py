@@ -623,16 +623,22 @@ class MlflowTrials(tune.Callback):
             time.sleep(min(self.retry_s, 5.0))
 
     # -- Ray Tune's hooks ----------------------------------------------------------------
-    def _ensure_started(self, trial: Any, *, adopt: bool = False) -> None:
-        """Open the trial's run; ``adopt``: keep the run an earlier driver left unfinished."""
+    def _ensure_started(self, trial: Any, *, adopt: bool = False, failed: bool = False) -> None:
+        """Open the trial's run; ``adopt``: keep the run an earlier driver left unfinished.
+
+        ``failed``: opened by the failure of an attempt that never reported (trials hold
+        epochs back between reports); Ray Tune has already counted that failure in
+        ``num_failures``, so the attempt is ``num_failures``, not ``num_failures + 1``.
+        """
         tid = trial.trial_id
         if tid in self.started:
             return
         self.started.add(tid)
+        failures = getattr(trial, "num_failures", 0)
         tags = {
             "rbm_tune.teacher_key": self.teacher_digest,
             "rbm_tune.trial_name": str(trial),
-            "rbm_tune.attempt": str(getattr(trial, "num_failures", 0) + 1),
+            "rbm_tune.attempt": str(failures if failed else failures + 1),
         }
         start_ms = self.start_ms.pop(tid, None)
         self._send("start", tid, {**self.fixed, **trial.config}, tags, adopt, start_ms)
@@ -683,7 +689,7 @@ class MlflowTrials(tune.Callback):
         faults.fire("driver_complete", self.completed)
 
     def _failed(self, trial: Any, why: str) -> None:
-        self._ensure_started(trial)
+        self._ensure_started(trial, failed=True)
         error = getattr(trial, "error_file", None) or ""
         self._send(
             "tags", trial.trial_id, {"rbm_tune.ended_by": why, "rbm_tune.error_file": error}
