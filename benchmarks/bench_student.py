@@ -32,7 +32,11 @@ optimiser are not in the floor.
 
     nice -n 19 python benchmarks/bench_student.py [--sizes cora arxiv] [--epochs N]
         [--oracle-epochs N] [--device cpu|cuda] [--threads T] [--variants a b c d e]
-        [--wait-quiet S] [--out FILE]
+        [--feature-density D [D ...]] [--wait-quiet S] [--out FILE]
+
+``--feature-density 1 0.0127`` adds a table with binary features as sparse as Cora's (1.27 %
+non-zero), where rbm-tune's students multiply the first layer's non-zeros only
+(``rbm_tune/models/sparse.py``); the oracle, like the paper's code, multiplies dense rows.
 
 On a shared machine pass ``--wait-quiet S``: each variant waits up to S seconds for the machine
 to go idle; the "other load" column says how much CPU other processes took during a variant.
@@ -160,11 +164,18 @@ class Timing:
 
 
 # -- synthetic data --------------------------------------------------------------------------
-def synthetic(size: Size, seed: int = 0) -> tuple[Graph, TeacherOutputs]:
-    """Random features/labels of the given size, a split of the standard sizes, fake teacher."""
+def synthetic(size: Size, seed: int = 0, density: float = 1.0) -> tuple[Graph, TeacherOutputs]:
+    """Random features/labels of the given size, a split of the standard sizes, fake teacher.
+
+    ``density`` 1: standard normal features; below 1: binary bag-of-words-like features, each
+    element 1 with that probability (Cora's share of non-zeros is 0.0127).
+    """
     gen = torch.Generator().manual_seed(seed)
     n = size.nodes
-    x = torch.randn(n, size.features, generator=gen)
+    if density >= 1.0:
+        x = torch.randn(n, size.features, generator=gen)
+    else:
+        x = (torch.rand(n, size.features, generator=gen) < density).float()
     y = torch.randint(size.classes, (n,), generator=gen)
     y[: size.classes] = torch.arange(size.classes)
     perm = torch.randperm(n, generator=gen)
@@ -385,9 +396,10 @@ def bench_size(
     device: torch.device,
     wait_s: float,
     log: Callable[[str], None],
+    density: float = 1.0,
 ) -> list[str]:
     """Time the variants on one synthetic graph; return the markdown lines for it."""
-    graph, teacher = synthetic(size)
+    graph, teacher = synthetic(size, density=density)
     data = (graph, teacher, device)
     ref_rows = size.train + size.nodes  # CE chunks + KD chunks
     # eval_nodes: needed — val nodes and the train sample (test nodes only at a new best val)
@@ -424,9 +436,17 @@ def bench_size(
     wall = {v: statistics.mean(t.wall) for v, t in timing.items()}
     cpu = {v: statistics.mean(t.cpu) for v, t in timing.items()}
     k_mlp = K * wall["d"] if "d" in wall else float("nan")
+    features = (
+        "standard normal features"
+        if density >= 1.0
+        else f"binary features, {100 * density:.2f} % non-zero (the CSR first layer of "
+        "rbm_tune.models.sparse in (b)-(d); GEMM floors still count dense FLOPs)"
+    )
     lines = [
         f"### {size.dataset} size: {size.nodes:,} nodes x {size.features:,} features, "
         f"{size.classes} classes, train/val/test {size.train:,}/{size.val:,}/{size.test:,}",
+        "",
+        f"{features}",
         "",
         f"float32 matmul 4096x1024 @ 1024x1024, measured before each variant: median "
         f"{rate:.1f} GFLOP/s (range {min(rates):.1f}-{max(rates):.1f})",
@@ -471,6 +491,15 @@ def main(argv: list[str] | None = None) -> int:
         "--epochs", type=int, help="train_student epochs per variant (default: per size)"
     )
     p.add_argument("--oracle-epochs", type=int, default=1, help="timed epochs of (a)")
+    p.add_argument(
+        "--feature-density",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        metavar="D",
+        help="1: normal features (default); below 1: binary features with that share of "
+        "non-zeros (Cora: 0.0127), one table per value",
+    )
     p.add_argument("--variants", nargs="+", choices=list("abcde"), default=list("abcde"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -512,11 +541,19 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.sizes:
         size = SIZES[key]
         epochs = args.epochs or size.epochs
-        lines = bench_size(
-            size, epochs, args.oracle_epochs, args.variants, device, args.wait_quiet, log
-        )
-        for line in lines:
-            emit(line)
+        for density in args.feature_density:
+            lines = bench_size(
+                size,
+                epochs,
+                args.oracle_epochs,
+                args.variants,
+                device,
+                args.wait_quiet,
+                log,
+                density,
+            )
+            for line in lines:
+                emit(line)
     emit(
         f"(a): {args.oracle_epochs} timed epoch(s) after a one-chunk warm-up; (b)-(d): epochs 2.. "
         "of train_student (epoch 1 holds the pretraining switch). Means over the timed epochs; "

@@ -34,6 +34,9 @@ autocast (parameters, Adam state, log-softmax, KL and the similarity loss stay f
 with AMX a bf16 GEMM is about 4x a float32 one); ``compile: true`` wraps the forward in
 ``torch.compile`` (the RbM's grouped dispatch, which reads its per-expert row counts on the
 host, runs between compiled graphs). Neither changes the objective; both change the numerics.
+``sparse_features: auto`` (the default) lets the first layer multiply only the non-zeros of
+sparse features on the CPU (:mod:`rbm_tune.models.sparse`: the same function, float sums in
+another order); ``off`` keeps dense GEMMs.
 """
 
 from __future__ import annotations
@@ -138,6 +141,10 @@ class _Trainer:
             graph.num_classes,
             feature_encoder=d.similarity_distill,
         ).to(device)
+        if d.sparse_features == "off":
+            for module in self.model.modules():
+                if hasattr(module, "sparse"):
+                    module.sparse = False
         # ``net`` runs the forward; ``model`` is the module itself (state, switch, flags)
         self.net = torch.compile(self.model, dynamic=True) if d.compile else self.model
         decay, no_decay = [], []

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.models.norm import NORM_TYPES, make_norm
+from rbm_tune.models.sparse import sparse_input, sparse_linear
 
 __all__ = [
     "EXPERT_DROPOUTS",
@@ -133,8 +134,13 @@ class ExpertBank(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def single(self, x: Tensor, expert: int = 0) -> Tensor:
-        """Apply one expert: (B, d_in) -> (B, d_out)."""
+    def single(self, x: Tensor, expert: int = 0, *, sparse: bool | None = None) -> Tensor:
+        """Apply one expert: (B, d_in) -> (B, d_out).
+
+        ``sparse``: the CSR path of :func:`~rbm_tune.models.sparse.sparse_input` (None: auto).
+        """
+        if sparse_input(x, sparse):
+            return sparse_linear(x, self.weight[expert], self.bias[expert])
         return F.linear(x, self.weight[expert], self.bias[expert])
 
     @torch.no_grad()
@@ -152,6 +158,7 @@ class ExpertBank(nn.Module):
         dropout: nn.Dropout,
         per_pair: bool,
         gate: Tensor | None = None,
+        sparse: bool | None = None,
     ) -> Tensor:
         """Weighted sum of the chosen experts: ``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)``.
 
@@ -173,6 +180,8 @@ class ExpertBank(nn.Module):
             dropout: the layer's dropout module (applied to the inputs of every expert).
             per_pair: draw an independent dropout mask per (node, chosen expert).
             gate: optional per-expert input gates g, shape (E, d_in).
+            sparse: the single GEMM over a CSR copy of the dropped chunk when it needs no
+                gradient (:func:`~rbm_tune.models.sparse.sparse_input`; None: auto).
 
         Returns:
             Shape (B, d_out).
@@ -189,7 +198,9 @@ class ExpertBank(nn.Module):
             pick = index.T.reshape(k, batch, 1, 1).expand(k, batch, 1, out_dim)
             y = y.gather(2, pick).squeeze(2)  # (k, B, d_out): slot j's own expert
             return torch.einsum("bk,kbd->bd", weight, y)
-        y = F.linear(dropout(x), w_all, b_all).view(batch, num_experts, out_dim)
+        h = dropout(x)
+        linear = sparse_linear if sparse_input(h, sparse) else F.linear
+        y = linear(h, w_all, b_all).view(batch, num_experts, out_dim)
         dense = weight.new_zeros(batch, num_experts).scatter(1, index, weight)
         return torch.einsum("be,bed->bd", dense, y)
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.models.base import Student, StudentOutput, check_student_args
+from rbm_tune.models.sparse import sparse_input, sparse_linear
 
 __all__ = ["MLP"]
 
@@ -27,6 +28,10 @@ class MLP(Student):
         pretraining: accepted so every student has the same constructor; ignored.
         feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` for similarity
             distillation (spec §4.6); D_emb = h, or C when L = 1.
+
+    Attributes:
+        sparse: force (True) or forbid (False) the first layer's CSR path for sparse features
+            (:mod:`rbm_tune.models.sparse`); None (default): on the CPU at <= 2 % non-zeros.
 
     Raises:
         ValueError: a hyperparameter is out of range.
@@ -59,6 +64,7 @@ class MLP(Student):
             feature_encoder=feature_encoder,
             dropout_between=True,
         )
+        self.sparse: bool | None = None
 
     def forward(self, x: Tensor) -> StudentOutput:
         """Run the MLP.
@@ -72,7 +78,10 @@ class MLP(Student):
         h = x
         embedding = x
         for i, layer in enumerate(self.layers):
-            h = layer(h)
+            if i == 0 and sparse_input(h, self.sparse):
+                h = sparse_linear(h, layer.weight, layer.bias)
+            else:
+                h = layer(h)
             if i == 0:
                 embedding = h
             if i < self.num_layers - 1:

@@ -203,6 +203,7 @@ class MoELayer(PhasedLayer):
             else NoisyTopKRouter(in_dim, num_experts, k)
         )
         self.scale_logit = nn.Parameter(torch.empty(()))
+        self.sparse: bool | None = None  # the CSR path for sparse inputs (None: auto)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -229,12 +230,19 @@ class MoELayer(PhasedLayer):
         if self._pretraining:
             index = _slice_experts(x.shape[0], self.num_experts, x.device).unsqueeze(1)
             ones = x.new_ones(x.shape[0], 1)
-            y = self.experts.mix(x, index, ones, dropout=self.dropout, per_pair=False)
+            y = self.experts.mix(
+                x, index, ones, dropout=self.dropout, per_pair=False, sparse=self.sparse
+            )
             return scale * y, zero
         route = self.router(x)
         per_pair = self.expert_dropout == "per_pair"
         y = self.experts.mix(
-            x, route.experts, route.weight, dropout=self.dropout, per_pair=per_pair
+            x,
+            route.experts,
+            route.weight,
+            dropout=self.dropout,
+            per_pair=per_pair,
+            sparse=self.sparse,
         )
         aux = zero
         if self.training and self.load_balance_coef > 0:

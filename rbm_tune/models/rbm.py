@@ -44,6 +44,7 @@ from rbm_tune.models.base import (
     check_expert_args,
     clamped_exp,
 )
+from rbm_tune.models.sparse import CsrRows, sparse_input, weight_grad
 
 __all__ = ["RbM", "RbMLayer", "grouped_mix"]
 
@@ -137,27 +138,38 @@ class _GroupedExperts(torch.autograd.Function):
         counts: list[int],
         batch: int,
         p: float,
+        sparse: bool,
     ) -> Tensor:
         k = inv.numel() // batch
         alpha = 1.0 / (1.0 - _quantised(p))  # the p _keep_mask realises
         needs_w = ctx.needs_input_grad[3]
         shape = (inv.numel(), weight.shape[1])
         y = src.new_empty(shape) if needs_w else _scratch("y", shape, src)
-        inputs, drops = [], []
+        csr = CsrRows.of(src) if sparse else None
+        inputs, drops, sparse_inputs = [], [], []
         start = 0
         for e, count in enumerate(counts):
             rows = slice(start, start + count)
-            xs = src.index_select(0, gather[rows])
             drop = None
-            if count and p > 0:
-                drop = _keep_mask(xs.shape, p, xs)
-                xs.mul_(drop)
+            if csr is not None:  # the expert's rows as CSR; dropout drops their non-zeros
+                crow, col, val = csr.take(gather[rows])
+                if count and p > 0:
+                    val.mul_(_keep_mask((1, val.numel()), p, val).view(-1))
+                xs = csr.matrix(crow, col, val)
+                sparse_inputs.append(xs)
+            else:
+                xs = src.index_select(0, gather[rows])
+                if count and p > 0:
+                    drop = _keep_mask(xs.shape, p, xs)
+                    xs.mul_(drop)
+                inputs.append(xs)
             if count:
                 torch.addmm(bias[e], xs, weight[e].t(), alpha=alpha, out=y[rows])
-            inputs.append(xs)
             drops.append(drop)
             start += count
         ctx.save_for_backward(weight, w_sorted, nodes, inv, y if needs_w else None, *inputs)
+        # CSR inputs (they need no gradient) stay on ctx: save_for_backward takes strided ones
+        ctx.sparse_inputs = sparse_inputs
         ctx.drops, ctx.counts, ctx.k, ctx.src_rows, ctx.alpha = (
             drops,
             counts,
@@ -172,6 +184,7 @@ class _GroupedExperts(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         weight, w_sorted, nodes, inv, y, *inputs = ctx.saved_tensors
+        inputs = inputs or ctx.sparse_inputs
         need_src, need_weight, need_bias, need_w = ctx.needs_input_grad[:4]
         alpha = ctx.alpha
         gy = _scratch("gy", (nodes.numel(), grad.shape[1]), grad)
@@ -196,7 +209,9 @@ class _GroupedExperts(torch.autograd.Function):
                     torch.addmm(out, gy[rows], weight[e], beta=0, alpha=alpha, out=out)
                     if drop is not None:
                         out.mul_(drop)
-                if g_weight is not None:
+                if g_weight is not None and xs.layout == torch.sparse_csr:
+                    weight_grad(xs, gy[rows], g_weight[e], alpha)
+                elif g_weight is not None:
                     out = g_weight[e]
                     torch.addmm(out, gy[rows].t(), xs, beta=0, alpha=alpha, out=out)
                 if g_bias is not None:
@@ -208,7 +223,7 @@ class _GroupedExperts(torch.autograd.Function):
                 g_src = g_xs.index_select(0, inv)
             else:  # one src row per node: sum its k slots
                 g_src = _sum_slots(g_xs, inv, ctx.k, "slot_in")
-        return g_src, g_weight, g_bias, g_w, None, None, None, None, None, None
+        return g_src, g_weight, g_bias, g_w, None, None, None, None, None, None, None
 
 
 def grouped_mix(
@@ -220,6 +235,7 @@ def grouped_mix(
     dropout: nn.Module,
     per_pair: bool,
     gate: Tensor | None = None,
+    sparse: bool | None = None,
 ) -> Tensor:
     """``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)`` with ``e = index[i, j]``, grouped by expert.
 
@@ -243,6 +259,10 @@ def grouped_mix(
         dropout: the layer's dropout module.
         per_pair: draw an independent dropout mask per (node, chosen expert).
         gate: optional per-expert input gates g, shape (E, d_in).
+        sparse: multiply CSR copies of the expert rows (:mod:`rbm_tune.models.sparse`); None
+            (default) decides by :func:`~rbm_tune.models.sparse.sparse_input`: inputs that need
+            no gradient with at most 2 % non-zeros, on the CPU. Forced on, it still needs an
+            input without gradient, outside autocast.
 
     Returns:
         Shape (B, d_out).
@@ -267,6 +287,7 @@ def grouped_mix(
     w_sorted = weight.t().reshape(-1)[order]
     bias = bank.bias
     device = x.device.type
+    use_sparse = gather is nodes and sparse_input(src, sparse)
     if torch.is_autocast_enabled(device):
         # autocast does not reach into the Function (its GEMMs write into preallocated
         # buffers): run it in the autocast dtype explicitly; the casts carry the gradients back
@@ -274,7 +295,7 @@ def grouped_mix(
         src, w_stack, bias, w_sorted = (t.to(dtype) for t in (src, w_stack, bias, w_sorted))
     with torch.autocast(device, enabled=False):
         out = _GroupedExperts.apply(
-            src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p
+            src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p, use_sparse
         )
     return cast(Tensor, out)
 
@@ -313,6 +334,9 @@ class RbMLayer(PhasedLayer):
         update_memory: when False, training forwards skip the EMA (default True).
         grouped: force the grouped (True) or dense (False) expert dispatch; None (default)
             picks grouped on the CPU and wherever per-pair dropout is active.
+        sparse: force (True) or forbid (False) the CSR path for inputs without gradient
+            (:mod:`rbm_tune.models.sparse`; grouped dispatch and the pretraining layer); None
+            (default) takes it on the CPU for inputs with at most 2 % non-zeros.
     """
 
     def __init__(
@@ -347,6 +371,7 @@ class RbMLayer(PhasedLayer):
         self.expert_dropout = expert_dropout
         self.update_memory = True
         self.grouped: bool | None = None
+        self.sparse: bool | None = None
         self.memory = nn.Parameter(torch.empty(num_experts, in_dim))
         self.experts = ExpertBank(num_experts, in_dim, out_dim)
         self.scale_logit = nn.Parameter(torch.empty(()))
@@ -387,7 +412,7 @@ class RbMLayer(PhasedLayer):
         """
         zero = x.new_zeros(())
         if self._pretraining:
-            return self.experts.single(self.dropout(x)), zero
+            return self.experts.single(self.dropout(x), sparse=self.sparse), zero
         # Cosines as (x M̂ᵀ) / ||x||: F.normalize's max(||x||, 1e-12) without a B × d_in pass
         inv_norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         with torch.no_grad():
@@ -397,9 +422,9 @@ class RbMLayer(PhasedLayer):
         gate = clamped_exp(self.gate_logit) if self.gate_logit is not None else None
         per_pair = self.expert_dropout == "per_pair"
         if self._use_grouped(x, per_pair):
-            mix = partial(grouped_mix, bank=self.experts)
+            mix = partial(grouped_mix, bank=self.experts, sparse=self.sparse)
         else:
-            mix = self.experts.mix
+            mix = partial(self.experts.mix, sparse=self.sparse)
         y = mix(x, top_i, w.detach(), dropout=self.dropout, per_pair=per_pair, gate=gate)
         out = clamped_exp(self.scale_logit) * y
         if not self.training:
