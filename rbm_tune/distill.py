@@ -44,6 +44,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -64,6 +65,7 @@ from rbm_tune.metrics import (
     VAL_ACC,
     accuracy,
 )
+from rbm_tune.models.sparse import gathered, registered
 from rbm_tune.teacher import TeacherOutputs
 
 __all__ = ["DistillResult", "Report", "train_student"]
@@ -379,14 +381,16 @@ class _Trainer:
             train_acc = accuracy(logits[self.train_probe], self.y[self.train_probe])
             return train_acc, accuracy(logits[self.val], self.y[self.val]), logits.argmax(-1)
         rows = torch.cat([self.val, self.train_probe])
-        logits = self._logits(self.x[rows])
+        with gathered(self.x, rows) as x:  # sparse features: CSR gathered, not rescanned
+            logits = self._logits(x)
         n_val = self.val.numel()
         val_acc = accuracy(logits[:n_val], self.y[self.val])
         return accuracy(logits[n_val:], self.y[self.train_probe]), val_acc, None
 
     def test_accuracy(self) -> float:
         """Eval-mode accuracy on the test nodes."""
-        return accuracy(self._logits(self.x_full[self.test]), self.y_test)
+        with gathered(self.x_full, self.test) as x:
+            return accuracy(self._logits(x), self.y_test)
 
 
 def train_student(
@@ -431,53 +435,56 @@ def train_student(
     since_best = -pretrain  # pretraining epochs do not use up patience (§4.3 step 10)
     history: list[dict[str, float]] = []
     epoch = 0
-    for epoch in range(1, d.max_epochs + pretrain + 1):
-        tick = time.perf_counter()
-        if has_switch and epoch - 1 == pretrain:
-            model.end_pretraining(
-                trainer.x,
-                batch_size=d.batch_size,
-                seed=config.seed,
-                kmeans_restarts=d.kmeans_restarts,
-                kmeans_max_iter=d.kmeans_max_iter,
-                kmeans_max_rows=d.kmeans_max_rows,
-            )
-        model.train()
-        loss = step()
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
-        switched = not getattr(model, "is_pretraining", False)
-        if every_node:
-            train_acc, val_acc, test_acc, pred = trainer.evaluate()
-            test_max = max(test_max, test_acc)
-        else:
-            train_acc, val_acc, pred = trainer.evaluate_needed()
-        if trainer.sampler is not None:
-            trainer.sampler.update(trainer.teacher_pred, pred)
-        if switched and val_acc >= best_val:
-            if not every_node:
-                test_acc = trainer.test_accuracy()
-            best_val, best_epoch, test_at_best, since_best = val_acc, epoch, test_acc, 0
-            if keep_model:
-                best_state = {
-                    k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()
-                }
-        else:
-            since_best += 1
-        metrics = {
-            EPOCH: epoch,
-            TRAIN_LOSS: loss,
-            TRAIN_ACC: train_acc,
-            VAL_ACC: val_acc,
-            BEST_VAL_ACC: max(best_val, 0.0),
-            IS_PRETRAINING: float(not switched),
-            EPOCH_SECONDS: time.perf_counter() - tick,
-        }
-        history.append(metrics)
-        if report is not None:
-            report(dict(metrics))
-        if since_best >= d.patience:
-            break
+    # sparse features: layers find the CSR of these matrices' row blocks (one scan each)
+    sparse = registered(trainer.x, trainer.x_full) if d.sparse_features == "auto" else None
+    with sparse or nullcontext():
+        for epoch in range(1, d.max_epochs + pretrain + 1):
+            tick = time.perf_counter()
+            if has_switch and epoch - 1 == pretrain:
+                model.end_pretraining(
+                    trainer.x,
+                    batch_size=d.batch_size,
+                    seed=config.seed,
+                    kmeans_restarts=d.kmeans_restarts,
+                    kmeans_max_iter=d.kmeans_max_iter,
+                    kmeans_max_rows=d.kmeans_max_rows,
+                )
+            model.train()
+            loss = step()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
+            switched = not getattr(model, "is_pretraining", False)
+            if every_node:
+                train_acc, val_acc, test_acc, pred = trainer.evaluate()
+                test_max = max(test_max, test_acc)
+            else:
+                train_acc, val_acc, pred = trainer.evaluate_needed()
+            if trainer.sampler is not None:
+                trainer.sampler.update(trainer.teacher_pred, pred)
+            if switched and val_acc >= best_val:
+                if not every_node:
+                    test_acc = trainer.test_accuracy()
+                best_val, best_epoch, test_at_best, since_best = val_acc, epoch, test_acc, 0
+                if keep_model:
+                    best_state = {
+                        k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()
+                    }
+            else:
+                since_best += 1
+            metrics = {
+                EPOCH: epoch,
+                TRAIN_LOSS: loss,
+                TRAIN_ACC: train_acc,
+                VAL_ACC: val_acc,
+                BEST_VAL_ACC: max(best_val, 0.0),
+                IS_PRETRAINING: float(not switched),
+                EPOCH_SECONDS: time.perf_counter() - tick,
+            }
+            history.append(metrics)
+            if report is not None:
+                report(dict(metrics))
+            if since_best >= d.patience:
+                break
 
     kept = None
     if keep_model and best_state is not None:

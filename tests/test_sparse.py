@@ -17,7 +17,16 @@ from rbm_tune.distill import train_student
 from rbm_tune.models import build_student
 from rbm_tune.models.base import ExpertBank
 from rbm_tune.models.rbm import grouped_mix
-from rbm_tune.models.sparse import SPARSE_MAX_DENSITY, CsrRows, sparse_input, sparse_linear
+from rbm_tune.models.sparse import (
+    SPARSE_MAX_DENSITY,
+    CsrRows,
+    _find,
+    csr_rows,
+    gathered,
+    registered,
+    sparse_input,
+    sparse_linear,
+)
 from rbm_tune.teacher import TeacherOutputs
 
 
@@ -70,11 +79,9 @@ def test_csr_rows_gathers_any_rows() -> None:
         torch.tensor([3, 3, 0, 49, 7, 14]),
         torch.tensor([], dtype=torch.long),
     ):
-        assert torch.equal(csr.matrix(*csr.take(rows)).to_dense(), x[rows])
+        assert torch.equal(csr.take(rows).matrix().to_dense(), x[rows])
     empty = CsrRows.of(torch.zeros(5, 4))
-    assert torch.equal(
-        empty.matrix(*empty.take(torch.tensor([1, 2]))).to_dense(), torch.zeros(2, 4)
-    )
+    assert torch.equal(empty.take(torch.tensor([1, 2])).matrix().to_dense(), torch.zeros(2, 4))
 
 
 def test_sparse_linear_equals_linear_with_gradients() -> None:
@@ -262,3 +269,50 @@ def test_train_student_on_cora_sparse_auto_matches_off(shared_data, cache_dir) -
         assert math.isclose(ma["train_loss"], mb["train_loss"], rel_tol=1e-4)
         assert abs(ma["val_acc"] - mb["val_acc"]) <= 0.004  # at most 2 of 500 nodes
     assert runs["auto"].val_acc > 0.5  # it learned (chance: 1/7)
+
+
+def test_registered_matrices_give_their_row_blocks_csr_without_a_scan() -> None:
+    x = bag_of_words(100, 300, 0.01, dtype=torch.float32)
+    dense = torch.randn(50, 300)
+    assert _find(x) is None
+    with registered(x, dense):
+        hit = _find(x[20:60])
+        assert hit is not None and hit[1] == 20
+        block = csr_rows(x[20:60])
+        assert csr_rows(x[20:60]) is block  # cached per block, with its transpose
+        assert torch.equal(block.matrix().to_dense(), x[20:60])
+        assert torch.equal(block.transposed().to_dense(), x[20:60].t())
+        assert torch.equal(csr_rows(x).matrix().to_dense(), x)
+        assert sparse_input(x[:10]) and not sparse_input(dense[5:])
+        assert _find(x[:, :100]) is None and _find(x[::2]) is None  # not row blocks
+        assert _find(x.clone()) is None
+        rows = torch.tensor([89, 3, 3, 0, 42])
+        with gathered(x[10:], rows) as xr:
+            assert torch.equal(xr, x[10:][rows])
+            assert torch.equal(csr_rows(xr).matrix().to_dense(), xr)
+            assert _find(xr) is not None
+        assert _find(xr) is None  # unregistered with the block
+        x[0, 0] += 1.0  # written in place: its CSR is stale, so it is not used any more
+        assert _find(x[20:60]) is None
+        assert torch.equal(csr_rows(x[:5]).matrix().to_dense(), x[:5])
+    assert _find(dense) is None
+
+
+def test_sparse_linear_dropout_drops_only_non_zeros() -> None:
+    x = (bag_of_words(3000, 64, 0.015, dtype=torch.float32) != 0).float()
+    eye = torch.eye(64)
+    torch.manual_seed(0)
+    out = sparse_linear(x, eye, None, 0.5)
+    assert set(out.unique().tolist()) <= {0.0, 2.0}
+    assert torch.all(out[x == 0] == 0)
+    kept = (out[x != 0] != 0).float()
+    assert abs(kept.mean().item() - 0.5) < 5 * math.sqrt(0.25 / kept.numel())
+    w = torch.randn(5, 64, dtype=torch.double, requires_grad=True)
+    b = torch.randn(5, dtype=torch.double, requires_grad=True)
+    xd = x[:50].double()
+
+    def fn(weight: Tensor, bias: Tensor) -> Tensor:
+        torch.manual_seed(1)
+        return sparse_linear(xd, weight, bias, 0.3)
+
+    assert torch.autograd.gradcheck(fn, (w, b))

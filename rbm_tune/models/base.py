@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.models.norm import NORM_TYPES, make_norm
-from rbm_tune.models.sparse import sparse_input, sparse_linear
+from rbm_tune.models.sparse import dropped_linear
 
 __all__ = [
     "EXPERT_DROPOUTS",
@@ -134,14 +134,19 @@ class ExpertBank(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def single(self, x: Tensor, expert: int = 0, *, sparse: bool | None = None) -> Tensor:
-        """Apply one expert: (B, d_in) -> (B, d_out).
+    def single(
+        self,
+        x: Tensor,
+        expert: int = 0,
+        *,
+        dropout: nn.Module | None = None,
+        sparse: bool | None = None,
+    ) -> Tensor:
+        """Apply one expert to ``dropout(x)``: (B, d_in) -> (B, d_out).
 
         ``sparse``: the CSR path of :func:`~rbm_tune.models.sparse.sparse_input` (None: auto).
         """
-        if sparse_input(x, sparse):
-            return sparse_linear(x, self.weight[expert], self.bias[expert])
-        return F.linear(x, self.weight[expert], self.bias[expert])
+        return dropped_linear(x, dropout, self.weight[expert], self.bias[expert], sparse)
 
     @torch.no_grad()
     def copy_first_to_all(self) -> None:
@@ -198,9 +203,7 @@ class ExpertBank(nn.Module):
             pick = index.T.reshape(k, batch, 1, 1).expand(k, batch, 1, out_dim)
             y = y.gather(2, pick).squeeze(2)  # (k, B, d_out): slot j's own expert
             return torch.einsum("bk,kbd->bd", weight, y)
-        h = dropout(x)
-        linear = sparse_linear if sparse_input(h, sparse) else F.linear
-        y = linear(h, w_all, b_all).view(batch, num_experts, out_dim)
+        y = dropped_linear(x, dropout, w_all, b_all, sparse).view(batch, num_experts, out_dim)
         dense = weight.new_zeros(batch, num_experts).scatter(1, index, weight)
         return torch.einsum("be,bed->bd", dense, y)
 

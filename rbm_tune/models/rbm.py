@@ -44,7 +44,7 @@ from rbm_tune.models.base import (
     check_expert_args,
     clamped_exp,
 )
-from rbm_tune.models.sparse import CsrRows, sparse_input, weight_grad
+from rbm_tune.models.sparse import CsrRows, csr_rows, sparse_input
 
 __all__ = ["RbM", "RbMLayer", "grouped_mix"]
 
@@ -145,18 +145,18 @@ class _GroupedExperts(torch.autograd.Function):
         needs_w = ctx.needs_input_grad[3]
         shape = (inv.numel(), weight.shape[1])
         y = src.new_empty(shape) if needs_w else _scratch("y", shape, src)
-        csr = CsrRows.of(src) if sparse else None
+        csr = csr_rows(src) if sparse else None
         inputs, drops, sparse_inputs = [], [], []
         start = 0
         for e, count in enumerate(counts):
             rows = slice(start, start + count)
             drop = None
             if csr is not None:  # the expert's rows as CSR; dropout drops their non-zeros
-                crow, col, val = csr.take(gather[rows])
+                part = csr.take(gather[rows])
                 if count and p > 0:
-                    val.mul_(_keep_mask((1, val.numel()), p, val).view(-1))
-                xs = csr.matrix(crow, col, val)
-                sparse_inputs.append(xs)
+                    part.val.mul_(_keep_mask((1, part.val.numel()), p, part.val).view(-1))
+                xs = part.matrix()
+                sparse_inputs.append(part)
             else:
                 xs = src.index_select(0, gather[rows])
                 if count and p > 0:
@@ -209,8 +209,8 @@ class _GroupedExperts(torch.autograd.Function):
                     torch.addmm(out, gy[rows], weight[e], beta=0, alpha=alpha, out=out)
                     if drop is not None:
                         out.mul_(drop)
-                if g_weight is not None and xs.layout == torch.sparse_csr:
-                    weight_grad(xs, gy[rows], g_weight[e], alpha)
+                if g_weight is not None and isinstance(xs, CsrRows):
+                    xs.weight_grad(gy[rows], g_weight[e], alpha)
                 elif g_weight is not None:
                     out = g_weight[e]
                     torch.addmm(out, gy[rows].t(), xs, beta=0, alpha=alpha, out=out)
@@ -412,7 +412,7 @@ class RbMLayer(PhasedLayer):
         """
         zero = x.new_zeros(())
         if self._pretraining:
-            return self.experts.single(self.dropout(x), sparse=self.sparse), zero
+            return self.experts.single(x, dropout=self.dropout, sparse=self.sparse), zero
         # Cosines as (x M̂ᵀ) / ||x||: F.normalize's max(||x||, 1e-12) without a B × d_in pass
         inv_norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         with torch.no_grad():
