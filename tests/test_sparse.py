@@ -62,7 +62,7 @@ def test_sparse_input_takes_sparse_inputs_without_gradient_only() -> None:
     assert not sparse_input(x[:0])
     assert not sparse_input(x.unsqueeze(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not sparse_input(x)
+        assert sparse_input(x)  # the CSR products then run in float32
     just_above = torch.zeros(100, 100)
     just_above.view(-1)[: int(SPARSE_MAX_DENSITY * 10_000) + 1] = 1.0
     assert not sparse_input(just_above)
@@ -316,3 +316,30 @@ def test_sparse_linear_dropout_drops_only_non_zeros() -> None:
         return sparse_linear(xd, weight, bias, 0.3)
 
     assert torch.autograd.gradcheck(fn, (w, b))
+
+
+def test_bf16_autocast_keeps_the_csr_first_layer_in_float32() -> None:
+    """Under bf16 autocast the sparse first layer still takes the CSR path (in float32) and
+    the layers after it run in bf16: the logits are close to float32's."""
+    from rbm_tune.config import StudentSpec
+
+    x = bag_of_words(200, 500, 0.012, dtype=torch.float32)
+    for model in ("rbm", "mlp"):
+        spec = StudentSpec(
+            model=model, num_layers=3, hidden_dim=64, dropout=0.0, num_experts=4, k=2
+        )
+        torch.manual_seed(0)
+        student = build_student(spec, 500, 5)
+        if model == "rbm":
+            student.end_pretraining(x, seed=0, kmeans_restarts=1, kmeans_max_iter=5)
+        student.eval()
+        exact = student(x).logits
+
+        def half(net: nn.Module = student) -> Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return net(x).logits
+
+        assert ran_csr(half)
+        out = half()
+        assert out.dtype == torch.bfloat16
+        assert torch.allclose(out.float(), exact, atol=0.05, rtol=0.05)

@@ -262,7 +262,7 @@ def grouped_mix(
         sparse: multiply CSR copies of the expert rows (:mod:`rbm_tune.models.sparse`); None
             (default) decides by :func:`~rbm_tune.models.sparse.sparse_input`: inputs that need
             no gradient with at most 2 % non-zeros, on the CPU. Forced on, it still needs an
-            input without gradient, outside autocast.
+            input without gradient. Under autocast the CSR products run in float32.
 
     Returns:
         Shape (B, d_out).
@@ -288,7 +288,7 @@ def grouped_mix(
     bias = bank.bias
     device = x.device.type
     use_sparse = gather is nodes and sparse_input(src, sparse)
-    if torch.is_autocast_enabled(device):
+    if torch.is_autocast_enabled(device) and not use_sparse:  # CSR products stay float32
         # autocast does not reach into the Function (its GEMMs write into preallocated
         # buffers): run it in the autocast dtype explicitly; the casts carry the gradients back
         dtype = torch.get_autocast_dtype(device)

@@ -243,10 +243,11 @@ def csr_rows(x: Tensor) -> CsrRows:
 def sparse_input(x: Tensor, force: bool | None = None) -> bool:
     """Whether ``x`` (a layer's input) should go through the CSR path.
 
-    It must need no gradient and be a dense float32/float64 matrix, outside autocast,
+    It must need no gradient and be a dense float32/float64 matrix, outside
     ``torch.compile`` and ``torch.jit.trace``; then ``force`` decides if given, else: on the
     CPU and at most :data:`SPARSE_MAX_DENSITY` non-zero (known for registered matrices,
-    otherwise one counting pass over ``x``).
+    otherwise one counting pass over ``x``). Under autocast the CSR products run in the
+    input's dtype (they are cheap; bf16 CSR kernels are not), the layers after in autocast's.
     """
     if force is False or x.dim() != 2 or x.layout != torch.strided or x.numel() == 0:
         return False
@@ -255,8 +256,6 @@ def sparse_input(x: Tensor, force: bool | None = None) -> bool:
     if x.requires_grad and torch.is_grad_enabled():
         return False
     if x.dtype not in (torch.float32, torch.float64):
-        return False
-    if torch.is_autocast_enabled(x.device.type):
         return False
     if force:
         return True
@@ -301,8 +300,9 @@ class _SparseLinear(torch.autograd.Function):
 def sparse_linear(x: Tensor, weight: Tensor, bias: Tensor | None, p: float = 0.0) -> Tensor:
     """``F.linear(F.dropout(x, p), weight, bias)`` through the CSR path (``x`` must need no
     gradient). Dropout drops the non-zeros only: the same distribution as dropping every
-    element, without a dense copy of ``x``."""
-    return _SparseLinear.apply(x, weight, bias, p)  # type: ignore[no-any-return]
+    element, without a dense copy of ``x``. Runs in ``x``'s dtype, also under autocast."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _SparseLinear.apply(x, weight, bias, p)  # type: ignore[no-any-return]
 
 
 def dropped_linear(
