@@ -261,11 +261,13 @@ class _Trainer:
             (u[s], v[s]) for s in _chunks(u.numel(), d.batch_size) if s.stop - s.start >= 2
         ]
         for rows in ce_chunks:
-            loss = self._ce_term(self.x[rows], rows)
+            with gathered(self.x, rows) as x:  # sparse features: CSR gathered, not rescanned
+                loss = self._ce_term(x, rows)
             loss.backward()
             total += loss.detach()
         for cu, cv in kd_chunks:
-            loss = self._kd_term(self.x[cu], cv)
+            with gathered(self.x, cu) as x:
+                loss = self._kd_term(x, cv)
             loss.backward()
             total += loss.detach()
         if d.adv_augment:

@@ -217,9 +217,18 @@ def test_students_on_sparse_features_match_dense_in_training_and_eval(model: str
     assert not ran_csr(lambda: off(x))
 
 
-def test_train_student_on_cora_sparse_auto_matches_off(shared_data, cache_dir) -> None:
+@pytest.mark.parametrize(
+    "distill",
+    [
+        {"mode": "fast", "eval_nodes": "all"},
+        {"mode": "fast", "eval_nodes": "needed", "batch_size": 1000},  # chunks: row blocks
+        {"mode": "reference", "eval_nodes": "needed", "batch_size": 1000},  # gathered chunks
+    ],
+)
+def test_train_student_on_cora_sparse_auto_matches_off(shared_data, cache_dir, distill) -> None:
     """Real Cora (1.3 % non-zeros): ``sparse_features: auto`` runs the CSR path and trains
-    like ``off`` (no dropout: the same random stream; float sums in another order)."""
+    like ``off`` (no dropout: the same random stream; float sums in another order), whole
+    batch or chunks, reference or fast epochs, every node or the needed ones evaluated."""
     graph = load_graph("cora", root=shared_data, cache_dir=cache_dir)
     assert sparse_input(graph.x)
     n, c = graph.num_nodes, graph.num_classes
@@ -253,7 +262,7 @@ def test_train_student_on_cora_sparse_auto_matches_off(shared_data, cache_dir) -
                     "max_epochs": 8,
                     "pretrain_epochs": 2,
                     "lr": 0.05,
-                    "mode": "fast",
+                    **distill,
                     "sparse_features": mode,
                     "kmeans_restarts": 1,
                 },

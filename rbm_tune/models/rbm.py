@@ -9,6 +9,10 @@ Deviations from the reference, all deliberate:
   per node, one device-to-host sync) on the CPU and wherever per-pair dropout is active, and
   *dense* (:meth:`ExpertBank.mix`; one GEMM over all E experts, no sync) on accelerators
   otherwise. ``RbMLayer.grouped`` forces one.
+- Sparse inputs (:mod:`rbm_tune.models.sparse`): on the CPU, a layer input without gradient
+  and with at most 2 % non-zeros (bag-of-words features) reaches the grouped experts as CSR
+  rows, and per-pair dropout drops their non-zero values (the same distribution; a different
+  random stream from the dense path's). ``RbMLayer.sparse`` forces or forbids it.
 - ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts;
   the default ``"per_pair"`` draws one per (node, chosen expert), as the reference does. The
   grouped path draws an ``nn.Dropout``'s per-pair masks itself, as ``U(0, 1) < p`` on the
