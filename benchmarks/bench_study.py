@@ -587,7 +587,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             lambda s: f"{_reports(s)} / {s['epoch_reports']}",
         ),
         (
-            "per Ray Tune report: trial blocked in it ms (of which MLflow on the driver)",
+            "per Ray Tune report: trial blocked in it ms (driver time in the MLflow callback)",
             lambda s: (
                 f"{1000 * s['report_blocked_s'] / _reports(s):.1f} "
                 f"({1000 * s['mlflow_driver_s'] / _reports(s):.1f})"
