@@ -72,12 +72,17 @@ def arxiv_graph(sizes: Sizes = ARXIV, *, seed: int = 0):  # -> rbm_tune.data.Gra
     return make_graph(x, y, edges, name="ogbn-arxiv-synthetic", split=split)
 
 
-def fake_teacher(n: int, classes: int, embedding_dim: int, *, seed: int = 0):
-    """``TeacherOutputs`` of the right shapes (random), as a trained teacher would hand over."""
+def fake_teacher(
+    n: int, classes: int, embedding_dim: int, *, seed: int = 0, labels: Tensor | None = None
+):
+    """``TeacherOutputs`` of the right shapes, as a trained teacher would hand over: random
+    logits, or with ``labels`` soft labels around the true class (a student then learns)."""
     from rbm_tune.teacher import TeacherOutputs
 
     gen = torch.Generator().manual_seed(seed)
     logits: Tensor = 2 * torch.randn(n, classes, generator=gen)
+    if labels is not None:
+        logits = 3.0 * F.one_hot(labels, classes).float() + logits / 2
     return TeacherOutputs(
         log_probs=F.log_softmax(logits, -1),
         embedding=torch.randn(n, embedding_dim, generator=gen),
