@@ -523,7 +523,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             lambda s: f"{s['phases'].get('MLflow: experiment + parent run', 0.0):.1f}",
         ),
         (
-            "one-off: teacher s (Ray task: worker start + training or cache)",
+            "one-off: teacher s (the cache read on the driver, or a Ray task that trains it)",
             lambda s: f"{s['teacher_s']:.1f} ({'trained' if s['teacher_trained'] else 'cached'})",
         ),
         ("one-off: wrap-up s (drain, results.csv, artifacts)", lambda s: f"{s['wrap_up_s']:.1f}"),

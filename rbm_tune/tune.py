@@ -4,8 +4,9 @@ The only module that imports ``ray.tune``. The data flow (STYLE.md §4):
 
 1. the space is validated and the tracking store checked *before* Ray starts;
 2. Ray is joined (``address``) or started locally on 127.0.0.1;
-3. the teacher is resolved once — loaded from the teacher cache or trained as one Ray task —
-   and handed to every trial through the object store (``tune.with_parameters``);
+3. the teacher is resolved once — loaded from the teacher cache by the driver, or else (a miss,
+   or a cache only the cluster can read) loaded or trained as one Ray task — and handed to
+   every trial through the object store (``tune.with_parameters``);
 4. OptunaSearch draws each trial's hyperparameters with ``SearchSpace.define_by_run``; the trial
    function is a thin adapter over ``distill.train_student`` whose ``report`` calls
    ``ray.tune.report`` once per epoch with validation metrics only;
@@ -380,9 +381,14 @@ def run_study(
     tracker.log_artifact(tracker.parent_id, Path(space.path))
 
     key = TeacherKey.of(graph, base.teacher, seed=base.seed)
-    gpu_for_teacher = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpu_for_teacher)(_resolve_teacher)
-    teacher, trained = ray.get(task.remote(cache, key, base.teacher, graph, base.seed))
+    # A cached teacher is read right here (no Ray worker to start: ~3 s of every study); a
+    # miss (or a cache only the cluster's nodes can read) goes to one Ray task, which trains
+    # it under the key's lock on a GPU if the cluster has one.
+    teacher, trained = cache.get(key), False
+    if teacher is None:
+        gpu_for_teacher = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = ray.remote(num_cpus=1, num_gpus=gpu_for_teacher)(_resolve_teacher)
+        teacher, trained = ray.get(task.remote(cache, key, base.teacher, graph, base.seed))
     _log_teacher(tracker, key, teacher, trained)
     log(
         f"teacher {key.digest[:12]} ({'trained' if trained else 'from cache'}): test_acc "
