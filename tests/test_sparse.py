@@ -20,6 +20,7 @@ from rbm_tune.models.rbm import grouped_mix
 from rbm_tune.models.sparse import (
     SPARSE_MAX_DENSITY,
     CsrRows,
+    _entries,
     _find,
     csr_rows,
     gathered,
@@ -278,6 +279,7 @@ def test_train_student_on_cora_sparse_auto_matches_off(shared_data, cache_dir, d
         assert math.isclose(ma["train_loss"], mb["train_loss"], rel_tol=1e-4)
         assert abs(ma["val_acc"] - mb["val_acc"]) <= 0.004  # at most 2 of 500 nodes
     assert runs["auto"].val_acc > 0.5  # it learned (chance: 1/7)
+    assert not _entries()  # train_student unregistered its matrices on the way out
 
 
 def test_registered_matrices_give_their_row_blocks_csr_without_a_scan() -> None:
