@@ -217,8 +217,9 @@ class DistillSpec(_Section):
     precision: str = "float32"
     # torch.compile the student's forward (Inductor: a C++ compiler on CPU, Triton on GPU)
     compile: bool = False
-    # "auto": on the CPU the first layer multiplies only the non-zeros of features with at most
-    # 2 % of them (bag-of-words: Cora, CiteSeer, Coauthor); "off": dense GEMMs always
+    # "auto": on the CPU a layer whose input needs no gradient (the features: the first layer)
+    # multiplies only its non-zeros when at most 2 % are (bag-of-words: Cora, CiteSeer,
+    # Coauthor); "off": dense GEMMs always
     sparse_features: str = "auto"
     batch_size: int = -1  # -1: one chunk of every row
     memory_update: str = "every_forward"  # or "clean_once": EMA once per clean chunk

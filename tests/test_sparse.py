@@ -354,3 +354,30 @@ def test_bf16_autocast_keeps_the_csr_first_layer_in_float32() -> None:
         out = half()
         assert out.dtype == torch.bfloat16
         assert torch.allclose(out.float(), exact, atol=0.05, rtol=0.05)
+
+
+def test_registry_refuses_views_that_are_not_row_blocks_and_inference_tensors() -> None:
+    """Found in review: a (1, d) column or broadcast view of a registered matrix, negative or
+    boolean indices for ``gathered``, and inference-mode features (no version counter)."""
+    x = bag_of_words(300, 200, 0.01, dtype=torch.float32)
+    with registered(x):
+        column = x[:200, 5].unsqueeze(0)  # (1, 200): 200 values of column 5, not a row
+        assert column.stride(1) == 200 and _find(column) is None
+        assert torch.equal(csr_rows(column).matrix().to_dense(), column)
+        spread = x[3, :1].expand(1, 200)  # stride (.., 0): a broadcast of one value
+        assert _find(spread) is None
+        assert torch.equal(csr_rows(spread).matrix().to_dense(), spread)
+        entry, _ = _find(x)
+        assert _find(x[42:43]) == (entry, 42)
+        for base in (x, x[5:]):
+            n = base.shape[0]
+            for rows in (torch.tensor([-2, 3, -n]), torch.arange(n) % 3 == 0):
+                with gathered(base, rows) as xr:
+                    assert torch.equal(xr, base[rows])
+                    assert torch.equal(csr_rows(xr).matrix().to_dense(), base[rows])
+    with torch.inference_mode():
+        frozen = bag_of_words(50, 200, 0.01, dtype=torch.float32)
+    with registered(frozen):
+        assert _find(frozen) is None  # not registered, yet usable
+        assert sparse_input(frozen)
+        assert torch.equal(csr_rows(frozen).matrix().to_dense(), frozen)

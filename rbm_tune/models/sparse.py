@@ -155,7 +155,8 @@ def _find(x: Tensor) -> tuple[_Entry, int] | None:
             x.dtype != base.dtype
             or x.device != base.device
             or x.shape[1] != width
-            or (x.shape[0] > 1 and x.stride() != (width, 1))
+            or (width > 1 and x.stride(1) != 1)  # a column or a broadcast is not a row block
+            or (x.shape[0] > 1 and x.stride(0) != width)
             or base._version != entry.version  # written to since: its CSR is stale
             or x.untyped_storage().data_ptr() != base.untyped_storage().data_ptr()
         ):
@@ -189,12 +190,17 @@ def registered(*matrices: Tensor) -> Iterator[None]:
     """While active, layer inputs that are row blocks of these CPU matrices find their CSR
     (and its transpose) without a pass over the dense rows. Each matrix is counted once here:
     above :data:`SPARSE_MAX_DENSITY` non-zeros it is registered as dense (no CSR is built).
-    A matrix written to in place afterwards is ignored (its version changed)."""
+    A matrix written to in place afterwards is ignored (its version changed); writes that
+    bypass autograd's version counter (``.data``, a NumPy view of it) are not noticed, so do
+    not make them while it is registered. Inference-mode tensors (no version counter) are
+    not registered: they are scanned on each use."""
     added = []
     for x in matrices:
         if x.dim() != 2 or x.layout != torch.strided or x.device.type != "cpu" or x.numel() == 0:
             continue
         if x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
+            continue
+        if x.is_inference():  # no version counter: an in-place write could not be noticed
             continue
         if _find(x) is not None:
             continue
@@ -218,7 +224,9 @@ def gathered(base: Tensor, rows: Tensor) -> Iterator[Tensor]:
     entry, start = hit
     csr = None
     if entry.csr is not None:
-        csr = entry.csr.take(rows.to(entry.csr.crow.device) + start)
+        # what base[rows] selects (negative indices, a boolean mask) as plain row numbers
+        picked = torch.arange(base.shape[0], device=base.device)[rows]
+        csr = entry.csr.take(picked.to(entry.csr.crow.device) + start)
     mine = _register(x, csr)  # holds x: its address is not reused while registered
     try:
         yield x
