@@ -65,7 +65,7 @@ from rbm_tune.metrics import (
     VAL_ACC,
     accuracy,
 )
-from rbm_tune.models.sparse import gathered, registered
+from rbm_tune.models.sparse import forbid_sparse, gathered, registered
 from rbm_tune.teacher import TeacherOutputs
 
 __all__ = ["DistillResult", "Report", "train_student"]
@@ -144,9 +144,7 @@ class _Trainer:
             feature_encoder=d.similarity_distill,
         ).to(device)
         if d.sparse_features == "off":
-            for module in self.model.modules():
-                if hasattr(module, "sparse"):
-                    module.sparse = False
+            forbid_sparse(self.model)
         # ``net`` runs the forward; ``model`` is the module itself (state, switch, flags)
         self.net = torch.compile(self.model, dynamic=True) if d.compile else self.model
         decay, no_decay = [], []

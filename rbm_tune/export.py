@@ -107,6 +107,7 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
 
     from rbm_tune.config import TrialConfig
     from rbm_tune.models import build_student
+    from rbm_tune.models.sparse import forbid_sparse
 
     ckpt = Path(trial["checkpoint"])
     weights, meta_path = ckpt / "student.pt", ckpt / META
@@ -130,8 +131,7 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
             # the grouped dispatch sizes its GEMMs from per-expert row counts read on the host,
             # which a trace would freeze; the dense path is the same function, traceable
             module.grouped = False
-        if hasattr(module, "sparse"):
-            module.sparse = False  # the CSR path counts non-zeros on the host: not traceable
+    forbid_sparse(model)  # the CSR path counts non-zeros on the host: not traceable
 
     class Logits(nn.Module):
         def __init__(self, student: nn.Module) -> None:

@@ -9,7 +9,8 @@ The only module that imports ``ray.tune``. The data flow (STYLE.md §4):
    every trial through the object store (``tune.with_parameters``);
 4. OptunaSearch draws each trial's hyperparameters with ``SearchSpace.define_by_run``; the trial
    function is a thin adapter over ``distill.train_student`` whose ``report`` calls
-   ``ray.tune.report`` once per epoch with validation metrics only;
+   ``ray.tune.report`` with validation metrics only, at every ASHA rung and otherwise at most
+   every ``study.report_every_s`` (the epochs in between ride along to MLflow);
 5. ASHA compares ``val_acc`` at its rungs, counting epochs *after* the pretraining switch
    (``post_switch_epoch``), so a student is never judged on its MLP warm-up;
 6. a finished trial reports its test accuracy at the best-validation epoch exactly once, with
@@ -474,6 +475,11 @@ _FINAL_LOGGED = (
 )
 
 
+def _logged(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The per-epoch metrics MLflow gets from one epoch's report."""
+    return {k: metrics[k] for k in _LOGGED if k in metrics}
+
+
 class MlflowTrials(tune.Callback):
     """Driver-side Ray Tune callback mirroring every trial into a nested MLflow run.
 
@@ -666,16 +672,13 @@ class MlflowTrials(tune.Callback):
         self._ensure_started(trial, adopt=bool(result.get(FINAL)))
         tid, step = trial.trial_id, int(result["epoch"])
         # the epochs the trial held back, then this result's own: one MLflow request
-        rows = [
-            [{k: row[k] for k in _LOGGED if k in row}, int(row["epoch"])]
-            for row in result.get(HELD_EPOCHS) or ()
-        ]
+        rows = [[_logged(row), int(row["epoch"])] for row in result.get(HELD_EPOCHS) or ()]
         if result.get(FINAL):
             final = {f"final_{k}" if k == "val_acc" else k: result[k] for k in _FINAL_LOGGED}
             rows.append([final, step])
             self.finished.add(tid)
         else:
-            rows.append([{k: result[k] for k in _LOGGED if k in result}, step])
+            rows.append([_logged(result), step])
         self._send("rows", tid, rows)
         self.results += 1
         faults.fire("driver_result", self.results)

@@ -23,6 +23,7 @@ from rbm_tune.models.sparse import (
     _entries,
     _find,
     csr_rows,
+    forbid_sparse,
     gathered,
     registered,
     sparse_input,
@@ -189,9 +190,7 @@ def test_students_on_sparse_features_match_dense_in_training_and_eval(model: str
     auto = build_student(spec, 400, 5)
     off = build_student(spec, 400, 5)
     off.load_state_dict(auto.state_dict())
-    for m in off.modules():
-        if hasattr(m, "sparse"):
-            m.sparse = False
+    forbid_sparse(off)
     phases = [False, True] if model != "mlp" else [False]
     for switched in phases:
         if switched:

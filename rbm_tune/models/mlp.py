@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.models.base import Student, StudentOutput, check_student_args
-from rbm_tune.models.sparse import sparse_input, sparse_linear
+from rbm_tune.models.sparse import dropped_linear
 
 __all__ = ["MLP"]
 
@@ -78,8 +78,8 @@ class MLP(Student):
         h = x
         embedding = x
         for i, layer in enumerate(self.layers):
-            if i == 0 and sparse_input(h, self.sparse):
-                h = sparse_linear(h, layer.weight, layer.bias)
+            if i == 0:  # the features: the CSR path where they are sparse
+                h = dropped_linear(h, None, layer.weight, layer.bias, self.sparse)
             else:
                 h = layer(h)
             if i == 0:

@@ -40,6 +40,7 @@ __all__ = [
     "CsrRows",
     "csr_rows",
     "dropped_linear",
+    "forbid_sparse",
     "gathered",
     "registered",
     "sparse_input",
@@ -52,6 +53,20 @@ SPARSE_MAX_DENSITY = 0.02
 warnings.filterwarnings(
     "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
 )
+
+
+def _offsets(counts: Tensor) -> Tensor:
+    """CSR row offsets from per-row counts: ``[0, c0, c0 + c1, ...]`` (int64)."""
+    out = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    torch.cumsum(counts, 0, out=out[1:])
+    return out
+
+
+def forbid_sparse(model: nn.Module) -> None:
+    """Keep every layer of ``model`` on the dense path (``sparse = False``)."""
+    for module in model.modules():
+        if hasattr(module, "sparse"):
+            module.sparse = False
 
 
 class CsrRows:
@@ -67,8 +82,7 @@ class CsrRows:
     def of(cls, x: Tensor) -> CsrRows:
         """The CSR parts of a dense (N, d) matrix (a pass over all of it)."""
         rows, cols = x.nonzero(as_tuple=True)
-        crow = torch.zeros(x.shape[0] + 1, dtype=torch.int64, device=x.device)
-        torch.cumsum(torch.bincount(rows, minlength=x.shape[0]), 0, out=crow[1:])
+        crow = _offsets(torch.bincount(rows, minlength=x.shape[0]))
         return cls(crow, cols, x[rows, cols], x.shape[1])
 
     @property
@@ -86,8 +100,7 @@ class CsrRows:
         """Rows ``rows`` (any order, repeats allowed); the values are a fresh tensor."""
         starts = self.crow[rows]
         lengths = self.crow[rows + 1] - starts
-        crow = torch.zeros(rows.numel() + 1, dtype=torch.int64, device=rows.device)
-        torch.cumsum(lengths, 0, out=crow[1:])
+        crow = _offsets(lengths)
         total = int(crow[-1])
         # position of every gathered non-zero in the source: its row's start + its offset
         shift = torch.repeat_interleave(starts - crow[:-1], lengths, output_size=total)
@@ -110,8 +123,7 @@ class CsrRows:
                 output_size=self.col.numel(),
             )
             order = torch.argsort(self.col, stable=True)
-            crow = torch.zeros(self.width + 1, dtype=torch.int64, device=self.crow.device)
-            torch.cumsum(torch.bincount(self.col, minlength=self.width), 0, out=crow[1:])
+            crow = _offsets(torch.bincount(self.col, minlength=self.width))
             self._t = torch.sparse_csr_tensor(
                 crow, row_of[order], self.val[order], (self.width, n), check_invariants=False
             )
