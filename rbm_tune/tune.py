@@ -1,16 +1,19 @@
 """The search: Ray Tune + OptunaSearch (TPE) + ASHA over a validated ``SearchSpace``.
 
-The only module that imports ``ray.tune``. The data flow (STYLE.md §4):
+With ``rbm_tune.searcher``, the only module that imports ``ray.tune``. The data flow
+(STYLE.md §4):
 
 1. the space is validated and the tracking store checked *before* Ray starts;
 2. Ray is joined (``address``) or started locally on 127.0.0.1;
 3. the teacher is resolved once — loaded from the teacher cache by the driver, or else (a miss,
    or a cache only the cluster can read) loaded or trained as one Ray task — and handed to
    every trial through the object store (``tune.with_parameters``);
-4. OptunaSearch draws each trial's hyperparameters with ``SearchSpace.define_by_run``; the trial
-   function is a thin adapter over ``distill.train_student`` whose ``report`` calls
-   ``ray.tune.report`` with validation metrics only, at every ASHA rung and otherwise at most
-   every ``study.report_every_s`` (the epochs in between ride along to MLflow);
+4. OptunaSearch (``searcher.TrialSearch``: a trial ASHA stopped ends PRUNED in Optuna, not
+   COMPLETE at its rung's value) draws each trial's hyperparameters with
+   ``SearchSpace.define_by_run``; the trial function is a thin adapter over
+   ``distill.train_student`` whose ``report`` calls ``ray.tune.report`` with validation metrics
+   only, at every ASHA rung and otherwise at most every ``study.report_every_s`` (the epochs in
+   between ride along to MLflow);
 5. ASHA compares ``val_acc`` at its rungs, counting epochs *after* the pretraining switch
    (``post_switch_epoch``), so a student is never judged on its MLP warm-up;
 6. a finished trial reports its test accuracy at the best-validation epoch exactly once, with
@@ -733,10 +736,10 @@ def _tune(
     import ray
     import yaml
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from rbm_tune import faults
     from rbm_tune.metrics import TEST_ACC, VAL_ACC
+    from rbm_tune.searcher import TrialSearch
 
     study = space.study
     gpus_per_trial = study.gpus_per_trial
@@ -793,7 +796,8 @@ def _tune(
             mode: Any = [d for _, d in study.objectives]
         else:
             metric, mode = study.metric, study.mode
-        searcher = OptunaSearch(
+        # OptunaSearch that tells TPE a trial ASHA stopped was pruned, not finished at its rung
+        searcher = TrialSearch(
             space=space.define_by_run,
             metric=metric,
             mode=mode,

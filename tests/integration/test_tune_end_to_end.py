@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,21 @@ def test_demo_study_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         reports[path.parent.name] = (len(lines), max(line["epoch"] for line in lines))
     assert len(reports) == 8 and any(n < epochs for n, epochs in reports.values()), reports
+    # TPE was told which trials ASHA stopped (PRUNED, per-epoch values), which finished
+    # (COMPLETE at the best-validation val_acc): the searcher state Ray Tune saved at the end
+    (state_file,) = result.storage_path.glob("searcher-state-*.pkl")
+    state = pickle.loads(state_file.read_bytes())
+    told = {tid: state["_ot_study"].trials[t.number] for tid, t in state["_ot_trials"].items()}
+    assert len(told) == 8
+    for run in runs:
+        trial = told[run.data.tags["rbm_tune.trial_id"]]
+        if run.data.tags["rbm_tune.asha_stopped"] == "true":
+            assert trial.state.name == "PRUNED", trial
+            epochs = len(MlflowClient(uri).get_metric_history(run.info.run_id, "val_acc"))
+            assert sorted(trial.intermediate_values) == list(range(1, epochs + 1)), trial
+        else:
+            assert trial.state.name == "COMPLETE", trial
+            assert trial.values == [run.data.metrics["final_val_acc"]]
     # the best is the best finished trial's val_acc at its best-validation epoch, as MLflow has it
     finished = [r for r in runs if r.data.tags["rbm_tune.asha_stopped"] == "false"]
     assert finished

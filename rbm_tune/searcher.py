@@ -1,0 +1,66 @@
+"""Ray Tune's OptunaSearch, telling TPE which trials ASHA stopped.
+
+Ray's ``OptunaSearch`` (Ray 2.60) ends every trial whose last result holds the metric as
+COMPLETE with that last value. Under ASHA that misleads TPE: a trial ASHA stopped counts as
+finished, its value the ``val_acc`` of the epoch at its rung (an early, partly trained model's)
+ranked beside finished trials' best-epoch ``val_acc``. (An errored trial already ends FAIL.)
+
+:class:`TrialSearch` ends a trial whose last result is not ``_trial_fn``'s ``final`` one as
+PRUNED. Optuna's TPE (``optuna.samplers._tpe.sampler._split_trials``) ranks every COMPLETE trial
+before any PRUNED one, and pruned trials among themselves by the last step they reported, then
+by its value. For that ranking the intermediate values are reported at the trial's epoch (the
+held epochs included), not at Ray's report count: a trial reports at ASHA's rungs and otherwise
+at most every ``study.report_every_s``, so two trials at the same epoch may have reported a
+different number of times. A multi-objective study reports no intermediate values (Optuna takes
+none), but its stopped trials end PRUNED all the same.
+
+Everything else (suggestions, ``points_to_evaluate``, saving and restoring the searcher's state
+for ``Tuner.restore``) is OptunaSearch's own. Imported only by the driver: trial processes never
+load Optuna's searcher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from rbm_tune.metrics import EPOCH  # 1-based, pretraining included
+from rbm_tune.tune import FINAL, HELD_EPOCHS
+
+__all__ = ["TrialSearch"]
+
+
+class TrialSearch(OptunaSearch):
+    """OptunaSearch that ends ASHA-stopped trials PRUNED (see the module docstring)."""
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return super().on_trial_result(trial_id, result)
+        # the last epoch reported per trial (saved with the searcher's __dict__; older state
+        # lacks it)
+        last = self.__dict__.setdefault("_last_epoch", {})
+        for row in (*(result.get(HELD_EPOCHS) or ()), result):
+            step, value = row.get(EPOCH), row.get(self.metric)
+            if step is None or value is None or int(step) <= last.get(trial_id, 0):
+                continue
+            self._ot_trials[trial_id].report(float(value), int(step))
+            last[trial_id] = int(step)
+        return None
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        stopped = result is not None and not error and not result.get(FINAL)
+        if not stopped or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            self.__dict__.get("_last_epoch", {}).pop(trial_id, None)
+            return super().on_trial_complete(trial_id, result, error)
+        # Ray's controller passes the result ASHA stopped the trial on here only, not to
+        # on_trial_result: its epochs (the held ones too) are the trial's last
+        assert result is not None
+        self.on_trial_result(trial_id, result)
+        self.__dict__.get("_last_epoch", {}).pop(trial_id, None)
+        self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+        return None
