@@ -11,7 +11,9 @@ Points (where :func:`fire` is called):
 - ``driver_complete@N``: in the driver, when the N-th trial has completed;
 - ``driver_summary@1``: in the driver, after Ray Tune finished, while the summary is written.
 
-Actions: ``raise`` (a ``RuntimeError``) or ``kill`` (SIGKILL of the current process).
+Actions: ``raise`` (a ``RuntimeError``), ``kill`` (SIGKILL of the current process), or
+``killpg:PGID`` (SIGKILL of the process group PGID, e.g. an MLflow server the test started, at
+exactly that point; the current process goes on).
 """
 
 from __future__ import annotations
@@ -48,4 +50,10 @@ def fire(point: str, count: int) -> None:
             continue
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if action.startswith("killpg:"):
+            try:
+                os.killpg(int(action.partition(":")[2]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            continue
         raise InjectedFault(f"injected fault at {point}@{count}")

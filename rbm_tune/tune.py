@@ -28,7 +28,8 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,17 +66,19 @@ class HeldEpochs(tuple):  # type: ignore[type-arg]
 
 
 def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> frozenset[int]:
-    """Post-switch epochs at which ASHA compares a trial: ``ceil(grace · rf^k) <= max_t``.
+    """Post-switch epochs at which ASHA compares a trial: the first integer epoch at or past
+    each of Ray Tune's rungs.
 
-    Ray Tune's ASHA records a trial at a rung on its first report with ``time_attr`` >= the
-    rung; a trial that reports at exactly these epochs (and maybe others) meets every rung at
-    the same epoch as one that reports every epoch, so ASHA decides the same.
+    Ray Tune's ASHA (one bracket) has ``int(log(max_t / grace) / log(rf) + 1)`` rungs at
+    ``grace · rf**k`` (floats, computed as here) and records a trial at a rung on its first
+    report with ``time_attr`` >= the rung; a trial that reports at exactly these epochs (and
+    maybe others) meets every rung at the same epoch as one that reports every epoch, so ASHA
+    decides the same. (A rung like 50 · 1.1 = 55.000000000000007 is first met at epoch 56.)
     """
-    out, t = set(), float(grace_period)
-    while t <= max_t:
-        out.add(math.ceil(t - 1e-9))
-        t *= reduction_factor
-    return frozenset(out)
+    import numpy as np  # Ray's own arithmetic (np.log), so that the rung count is the same
+
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
+    return frozenset(math.ceil(grace_period * reduction_factor**k) for k in range(count))
 
 
 @dataclass(frozen=True)
@@ -848,44 +851,48 @@ def _tune(
                 "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
             }
         )
-    _close_lost_trial_runs({r["trial_id"] for r in rows}, tracker, log, resumed=resume)
-    # an errored trial (no retries left) never counts, whatever it reported before failing
-    done = [r for r in rows if r[VAL_ACC] is not None and not r["error"]]
-    if not done:
-        raise RbmTuneError(
-            f"no trial of study {name!r} reported a result; see the Ray logs in {storage / name}"
+    # the summary's MLflow writes (closing lost runs, artifacts, the parent run's end): MLflow
+    # failing here is the same outage as during the study, with the same way out
+    with _summary_outage(tracker.uri, storage / name):
+        _close_lost_trial_runs({r["trial_id"] for r in rows}, tracker, log, resumed=resume)
+        # an errored trial (no retries left) never counts, whatever it reported before failing
+        done = [r for r in rows if r[VAL_ACC] is not None and not r["error"]]
+        if not done:
+            raise RbmTuneError(
+                f"no trial of study {name!r} reported a result; see the Ray logs in "
+                f"{storage / name}"
+            )
+        done.sort(key=lambda r: r[VAL_ACC], reverse=study.mode == "max")
+        finished = [r for r in done if not r["asha_stopped"]] or done
+        best = finished[0]
+        best_config = space.config_for(best["config"]).to_dict()
+        out_dir = storage / name
+        best_yaml = out_dir / "best_config.yaml"
+        best_yaml.write_text(yaml.safe_dump(best_config, sort_keys=False))
+        faults.fire("driver_summary", 1)
+        tracker.log_artifact(tracker.parent_id, best_yaml)
+        table = out_dir / "results.csv"
+        table.write_text(
+            "trial_id,val_acc,test_acc,epochs,asha_stopped,node_id\n"
+            + "".join(
+                f"{r['trial_id']},{r[VAL_ACC]},{r[TEST_ACC]},{r['epochs']},{r['asha_stopped']},"
+                f"{r[NODE_ID]}\n"
+                for r in done
+            )
         )
-    done.sort(key=lambda r: r[VAL_ACC], reverse=study.mode == "max")
-    finished = [r for r in done if not r["asha_stopped"]] or done
-    best = finished[0]
-    best_config = space.config_for(best["config"]).to_dict()
-    out_dir = storage / name
-    best_yaml = out_dir / "best_config.yaml"
-    best_yaml.write_text(yaml.safe_dump(best_config, sort_keys=False))
-    faults.fire("driver_summary", 1)
-    tracker.log_artifact(tracker.parent_id, best_yaml)
-    table = out_dir / "results.csv"
-    table.write_text(
-        "trial_id,val_acc,test_acc,epochs,asha_stopped,node_id\n"
-        + "".join(
-            f"{r['trial_id']},{r[VAL_ACC]},{r[TEST_ACC]},{r['epochs']},{r['asha_stopped']},"
-            f"{r[NODE_ID]}\n"
-            for r in done
-        )
-    )
-    tracker.log_artifact(tracker.parent_id, table)
-    _write_trials(space, done, out_dir / "trials.json")
-    tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
-    for path in _plots(space, done, study, out_dir / "plots", log):
-        tracker.log_artifact(tracker.parent_id, path, "plots")
-    pareto = _pareto(done, study, out_dir / "pareto.md") if study.objectives else []
-    if pareto:
-        tracker.log_artifact(tracker.parent_id, out_dir / "pareto.md")
-    if best["checkpoint"] is not None:
-        with best["checkpoint"].as_directory() as ckpt:
-            tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
-    tracker.log_metrics(tracker.parent_id, {"best_val_acc": best[VAL_ACC]}, step=0)
-    tracker.end(tracker.parent_id)
+        tracker.log_artifact(tracker.parent_id, table)
+        _write_trials(space, done, out_dir / "trials.json")
+        tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
+        for path in _plots(space, done, study, out_dir / "plots", log):
+            tracker.log_artifact(tracker.parent_id, path, "plots")
+        pareto = _pareto(done, study, out_dir / "pareto.md") if study.objectives else []
+        if pareto:
+            tracker.log_artifact(tracker.parent_id, out_dir / "pareto.md")
+        if best["checkpoint"] is not None:
+            with best["checkpoint"].as_directory() as ckpt:
+                tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
+        tracker.log_metrics(tracker.parent_id, {"best_val_acc": best[VAL_ACC]}, step=0)
+        tracker.end(tracker.parent_id)
     return StudyResult(
         name=name,
         storage_path=out_dir,
@@ -898,6 +905,31 @@ def _tune(
         teacher_trained=trained,
         failed=tuple(str(r["trial_id"]) for r in rows if r["error"]),
     )
+
+
+@contextmanager
+def _summary_outage(uri: str, folder: Path) -> Iterator[None]:
+    """Turn an MLflow client failure inside the block into a ``TrackingError`` naming the fix.
+
+    After the outbox is drained, the study's summary is written to MLflow directly; a server
+    that stops answering then (or refuses a write) would otherwise end the study in a traceback
+    from deep inside MLflow's client. Every trial finished and its results are on disk, and
+    ``--resume`` writes the summary again (Ray Tune restores the finished study, the driver
+    redoes the summary). Other errors pass through unchanged.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from rbm_tune.errors import TrackingError
+
+    try:
+        yield
+    except (MlflowException, ConnectionError, TimeoutError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TrackingError(
+            f"MLflow at {uri} stopped answering while the study's summary was written "
+            f"({first}); every trial finished and its results are safe in {folder}; rerun the "
+            "same command with --resume once MLflow answers, to write the summary"
+        ) from None
 
 
 def _write_trials(space: Any, done: list[dict[str, Any]], path: Path) -> None:

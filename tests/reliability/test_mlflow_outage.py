@@ -5,10 +5,13 @@ in order, in memory and in ``<study>/mlflow-pending.json``. While the server is 
 go on and the outbox is retried every few seconds. If the server is back before the study ends,
 everything is written then. If it is still down at the end (after ``RBM_TUNE_MLFLOW_WAIT``
 seconds), the study stops with one ``rbm-tune: error:`` line and exit 2, its trials finished and
-saved; ``--resume`` writes the outbox once the server answers again.
+saved; ``--resume`` writes the outbox once the server answers again. A server that dies after the
+outbox was drained, while the study's summary (artifacts, the parent run's end) is written, ends
+the study the same way, and ``--resume`` writes the summary.
 
-Real processes: a real ``mlflow server`` on 127.0.0.1 (killed with SIGTERM and restarted on the
-same port and store) and the ``rbm-tune`` command on a local Ray.
+Real processes: a real ``mlflow server`` on 127.0.0.1 (killed with SIGTERM, or with SIGKILL by
+the driver itself at a chosen point through ``rbm_tune.faults``' ``killpg`` action, and restarted
+on the same port and store) and the ``rbm-tune`` command on a local Ray.
 """
 
 from __future__ import annotations
@@ -46,18 +49,20 @@ def _wait_for_trial_metrics(store: Path, proc, timeout: float = 240) -> None:
     pytest.fail("no trial metrics reached MLflow")
 
 
-def _start_study(tmp_path: Path, uri: str, *args: str, wait_s: str = "120"):
+def _start_study(tmp_path: Path, uri: str, *args: str, wait_s: str = "120", fault: str = ""):
     space = write_study(tmp_path, "outage", trials=TRIALS, epochs=6, concurrent=1)
+    env = {"RBM_TUNE_CACHE": str(tmp_path / "cache"), "RBM_TUNE_MLFLOW_WAIT": wait_s}
+    if fault:
+        env |= {"RBM_TUNE_FAULT": fault, "RBM_TUNE_FAULT_DIR": str(tmp_path / "faults")}
     return rbm_tune_cli(
-        "--space",
-        str(space),
-        "--cpus",
-        "1",
-        f"--tracking-uri={uri}",
-        *args,
-        cwd=tmp_path,
-        env={"RBM_TUNE_CACHE": str(tmp_path / "cache"), "RBM_TUNE_MLFLOW_WAIT": wait_s},
+        "--space", str(space), "--cpus", "1", f"--tracking-uri={uri}", *args, cwd=tmp_path, env=env
     )
+
+
+def _no_traceback(out: str) -> None:
+    # no traceback from rbm-tune itself (Ray may echo a worker's SIGTERM at shutdown, prefixed
+    # with the worker's "(pid=...)")
+    assert not [line for line in out.splitlines() if "Traceback" in line and "pid=" not in line]
 
 
 def test_server_back_mid_study_gets_every_buffered_update(tmp_path: Path) -> None:
@@ -89,10 +94,10 @@ def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
     root, port = tmp_path / "server", free_port()
     root.mkdir()
     server, uri = start_mlflow_server(root, port)
-    proc = _start_study(tmp_path, uri, wait_s="3")
+    # the driver kills the server once the first trial has completed: the second trial's
+    # updates wait in the outbox, and the server stays down until the study has ended
+    proc = _start_study(tmp_path, uri, wait_s="3", fault=f"driver_complete@1=killpg:{server.pid}")
     try:
-        _wait_for_trial_metrics(root / "db.sqlite", proc)
-        stop_process_group(server)  # and it stays down until the study has ended
         out, _ = proc.communicate(timeout=400)
     finally:
         stop_process_group(proc, wait=5)
@@ -100,9 +105,8 @@ def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
     assert proc.returncode == 2, out[-4000:]
     last = out.strip().splitlines()[-1]
     assert last.startswith("rbm-tune: error: MLflow at") and "--resume" in last
-    # no traceback from rbm-tune itself (Ray may echo a worker's SIGTERM at shutdown, prefixed
-    # with the worker's "(pid=...)")
-    assert not [line for line in out.splitlines() if "Traceback" in line and "pid=" not in line]
+    assert "update(s) wait in mlflow-pending.json" in last, last
+    _no_traceback(out)
     pending = tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json"
     assert pending.is_file()
     server, uri = start_mlflow_server(root, port)
@@ -115,3 +119,40 @@ def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
     finally:
         stop_process_group(server)
     assert not pending.exists()
+
+
+def test_server_down_while_the_summary_is_written_resume_writes_it(tmp_path: Path) -> None:
+    """Every update was written; the server dies as the driver starts the study's summary."""
+    root, port = tmp_path / "server", free_port()
+    root.mkdir()
+    server, uri = start_mlflow_server(root, port)
+    proc = _start_study(tmp_path, uri, wait_s="3", fault=f"driver_summary@1=killpg:{server.pid}")
+    try:
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        stop_process_group(proc, wait=5)
+        stop_process_group(server)
+    assert proc.returncode == 2, out[-4000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("rbm-tune: error: MLflow at") and "summary" in last, last
+    assert "--resume" in last
+    _no_traceback(out)
+    folder = tmp_path / "rbm-tune-runs" / "outage"
+    assert not (folder / "mlflow-pending.json").exists()  # nothing was waiting
+    server, uri = start_mlflow_server(root, port)
+    try:
+        resumed = _start_study(tmp_path, uri, "--resume")
+        out, _ = resumed.communicate(timeout=400)
+        stop_process_group(resumed, wait=5)
+        assert resumed.returncode == 0, out[-4000:]
+        check_lost_nothing(uri, "outage", tmp_path / "rbm-tune-runs", trials=TRIALS)
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("outage")
+        (study,) = client.search_runs(
+            [exp.experiment_id], filter_string="tags.`rbm_tune.role` = 'study'"
+        )
+        assert study.info.status == "FINISHED" and "best_val_acc" in study.data.metrics
+        logged = {a.path for a in client.list_artifacts(study.info.run_id)}
+        assert {"best_config.yaml", "results.csv", "trials.json"} <= logged, logged
+    finally:
+        stop_process_group(server)
