@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -701,30 +700,36 @@ def _overhead(r: dict[str, Any]) -> float:
 
 
 def sha_bounds(asha: dict[str, Any], fifo: dict[str, Any]) -> tuple[float, float] | None:
-    """What successive halving could save at best, in FIFO's epochs: (ideal, floor).
+    """What successive halving could save, in FIFO's epochs: (ideal, floor).
 
-    Each FIFO trial i ran ``L_i`` epochs, pretraining ``P_i`` of them; ASHA (``time_attr`` the
-    post-switch epoch) first compares it after ``P_i + grace`` epochs. Ideal synchronous
-    successive halving stops a share 1 - 1/rf of the trials alive at each rung
-    ``grace · rf^j`` and lets 1/rf^n run to the end: trial i costs
-    ``Σ_j (1/rf)^j (1 - 1/rf) min(L_i, P_i + r_j) + (1/rf)^n L_i``. The floor stops every trial
-    at its first rung: ``min(L_i, P_i + grace)``. Both use FIFO's own trial lengths (its
+    Each FIFO trial i ran ``L_i`` epochs, pretraining ``P_i`` of them (0 for an MLP student);
+    ASHA (``time_attr`` the post-switch epoch) compares it at the epochs ``rung_epochs`` gives,
+    ``P_i`` later in its own count. Ideal synchronous successive halving stops a share 1 - 1/rf
+    of the trials alive at each rung r_j and lets 1/rf^n run to the end, so trial i is expected
+    to cost ``Σ_j (1/rf)^j (1 - 1/rf) min(L_i, P_i + r_j) + (1/rf)^n L_i`` (an expectation over
+    which trials it stops, not a bound). The floor stops every trial at its first rung:
+    ``min(L_i, P_i + r_0)``, the least ASHA can spend. Both use FIFO's own trial lengths (its
     patience stops included). ``None`` for results saved before these keys.
     """
     if "grace_period" not in asha:
         return None
-    grace, rf = asha["grace_period"], asha["reduction_factor"]
+    from rbm_tune.tune import rung_epochs
+
+    rf = asha["reduction_factor"]
     longest = max((int(r["epochs"] or 0) for r in fifo["rows"]), default=0)
+    rungs = sorted(rung_epochs(asha["grace_period"], rf, longest + 1))
     ideal = floor = 0.0
     for r in fifo["rows"]:
         length = int(r["epochs"] or 0)
-        pre = int(r["config"].get("distill.pretrain_epochs", asha["pretrain_default"]))
-        alive, rung = 1.0, float(grace)
-        while rung < longest:
-            ideal += alive * (1 - 1 / rf) * min(length, pre + math.ceil(rung))
-            alive, rung = alive / rf, rung * rf
+        model = r["config"].get("student.model", asha.get("model_default", "rbm"))
+        pre = r["config"].get("distill.pretrain_epochs", asha["pretrain_default"])
+        pre = 0 if model == "mlp" else int(pre)
+        alive = 1.0
+        for rung in rungs:
+            ideal += alive * (1 - 1 / rf) * min(length, pre + rung)
+            alive /= rf
         ideal += alive * length
-        floor += min(length, pre + grace)
+        floor += min(length, pre + rungs[0]) if rungs else length
     total = max(fifo["epochs"], 1)
     return ideal / total, floor / total
 
@@ -874,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         "grace_period": asha_space.study.grace_period,
         "reduction_factor": asha_space.study.reduction_factor,
         "pretrain_default": asha_space.default_config().distill.pretrain_epochs,
+        "model_default": asha_space.default_config().student.model,
         "val_nodes": _val_nodes(asha_space, args),
         "teacher_pretrain_s": pretrain_teacher(asha_path, workdir / "cache", args.data_root),
     }

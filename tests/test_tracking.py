@@ -170,8 +170,8 @@ def test_reports_meet_every_asha_rung_of_ray_tune() -> None:
 
     from rbm_tune.tune import HeldEpochs, rung_epochs
 
-    for grace in (1, 2, 3, 7, 10, 20):
-        for factor in (1.5, 2, 2.5, 3, 4):
+    for grace in (1, 2, 3, 7, 10, 20, 25, 50):
+        for factor in (1.1, 1.5, 1.6, 2, 2.5, 3, 4):
             for longest in (grace, grace + 1, 4 * grace, 100, 501):
                 asha = ASHAScheduler(
                     time_attr="post_switch_epoch",
@@ -183,9 +183,10 @@ def test_reports_meet_every_asha_rung_of_ray_tune() -> None:
                 )
                 rungs = {math.ceil(m) for m, _ in asha._brackets[0]._rungs}
                 ours = rung_epochs(grace, factor, longest + 1)
-                assert rungs and rungs <= ours, (grace, factor, longest, rungs, ours)
+                assert rungs and rungs == ours, (grace, factor, longest, rungs, ours)
                 assert max(ours) <= longest + 1
     assert rung_epochs(20, 2, 101) == {20, 40, 80}
+    assert rung_epochs(50, 1.1, 60) == {50, 56}  # 50 * 1.1 = 55.000000000000007
     held = HeldEpochs([{"epoch": 1}, {"epoch": 2}])
     assert str(held) == repr(held) == "<2 epochs>" and list(held) == [{"epoch": 1}, {"epoch": 2}]
     assert json.loads(json.dumps(held)) == [{"epoch": 1}, {"epoch": 2}]  # Ray's result.json
