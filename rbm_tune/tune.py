@@ -196,7 +196,16 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     assert model is not None
     x = features.to(device)
     inference = _inference_ms(model.to(device), x)
+    # The search metric may be any per-epoch metric (SEARCH_METRICS); Ray Tune requires it in
+    # every result, the searcher takes a finished trial's value from this one: the returned
+    # model's, i.e. the best-validation epoch's (its best_val_acc is its val_acc).
+    at_best = next(
+        (row for row in result.history if row[M.EPOCH] == result.best_epoch),
+        result.history[-1] if result.history else {},
+    )
     final = {
+        **{k: at_best[k] for k in (M.TRAIN_LOSS, M.TRAIN_ACC) if k in at_best},
+        M.BEST_VAL_ACC: result.val_acc,
         M.EPOCH: result.epochs,
         POST_SWITCH_EPOCH: result.epochs - pretrain,
         M.VAL_ACC: result.val_acc,
@@ -862,7 +871,10 @@ def _tune(
                 f"no trial of study {name!r} reported a result; see the Ray logs in "
                 f"{storage / name}"
             )
-        done.sort(key=lambda r: r[VAL_ACC], reverse=study.mode == "max")
+        # by the study's metric (val_acc unless the space chose another per-epoch metric)
+        done.sort(
+            key=lambda r: r["metrics"].get(study.metric, r[VAL_ACC]), reverse=study.mode == "max"
+        )
         finished = [r for r in done if not r["asha_stopped"]] or done
         best = finished[0]
         best_config = space.config_for(best["config"]).to_dict()

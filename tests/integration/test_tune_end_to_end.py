@@ -140,3 +140,30 @@ def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:
     assert max(s for s, _ in spans) < min(e for _, e in spans)
     finished = [r for r in runs if "ran_on_cuda" in r.data.metrics]
     assert finished and all(r.data.metrics["ran_on_cuda"] == 0 for r in finished)
+
+
+def test_study_searching_another_per_epoch_metric(workdir: Path) -> None:
+    """``metric: train_loss`` (mode min): every result carries it, a finished trial's final one
+    at its best-validation epoch, and the best trial is the finished one with the least."""
+    path = write_space(workdir, "loss", trials=4, concurrent=2, epochs=6)
+    text = path.read_text().replace("  name: loss\n", "  name: loss\n  metric: train_loss\n")
+    path.write_text(text)
+    space = load_space(path)
+    assert (space.study.metric, space.study.mode) == ("train_loss", "min")
+    result = run_study(space, cpus=2, verbose=0)
+    assert result.failed == ()  # Ray Tune fails a trial whose result lacks the metric
+    trials = json.loads((result.storage_path / "trials.json").read_text())
+    assert len(trials) == 4
+    finished = [t for t in trials if not t["asha_stopped"]]
+    assert finished
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    runs = {r.data.tags["rbm_tune.trial_id"]: r for r in _runs(uri, "loss", "trial")}
+    for t in finished:  # the returned model's epoch, as MLflow logged it per epoch
+        history = client.get_metric_history(runs[t["trial_id"]].info.run_id, "train_loss")
+        at_best = {m.step: m.value for m in history}[int(t["metrics"]["best_epoch"])]
+        assert t["metrics"]["train_loss"] == pytest.approx(at_best)
+        assert t["metrics"]["best_val_acc"] == t["val_acc"]
+    best = min(finished, key=lambda t: t["metrics"]["train_loss"])
+    assert result.best_val_acc == best["val_acc"]
+    assert space.config_for(best["sampled"]).to_dict() == result.best_config
