@@ -341,7 +341,8 @@ def search(args: argparse.Namespace) -> int:
         storage_path=args.storage_path,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    print(f"\nstudy {result.name}: top trials by val_acc (test_acc at the best-val epoch)")
+    by = space.study.metric  # what the study searched and ranked by (val_acc by default)
+    print(f"\nstudy {result.name}: top trials by {by} (test_acc at the best-val epoch)")
     print(f"{'trial':<22} {'val_acc':>8} {'test_acc':>9} {'epochs':>6}  stopped_by_asha")
     for row in result.table[:10]:
         test = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"

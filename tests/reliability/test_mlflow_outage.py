@@ -88,15 +88,14 @@ def test_server_back_mid_study_gets_every_buffered_update(tmp_path: Path) -> Non
     assert not (tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json").exists()
 
 
-def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
-    tmp_path: Path,
-) -> None:
+def _killed_at(tmp_path: Path, point: str) -> tuple[Path, int, str]:
+    """A study whose driver SIGKILLs the MLflow server at fault ``point``; the server stays down
+    until the study has ended, which must be one error line naming --resume, exit 2, no
+    traceback. Returns the server's store folder and port, and the study's last line."""
     root, port = tmp_path / "server", free_port()
     root.mkdir()
     server, uri = start_mlflow_server(root, port)
-    # the driver kills the server once the first trial has completed: the second trial's
-    # updates wait in the outbox, and the server stays down until the study has ended
-    proc = _start_study(tmp_path, uri, wait_s="3", fault=f"driver_complete@1=killpg:{server.pid}")
+    proc = _start_study(tmp_path, uri, wait_s="3", fault=f"{point}=killpg:{server.pid}")
     try:
         out, _ = proc.communicate(timeout=400)
     finally:
@@ -104,55 +103,50 @@ def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
         stop_process_group(server)
     assert proc.returncode == 2, out[-4000:]
     last = out.strip().splitlines()[-1]
-    assert last.startswith("rbm-tune: error: MLflow at") and "--resume" in last
-    assert "update(s) wait in mlflow-pending.json" in last, last
+    assert last.startswith("rbm-tune: error: MLflow at") and "--resume" in last, last
     _no_traceback(out)
-    pending = tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json"
-    assert pending.is_file()
+    return root, port, last
+
+
+def _resume(tmp_path: Path, root: Path, port: int) -> MlflowClient:
+    """The same server back; ``--resume`` ends cleanly and every trial is in MLflow once."""
     server, uri = start_mlflow_server(root, port)
     try:
         resumed = _start_study(tmp_path, uri, "--resume")
         out, _ = resumed.communicate(timeout=400)
         stop_process_group(resumed, wait=5)
         assert resumed.returncode == 0, out[-4000:]
-        check_lost_nothing(uri, "outage", tmp_path / "rbm-tune-runs", trials=TRIALS)
     finally:
         stop_process_group(server)
+    # read back from the server's own store (the server is down again)
+    store = f"sqlite:///{root / 'db.sqlite'}"
+    check_lost_nothing(store, "outage", tmp_path / "rbm-tune-runs", trials=TRIALS)
+    return MlflowClient(store)
+
+
+def test_server_down_at_the_end_stops_cleanly_and_resume_writes_the_rest(
+    tmp_path: Path,
+) -> None:
+    # the driver kills the server once the first trial has completed: the second trial's
+    # updates wait in the outbox
+    root, port, last = _killed_at(tmp_path, "driver_complete@1")
+    assert "update(s) wait in mlflow-pending.json" in last, last
+    pending = tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json"
+    assert pending.is_file()
+    _resume(tmp_path, root, port)
     assert not pending.exists()
 
 
 def test_server_down_while_the_summary_is_written_resume_writes_it(tmp_path: Path) -> None:
     """Every update was written; the server dies as the driver starts the study's summary."""
-    root, port = tmp_path / "server", free_port()
-    root.mkdir()
-    server, uri = start_mlflow_server(root, port)
-    proc = _start_study(tmp_path, uri, wait_s="3", fault=f"driver_summary@1=killpg:{server.pid}")
-    try:
-        out, _ = proc.communicate(timeout=400)
-    finally:
-        stop_process_group(proc, wait=5)
-        stop_process_group(server)
-    assert proc.returncode == 2, out[-4000:]
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("rbm-tune: error: MLflow at") and "summary" in last, last
-    assert "--resume" in last
-    _no_traceback(out)
-    folder = tmp_path / "rbm-tune-runs" / "outage"
-    assert not (folder / "mlflow-pending.json").exists()  # nothing was waiting
-    server, uri = start_mlflow_server(root, port)
-    try:
-        resumed = _start_study(tmp_path, uri, "--resume")
-        out, _ = resumed.communicate(timeout=400)
-        stop_process_group(resumed, wait=5)
-        assert resumed.returncode == 0, out[-4000:]
-        check_lost_nothing(uri, "outage", tmp_path / "rbm-tune-runs", trials=TRIALS)
-        client = MlflowClient(uri)
-        exp = client.get_experiment_by_name("outage")
-        (study,) = client.search_runs(
-            [exp.experiment_id], filter_string="tags.`rbm_tune.role` = 'study'"
-        )
-        assert study.info.status == "FINISHED" and "best_val_acc" in study.data.metrics
-        logged = {a.path for a in client.list_artifacts(study.info.run_id)}
-        assert {"best_config.yaml", "results.csv", "trials.json"} <= logged, logged
-    finally:
-        stop_process_group(server)
+    root, port, last = _killed_at(tmp_path, "driver_summary@1")
+    assert "summary" in last, last
+    pending = tmp_path / "rbm-tune-runs" / "outage" / "mlflow-pending.json"
+    assert not pending.exists()  # nothing was waiting
+    client = _resume(tmp_path, root, port)
+    exp = client.get_experiment_by_name("outage")
+    (study,) = client.search_runs([exp.experiment_id], "tags.`rbm_tune.role` = 'study'")
+    assert study.info.status == "FINISHED" and "best_val_acc" in study.data.metrics
+    # artifacts: in the server's artifact root, by run
+    logged = {p.name for p in (root / "artifacts").rglob("*") if study.info.run_id in str(p)}
+    assert {"best_config.yaml", "results.csv", "trials.json"} <= logged, logged
