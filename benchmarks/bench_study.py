@@ -605,6 +605,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             break
         same_prefix += 1
     ratio = asha["epochs"] / max(fifo["epochs"], 1)
+    bounds = sha_bounds(asha, fifo)
     gap = 100 * (asha["best_val_acc"] - fifo["best_val_acc"])
     same_best = _same(asha["best_config"], fifo["best_config"])
     share = min(asha["share_ts_study"], fifo["share_ts_study"])
@@ -646,7 +647,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
         f"{top_f['val_acc'] if top_f else float('nan'):.4f} (trial "
         f"{shared_f.index(top_f) + 1 if top_f else '-'}): same best config: "
         f"{'yes' if same_top else 'no'}.",
-        *_sha_lines(asha, fifo),
+        *_sha_lines(asha, bounds),
         f"- The validation set has {asha['val_nodes']} nodes (one node = "
         f"{100 / max(asha['val_nodes'], 1):.2f} points).",
         f"- Trial threads: {', '.join(asha['worker_threads'])}.",
@@ -669,7 +670,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
         f"{asha['share_ts_study']:.1%} (ASHA) / {fifo['share_ts_study']:.1%} (FIFO); "
         "goal ≥ 90 %.",
         f"- {'PASS' if ratio <= 0.35 else 'FAIL'}: ASHA epochs {ratio:.1%} of FIFO's; "
-        f"goal ≤ 35 %{_goal_context(asha, fifo)}.",
+        f"goal ≤ 35 %{_goal_context(bounds)}.",
         f"- {'PASS' if gap >= -0.5 else 'FAIL'}: ASHA's best val_acc not below FIFO's by more "
         f"than 0.5 points ({gap:+.2f}; within ±0.5: {'yes' if abs(gap) <= 0.5 else 'no'}); "
         f"same best config: {'yes' if same_best else 'no'} over the whole study, "
@@ -734,15 +735,13 @@ def sha_bounds(asha: dict[str, Any], fifo: dict[str, Any]) -> tuple[float, float
     return ideal / total, floor / total
 
 
-def _goal_context(asha: dict[str, Any], fifo: dict[str, Any]) -> str:
-    bounds = sha_bounds(asha, fifo)
+def _goal_context(bounds: tuple[float, float] | None) -> str:
     if bounds is None:
         return ""
     return f" (ideal synchronous successive halving: {bounds[0]:.1%}; floor {bounds[1]:.1%})"
 
 
-def _sha_lines(asha: dict[str, Any], fifo: dict[str, Any]) -> list[str]:
-    bounds = sha_bounds(asha, fifo)
+def _sha_lines(asha: dict[str, Any], bounds: tuple[float, float] | None) -> list[str]:
     if bounds is None:  # older results: the estimate from the space (trials run to max_epochs)
         return [
             f"- For scale: ideal synchronous successive halving on this space (1/rf of the "

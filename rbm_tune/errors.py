@@ -13,7 +13,15 @@ __all__ = [
     "RbmTuneError",
     "SpaceError",
     "TrackingError",
+    "first_line",
 ]
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of ``err``'s message (its type's name when empty), at most ``limit``
+    characters: how a one-line error or warning quotes an exception from Ray, MLflow or Optuna.
+    """
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
 
 
 class RbmTuneError(Exception):

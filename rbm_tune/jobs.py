@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from rbm_tune.errors import ConfigError, RbmTuneError
+from rbm_tune.errors import ConfigError, RbmTuneError, first_line
 
 __all__ = ["jobs", "submit"]
 
@@ -106,7 +106,7 @@ def _client(address: str | None) -> Any:
     try:
         return JobSubmissionClient(url)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)
         raise RbmTuneError(
             f"the Ray job server at {url} did not answer ({first}); check that the head runs "
             "ray[default] with its dashboard on and that the address is its dashboard port"
@@ -170,7 +170,7 @@ def submit(args: argparse.Namespace) -> int:
                 )
                 break
             except (RuntimeError, ConnectionError) as err:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                first = first_line(err, 300)
                 # a head that just started has no job agent yet: Ray says to try again later
                 if "try again later" in first and time.monotonic() < deadline:
                     time.sleep(2)

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rbm_tune.errors import first_line
+
 __all__ = ["pareto_front", "study_from_trials", "write_plots"]
 
 
@@ -158,8 +160,7 @@ def write_plots(study: Any, out_dir: Path, log: Callable[[str], None] = print) -
                     plotly_plot(study, **kwargs).write_html(str(page), include_plotlyjs="cdn")
                     written.append(page)
         except Exception as err:  # noqa: BLE001 (a plot is a bonus, never a failure)
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-            log(f"rbm-tune: note: no {name} plot ({first_line})")
+            log(f"rbm-tune: note: no {name} plot ({first_line(err, 160)})")
     return written
 
 

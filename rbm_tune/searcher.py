@@ -66,17 +66,16 @@ class TrialSearch(OptunaSearch):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         stopped = result is not None and not error and not result.get(FINAL)
-        if not stopped or trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            self.__dict__.get("_last_step", {}).pop(trial_id, None)
-            return super().on_trial_complete(trial_id, result, error)
-        # Ray's controller passes the result ASHA stopped the trial on here only, not to
-        # on_trial_result: its epochs (the held ones too) are the trial's last
-        assert result is not None
-        try:
-            self.on_trial_result(trial_id, result)
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-        except Exception as exc:  # noqa: BLE001 (as OptunaSearch: never fail the trial's stop)
-            logger.warning("rbm-tune: Optuna could not record trial %s: %s", trial_id, exc)
+        if stopped and trial_id not in self._completed_trials and trial_id in self._ot_trials:
+            # Ray's controller passes the result ASHA stopped the trial on here only, not to
+            # on_trial_result: its epochs (the held ones too) are the trial's last
+            assert result is not None
+            try:
+                self.on_trial_result(trial_id, result)
+                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            except Exception as exc:  # noqa: BLE001 (as OptunaSearch: never fail the stop)
+                logger.warning("rbm-tune: Optuna could not record trial %s: %s", trial_id, exc)
+            self._completed_trials.add(trial_id)
+        else:
+            super().on_trial_complete(trial_id, result, error)
         self.__dict__.get("_last_step", {}).pop(trial_id, None)
-        self._completed_trials.add(trial_id)
-        return None

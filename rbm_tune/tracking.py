@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rbm_tune.errors import TrackingError
+from rbm_tune.errors import TrackingError, first_line
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -164,7 +164,7 @@ class Tracker:
             else:
                 self.experiment_id = exp.experiment_id
         except mlflow.exceptions.MlflowException as err:
-            first = str(err).splitlines()[0][:200]
+            first = first_line(err)
             raise TrackingError(f"MLflow at {uri} refused the experiment ({first})") from None
         self.study_tags = dict(study_tags)
         self.parent_id = self._find_or_create(

@@ -36,7 +36,7 @@ from typing import Any
 
 from ray import tune
 
-from rbm_tune.errors import RbmTuneError
+from rbm_tune.errors import RbmTuneError, first_line
 
 __all__ = ["HeldEpochs", "StudyResult", "rung_epochs", "run_study"]
 
@@ -314,7 +314,7 @@ def _init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None
             _loopback_only()
             ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise RbmTuneError(
             f"cannot start or join {where} ({first}); check --address (e.g. ray://head:10001 or "
@@ -579,7 +579,7 @@ class MlflowTrials(tune.Callback):
             except Exception as err:  # noqa: BLE001 (any client/server failure: keep, retry)
                 if self.down_since is None:
                     self.down_since = time.monotonic()
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+                    first = first_line(err, 160)
                     self.log(
                         f"rbm-tune: warning: MLflow at {self.tracker_args[0]} does not answer "
                         f"({first}); trials go on, their runs are written when it is back"
@@ -791,7 +791,7 @@ def _tune(
             )
         except Exception as err:  # noqa: BLE001 (whatever Ray's restore raises on bad state)
             tracker.close_orphan(tracker.parent_id, "resume failed: unreadable Ray state")
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            first = first_line(err)
             raise RbmTuneError(
                 f"cannot resume study {name!r}: Ray Tune could not read its state in "
                 f"{storage / name} ({first}); start it again under a new --name (the teacher "
@@ -936,7 +936,7 @@ def _summary_outage(uri: str, folder: Path) -> Iterator[None]:
     try:
         yield
     except (MlflowException, ConnectionError, TimeoutError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        first = first_line(err)
         raise TrackingError(
             f"MLflow at {uri} stopped answering while the study's summary was written "
             f"({first}); every trial finished and its results are safe in {folder}; rerun the "
