@@ -1,4 +1,4 @@
-"""Where a study's wall time goes, and what ASHA saves: one space run twice, ASHA then FIFO.
+"""Where a study's wall time goes, and what ASHA saves: one space run as ASHA, FIFO, FIFO-full.
 
 Runs ``rbm_tune.tune.run_study`` in this process on a copy of a shipped search space with
 ``num_trials`` and 1 CPU per trial set, each run with a fresh local Ray (127.0.0.1, private
@@ -9,7 +9,14 @@ runs load the same teacher from the cache, as every study after a project's firs
 - ASHA: the space's own ``asha`` block (what ``rbm-tune`` runs);
 - FIFO: the same file with ``asha.grace_period`` = ``asha_max_t`` (max_epochs + pretraining),
   ASHA's only rung, which no trial reaches (its post-switch epoch stops at max_epochs), so no
-  trial is stopped early. Same ``seed`` (split, teacher, students) and ``sampler_seed``;
+  trial is stopped early by the scheduler; each trial still ends at its own ``patience`` (epochs
+  without a better val_acc), as every rbm-tune trial does. Same ``seed`` (split, teacher,
+  students) and ``sampler_seed``;
+- FIFO, no early stopping (``full``, the issue's baseline read literally): FIFO with
+  ``distill.patience`` above any trial's length, so every trial runs its pretraining plus
+  ``max_epochs``. Its epochs are what a study without any early stopping pays; ASHA's ratio to
+  them is the saving of rbm-tune's early stopping as a whole (scheduler and patience), its ratio
+  to FIFO's that of the scheduler alone. ``--arms asha,fifo`` skips it (it is the longest run);
 - trial actors are reused between trials (``reuse_actors=True``), as ``rbm-tune`` runs a fresh
   study; ``--mode fast`` adds ``distill.mode: fast`` and ``eval_nodes: needed`` to both runs.
 
@@ -51,6 +58,8 @@ from typing import Any
 import yaml
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# the runs this script can make, in report order (see the module docstring)
+ARMS = {"asha": "ASHA", "fifo": "FIFO", "full": "FIFO-full"}
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
 
 
@@ -270,6 +279,7 @@ def write_space(
     grace: int | None,
     reduction_factor: int | None = None,
     mode: str | None = None,
+    patience: int | None = None,
 ) -> Path:
     data = yaml.safe_load(base.read_text())
     study = data.setdefault("study", {})
@@ -284,6 +294,8 @@ def write_space(
         data["distill"]["eval_nodes"] = "needed" if mode == "fast" else "all"
     if max_epochs is not None:
         data["distill"]["max_epochs"] = max_epochs
+    if patience is not None:
+        data["distill"]["patience"] = patience
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -479,8 +491,8 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[str]:
-    asha, fifo = runs["asha"], runs["fifo"]
-    names = {"asha": "ASHA", "fifo": "FIFO"}
+    asha, fifo, full = runs["asha"], runs["fifo"], runs.get("full")
+    names = ARMS
 
     def per(s: dict[str, Any], key: str) -> str:
         return f"{s[key] / max(s['trials'], 1):.2f}"
@@ -495,7 +507,8 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
         )
 
     lines = [
-        "# bench_study: a study's wall time, ASHA vs FIFO",
+        "# bench_study: a study's wall time, ASHA vs FIFO"
+        + (" vs FIFO with no early stopping" if full is not None else ""),
         "",
         "```bash",
         "nice -n 19 .venv/bin/python benchmarks/bench_study.py " + asha.get("command", ""),
@@ -599,55 +612,31 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
         ),
     ]
     lines += [f"| {name} | " + " | ".join(f(r) for r in runs.values()) + " |" for name, f in rows]
-    same_prefix = 0
-    for a, b in zip(asha["rows"], fifo["rows"]):
-        if not _same(a["config"], b["config"]):
-            break
-        same_prefix += 1
-    ratio = asha["epochs"] / max(fifo["epochs"], 1)
-    bounds = sha_bounds(asha, fifo)
-    gap = 100 * (asha["best_val_acc"] - fifo["best_val_acc"])
-    same_best = _same(asha["best_config"], fifo["best_config"])
     share = min(asha["share_ts_study"], fifo["share_ts_study"])
-    shared_a, shared_f = asha["rows"][:same_prefix], fifo["rows"][:same_prefix]
-    ep_a = sum(int(r["epochs"] or 0) for r in shared_a)
-    ep_f = sum(int(r["epochs"] or 0) for r in shared_f)
-    done_a = [r for r in shared_a if r["val_acc"] is not None and not r["asha_stopped"]]
-    top_a = max(done_a, key=lambda r: r["val_acc"], default=None)
-    top_f = max(
-        (r for r in shared_f if r["val_acc"] is not None), key=lambda r: r["val_acc"], default=None
-    )
-    same_top = top_a is not None and top_f is not None and _same(top_a["config"], top_f["config"])
-    twin = ""
-    best_a = max(
-        (r for r in asha["rows"] if r["val_acc"] is not None and not r["asha_stopped"]),
-        key=lambda r: r["val_acc"],
-        default=None,
-    )
-    for i, r in enumerate(fifo["rows"]):
-        if best_a is not None and _same(r["config"], best_a["config"]):
-            twin = (
-                f" ASHA's best config is FIFO's trial {i + 1}, val_acc {r['val_acc']:.4f} there."
-            )
+    bounds = sha_bounds(asha, fifo)
+    vs_fifo = _versus(asha, fifo, "FIFO")
     lines += [
         "",
-        "## ASHA vs FIFO",
+        "## ASHA vs FIFO (no scheduler stops; each trial still ends at its patience)",
         "",
-        f"- The first {same_prefix} of {len(asha['rows'])} trials drew the same config in both "
-        "runs (the first is the space's default point; TPE's draws diverge once the two runs "
-        "have seen different results).",
-        f"- FIFO: {fifo['asha_stopped']} trial(s) stopped early (must be 0).",
-        f"- Epochs: ASHA {asha['epochs']} vs FIFO {fifo['epochs']} = {ratio:.1%}.",
-        f"- Best val_acc: ASHA {asha['best_val_acc']:.4f} vs FIFO {fifo['best_val_acc']:.4f} "
-        f"({gap:+.2f} points); same best config: {'yes' if same_best else 'no'}.{twin}",
-        f"- On the {same_prefix} trials both runs drew identically: epochs ASHA {ep_a} vs FIFO "
-        f"{ep_f} = {ep_a / max(ep_f, 1):.1%}; best val_acc ASHA "
-        f"{top_a['val_acc'] if top_a else float('nan'):.4f} (trial "
-        f"{shared_a.index(top_a) + 1 if top_a else '-'}) vs FIFO "
-        f"{top_f['val_acc'] if top_f else float('nan'):.4f} (trial "
-        f"{shared_f.index(top_f) + 1 if top_f else '-'}): same best config: "
-        f"{'yes' if same_top else 'no'}.",
-        *_sha_lines(asha, bounds),
+        *vs_fifo.lines,
+        *_sha_lines(asha, bounds, "FIFO"),
+    ]
+    goal, goal_bounds, goal_name = vs_fifo, bounds, "FIFO"
+    if full is not None:
+        full_bounds = sha_bounds(asha, full)
+        vs_full = _versus(asha, full, "FIFO-full")
+        lines += [
+            "",
+            "## ASHA vs FIFO with no early stopping at all (every trial to max_epochs)",
+            "",
+            *vs_full.lines,
+            f"- Patience alone (FIFO vs FIFO-full): {fifo['epochs'] / max(full['epochs'], 1):.1%}"
+            f" of the epochs; ASHA on top of it: {vs_fifo.ratio:.1%} of FIFO's.",
+            *_sha_lines(asha, full_bounds, "FIFO-full"),
+        ]
+        goal, goal_bounds, goal_name = vs_full, full_bounds, "FIFO-full"
+    lines += [
         f"- The validation set has {asha['val_nodes']} nodes (one node = "
         f"{100 / max(asha['val_nodes'], 1):.2f} points).",
         f"- Trial threads: {', '.join(asha['worker_threads'])}.",
@@ -660,26 +649,32 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
         + ". A study spends ≥ 90 % of its slot time inside train_student only when its trials "
         "average ≥ 9·o inside it: "
         + "; ".join(f"{names[k]} ≥ {9 * _overhead(r):.0f} s" for k, r in runs.items())
-        + f" (here: {asha['ts_wall_s'] / max(asha['trials'], 1):.1f} s with ASHA, "
-        f"{fifo['ts_wall_s'] / max(fifo['trials'], 1):.1f} s with FIFO). ASHA shortens trials, so "
-        "it lowers the share for a fixed per-trial overhead.",
+        + " (here: "
+        + ", ".join(
+            f"{r['ts_wall_s'] / max(r['trials'], 1):.1f} s with {names[k]}"
+            for k, r in runs.items()
+        )
+        + "). ASHA shortens trials, so it lowers the share for a fixed per-trial overhead.",
         "",
         "## Goals (issue 7 item 3)",
         "",
         f"- {'PASS' if share >= 0.90 else 'FAIL'}: share of slot time inside train_student "
-        f"{asha['share_ts_study']:.1%} (ASHA) / {fifo['share_ts_study']:.1%} (FIFO); "
-        "goal ≥ 90 %.",
-        f"- {'PASS' if ratio <= 0.35 else 'FAIL'}: ASHA epochs {ratio:.1%} of FIFO's; "
-        f"goal ≤ 35 %{_goal_context(bounds)}.",
-        f"- {'PASS' if gap >= -0.5 else 'FAIL'}: ASHA's best val_acc not below FIFO's by more "
-        f"than 0.5 points ({gap:+.2f}; within ±0.5: {'yes' if abs(gap) <= 0.5 else 'no'}); "
-        f"same best config: {'yes' if same_best else 'no'} over the whole study, "
-        f"{'yes' if same_top else 'no'} over the {same_prefix} shared draws.",
+        + " / ".join(f"{r['share_ts_study']:.1%} ({names[k]})" for k, r in runs.items())
+        + "; goal ≥ 90 % (ASHA and FIFO).",
+        f"- {'PASS' if goal.ratio <= 0.35 else 'FAIL'}: ASHA epochs {goal.ratio:.1%} of "
+        f"{goal_name}'s{' (no early stopping)' if full is not None else ''}; goal ≤ 35 %"
+        f"{_goal_context(goal_bounds)}"
+        + (f"; of FIFO's (patience kept): {vs_fifo.ratio:.1%}." if full is not None else "."),
+        f"- {'PASS' if goal.gap >= -0.5 else 'FAIL'}: ASHA's best val_acc not below "
+        f"{goal_name}'s by more than 0.5 points ({goal.gap:+.2f}; within "
+        f"±0.5: {'yes' if abs(goal.gap) <= 0.5 else 'no'}); same best config: "
+        f"{'yes' if goal.same_best else 'no'} over the whole study, "
+        f"{'yes' if goal.same_top else 'no'} over the {goal.same_prefix} shared draws.",
         "",
         "Per trial, in the order drawn: val_acc / epochs (stopped: by ASHA)",
         "",
-        "| # | ASHA | FIFO | same config |",
-        "| --- | --- | --- | --- |",
+        "| # | " + " | ".join(names[k] for k in runs) + " | same config |",
+        "| --- |" + " --- |" * (len(runs) + 1),
     ]
 
     def cell(r: dict[str, Any] | None) -> str:
@@ -687,12 +682,75 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             return "—"
         return f"{r['val_acc']:.4f} / {r['epochs']}{' stopped' if r['asha_stopped'] else ''}"
 
-    for i in range(max(len(asha["rows"]), len(fifo["rows"]))):
-        a = asha["rows"][i] if i < len(asha["rows"]) else None
-        b = fifo["rows"][i] if i < len(fifo["rows"]) else None
-        same = a is not None and b is not None and _same(a["config"], b["config"])
-        lines.append(f"| {i + 1} | {cell(a)} | {cell(b)} | {'yes' if same else ''} |")
+    for i in range(max(len(r["rows"]) for r in runs.values())):
+        row = [r["rows"][i] if i < len(r["rows"]) else None for r in runs.values()]
+        same = all(x is not None for x in row) and all(
+            _same(x["config"], row[0]["config"]) for x in row if x is not None
+        )
+        lines.append(
+            f"| {i + 1} | " + " | ".join(cell(x) for x in row) + f" | {'yes' if same else ''} |"
+        )
     return lines
+
+
+@dataclass
+class Versus:
+    """ASHA against one baseline run of the same study."""
+
+    lines: list[str]
+    ratio: float  # ASHA's epochs / the baseline's
+    gap: float  # ASHA's best val_acc − the baseline's, in points
+    same_best: bool
+    same_top: bool  # the same best config among the draws both runs share
+    same_prefix: int  # trials drawn identically in both runs, from the first
+
+
+def _versus(asha: dict[str, Any], base: dict[str, Any], name: str) -> Versus:
+    same_prefix = 0
+    for a, b in zip(asha["rows"], base["rows"]):
+        if not _same(a["config"], b["config"]):
+            break
+        same_prefix += 1
+    ratio = asha["epochs"] / max(base["epochs"], 1)
+    gap = 100 * (asha["best_val_acc"] - base["best_val_acc"])
+    same_best = _same(asha["best_config"], base["best_config"])
+    shared_a, shared_b = asha["rows"][:same_prefix], base["rows"][:same_prefix]
+    ep_a = sum(int(r["epochs"] or 0) for r in shared_a)
+    ep_b = sum(int(r["epochs"] or 0) for r in shared_b)
+    done_a = [r for r in shared_a if r["val_acc"] is not None and not r["asha_stopped"]]
+    top_a = max(done_a, key=lambda r: r["val_acc"], default=None)
+    top_b = max(
+        (r for r in shared_b if r["val_acc"] is not None), key=lambda r: r["val_acc"], default=None
+    )
+    same_top = top_a is not None and top_b is not None and _same(top_a["config"], top_b["config"])
+    twin = ""
+    best_a = max(
+        (r for r in asha["rows"] if r["val_acc"] is not None and not r["asha_stopped"]),
+        key=lambda r: r["val_acc"],
+        default=None,
+    )
+    for i, r in enumerate(base["rows"]):
+        if best_a is not None and _same(r["config"], best_a["config"]):
+            twin = (
+                f" ASHA's best config is {name}'s trial {i + 1}, val_acc {r['val_acc']:.4f} there."
+            )
+    lines = [
+        f"- The first {same_prefix} of {len(asha['rows'])} trials drew the same config in both "
+        "runs (the first is the space's default point; TPE's draws diverge once the two runs "
+        "have seen different results).",
+        f"- {name}: {base['asha_stopped']} trial(s) stopped by the scheduler (must be 0).",
+        f"- Epochs: ASHA {asha['epochs']} vs {name} {base['epochs']} = {ratio:.1%}.",
+        f"- Best val_acc: ASHA {asha['best_val_acc']:.4f} vs {name} {base['best_val_acc']:.4f} "
+        f"({gap:+.2f} points); same best config: {'yes' if same_best else 'no'}.{twin}",
+        f"- On the {same_prefix} trials both runs drew identically: epochs ASHA {ep_a} vs {name} "
+        f"{ep_b} = {ep_a / max(ep_b, 1):.1%}; best val_acc ASHA "
+        f"{top_a['val_acc'] if top_a else float('nan'):.4f} (trial "
+        f"{shared_a.index(top_a) + 1 if top_a else '-'}) vs {name} "
+        f"{top_b['val_acc'] if top_b else float('nan'):.4f} (trial "
+        f"{shared_b.index(top_b) + 1 if top_b else '-'}): same best config: "
+        f"{'yes' if same_top else 'no'}.",
+    ]
+    return Versus(lines, ratio, gap, same_best, same_top, same_prefix)
 
 
 def _overhead(r: dict[str, Any]) -> float:
@@ -741,7 +799,9 @@ def _goal_context(bounds: tuple[float, float] | None) -> str:
     return f" (ideal synchronous successive halving: {bounds[0]:.1%}; floor {bounds[1]:.1%})"
 
 
-def _sha_lines(asha: dict[str, Any], bounds: tuple[float, float] | None) -> list[str]:
+def _sha_lines(
+    asha: dict[str, Any], bounds: tuple[float, float] | None, name: str = "FIFO"
+) -> list[str]:
     if bounds is None:  # older results: the estimate from the space (trials run to max_epochs)
         return [
             f"- For scale: ideal synchronous successive halving on this space (1/rf of the "
@@ -750,10 +810,10 @@ def _sha_lines(asha: dict[str, Any], bounds: tuple[float, float] | None) -> list
         ]
     ideal, floor = bounds
     return [
-        f"- For scale, on FIFO's own trial lengths: ideal synchronous successive halving "
+        f"- For scale, on {name}'s own trial lengths: ideal synchronous successive halving "
         f"(grace {asha['grace_period']}, factor {asha['reduction_factor']:g}: 1/rf of the "
         f"trials promoted at every rung, none by luck of arriving early) would use {ideal:.1%} "
-        "of FIFO's epochs; stopping every trial at its first rung (its pretraining plus "
+        f"of {name}'s epochs; stopping every trial at its first rung (its pretraining plus "
         f"{asha['grace_period']} post-switch epochs, the least a trial runs before ASHA can "
         f"compare it) {floor:.1%}."
     ]
@@ -817,10 +877,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="set distill.mode (fast also sets eval_nodes: needed); default: the space's",
     )
+    p.add_argument(
+        "--arms",
+        default="asha,fifo,full",
+        help="runs to make, in order: asha, fifo (no scheduler stops; patience kept), full (FIFO "
+        "without patience either: every trial runs to max_epochs); asha and fifo are required",
+    )
     p.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS / "bench_study-cpu.md"))
     p.add_argument("--render", default=None, help="only re-render the report from this JSON")
     args = p.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not {"asha", "fifo"} <= set(arms) or not set(arms) <= set(ARMS):
+        p.error(f"--arms: asha and fifo, optionally full (got {args.arms!r})")
     if args.render:
         summaries = json.loads(Path(args.render).read_text())
         args.space = summaries["asha"].get("space", args.space)
@@ -868,6 +937,20 @@ def main(argv: list[str] | None = None) -> int:
         mode=args.mode,
     )
     fifo_space = load_space(fifo_path)
+    spaces = {"asha": asha_space, "fifo": fifo_space}
+    if "full" in arms:
+        full_path = write_space(
+            base,
+            workdir,
+            name="bench-full",
+            trials=args.trials,
+            max_epochs=args.max_epochs,
+            grace=asha_space.study.asha_max_t,
+            mode=args.mode,
+            # above any trial's length (pretraining included): patience never ends a trial
+            patience=fifo_space.study.asha_max_t + 1,
+        )
+        spaces["full"] = load_space(full_path)
     print(
         f"workdir {workdir}; ASHA grace {asha_space.study.grace_period} rf "
         f"{asha_space.study.reduction_factor}; FIFO grace = asha_max_t = "
@@ -882,9 +965,9 @@ def main(argv: list[str] | None = None) -> int:
         "val_nodes": _val_nodes(asha_space, args),
         "teacher_pretrain_s": pretrain_teacher(asha_path, workdir / "cache", args.data_root),
     }
-    plan = [("asha", asha_space), ("fifo", fifo_space)]
     summaries = {}
-    for label, space in plan:
+    for label in arms:
+        space = spaces[label]
         run = run_one(
             label,
             space,

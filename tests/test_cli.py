@@ -193,3 +193,31 @@ def test_unreachable_ray_is_one_line(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     proc = run("--space", str(space), "--address", address, cwd=tmp_path)
     assert_one_line_error(proc, f"cannot reach the Ray cluster at {address}")
+
+
+def test_the_executable_freezes_the_heap_before_exit_and_main_in_process_does_not() -> None:
+    """``rbm-tune`` (rbm_tune.cli:run) gc.freeze()s before the interpreter's final collections;
+    ``main`` called inside another program (this test process) leaves its collector alone."""
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "rbm-tune"]
+    assert script.value == "rbm_tune.cli:run"
+    # an atexit hook registered before run() runs after its sys.exit: what did it leave frozen?
+    code = (
+        "import atexit, gc, sys; "
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count())); "
+        "from rbm_tune.cli import run; sys.argv = ['rbm-tune', 'configs']; run()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    frozen = int(proc.stdout.strip().splitlines()[-1].split()[1])
+    assert frozen > 10_000, proc.stdout[-300:]
+    import gc
+
+    from rbm_tune.cli import main
+
+    before = gc.get_freeze_count()
+    assert main(["configs"]) == 0
+    assert gc.get_freeze_count() == before
