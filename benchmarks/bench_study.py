@@ -503,7 +503,7 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             return "the teacher trained by the first run and loaded from the cache by the others"
         return (
             f"the teacher trained once beforehand by `rbm-tune teacher --space` ({took:.1f} s) "
-            "and loaded from the cache by both runs"
+            "and loaded from the cache by every run"
         )
 
     lines = [
