@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -97,6 +98,20 @@ class StudyResult:
     failed: tuple[str, ...] = ()  # trials that errored with no retries left
 
 
+def _drop_exit_in_callbacks(unraisable: Any) -> None:
+    """``sys.unraisablehook`` of a trial process.
+
+    When the driver ends a trial's actor, Ray's SIGTERM handler raises SystemExit in whatever
+    Python code the process runs at that moment; inside a weakref callback or a ``__del__``
+    Python cannot raise it, so it prints "Exception ignored in ... SystemExit: 1" with a
+    traceback, which Ray forwards to the driver's console after a study that went well. Those
+    are dropped; anything else goes to Python's default hook.
+    """
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _trial_device(requested_gpus: float) -> Any:
     import torch
 
@@ -142,6 +157,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     from rbm_tune.distill import train_student
     from rbm_tune.trial import seed_everything, student_features
 
+    sys.unraisablehook = _drop_exit_in_callbacks
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as ckpt:

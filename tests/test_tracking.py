@@ -190,3 +190,40 @@ def test_reports_meet_every_asha_rung_of_ray_tune() -> None:
     held = HeldEpochs([{"epoch": 1}, {"epoch": 2}])
     assert str(held) == repr(held) == "<2 epochs>" and list(held) == [{"epoch": 1}, {"epoch": 2}]
     assert json.loads(json.dumps(held)) == [{"epoch": 1}, {"epoch": 2}]  # Ray's result.json
+
+
+def test_trial_processes_drop_the_systemexit_of_ray_s_sigterm_inside_callbacks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What a trial process prints when Ray's SIGTERM handler fires inside a weakref callback
+    (the end of a study that went well): nothing; any other unraisable error still prints."""
+    import sys
+    import weakref
+
+    from rbm_tune.tune import _drop_exit_in_callbacks
+
+    class Box:
+        pass
+
+    def sigterm(_: object) -> None:
+        raise SystemExit(1)  # what ray._private.worker's sigterm_handler raises
+
+    def broken(_: object) -> None:
+        raise ValueError("a real bug")
+
+    saved = sys.unraisablehook
+    sys.unraisablehook = _drop_exit_in_callbacks
+    try:
+        box = Box()
+        ref = weakref.ref(box, sigterm)
+        del box
+        dropped = capsys.readouterr().err
+        box = Box()
+        ref = weakref.ref(box, broken)
+        del box
+        kept = capsys.readouterr().err
+    finally:
+        sys.unraisablehook = saved
+    assert ref() is None
+    assert dropped == ""
+    assert "ValueError: a real bug" in kept and "Traceback" in kept
