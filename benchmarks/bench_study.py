@@ -916,41 +916,26 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rbmb-", dir="/tmp")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=str(workdir))
-    asha_path = write_space(
-        base,
-        workdir,
-        name="bench-asha",
-        trials=args.trials,
-        max_epochs=args.max_epochs,
-        grace=args.grace_period,
-        reduction_factor=args.reduction_factor,
-        mode=args.mode,
-    )
-    asha_space = load_space(asha_path)
-    fifo_path = write_space(
-        base,
-        workdir,
-        name="bench-fifo",
-        trials=args.trials,
-        max_epochs=args.max_epochs,
-        grace=asha_space.study.asha_max_t,
-        mode=args.mode,
-    )
-    fifo_space = load_space(fifo_path)
-    spaces = {"asha": asha_space, "fifo": fifo_space}
-    if "full" in arms:
-        full_path = write_space(
+
+    def space_for(label: str, **changes: Any) -> Path:
+        return write_space(
             base,
             workdir,
-            name="bench-full",
+            name=f"bench-{label}",
             trials=args.trials,
             max_epochs=args.max_epochs,
-            grace=asha_space.study.asha_max_t,
             mode=args.mode,
-            # above any trial's length (pretraining included): patience never ends a trial
-            patience=fifo_space.study.asha_max_t + 1,
+            **changes,
         )
-        spaces["full"] = load_space(full_path)
+
+    asha_path = space_for("asha", grace=args.grace_period, reduction_factor=args.reduction_factor)
+    asha_space = load_space(asha_path)
+    longest = asha_space.study.asha_max_t  # ASHA's only rung for FIFO: no trial reaches it
+    fifo_space = load_space(space_for("fifo", grace=longest))
+    spaces = {"asha": asha_space, "fifo": fifo_space}
+    if "full" in arms:
+        # patience above any trial's length (pretraining included) never ends a trial
+        spaces["full"] = load_space(space_for("full", grace=longest, patience=longest + 1))
     print(
         f"workdir {workdir}; ASHA grace {asha_space.study.grace_period} rf "
         f"{asha_space.study.reduction_factor}; FIFO grace = asha_max_t = "
