@@ -613,29 +613,25 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
     ]
     lines += [f"| {name} | " + " | ".join(f(r) for r in runs.values()) + " |" for name, f in rows]
     share = min(asha["share_ts_study"], fifo["share_ts_study"])
-    bounds = sha_bounds(asha, fifo)
-    vs_fifo = _versus(asha, fifo, "FIFO")
+    goal = vs_fifo = _versus(asha, fifo, "FIFO")
     lines += [
         "",
         "## ASHA vs FIFO (no scheduler stops; each trial still ends at its patience)",
         "",
         *vs_fifo.lines,
-        *_sha_lines(asha, bounds, "FIFO"),
+        *vs_fifo.scale,
     ]
-    goal, goal_bounds, goal_name = vs_fifo, bounds, "FIFO"
     if full is not None:
-        full_bounds = sha_bounds(asha, full)
-        vs_full = _versus(asha, full, "FIFO-full")
+        goal = _versus(asha, full, "FIFO-full")
         lines += [
             "",
             "## ASHA vs FIFO with no early stopping at all (every trial to max_epochs)",
             "",
-            *vs_full.lines,
+            *goal.lines,
             f"- Patience alone (FIFO vs FIFO-full): {fifo['epochs'] / max(full['epochs'], 1):.1%}"
             f" of the epochs; ASHA on top of it: {vs_fifo.ratio:.1%} of FIFO's.",
-            *_sha_lines(asha, full_bounds, "FIFO-full"),
+            *goal.scale,
         ]
-        goal, goal_bounds, goal_name = vs_full, full_bounds, "FIFO-full"
     lines += [
         f"- The validation set has {asha['val_nodes']} nodes (one node = "
         f"{100 / max(asha['val_nodes'], 1):.2f} points).",
@@ -662,11 +658,11 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
         + " / ".join(f"{r['share_ts_study']:.1%} ({names[k]})" for k, r in runs.items())
         + "; goal ≥ 90 % (ASHA and FIFO).",
         f"- {'PASS' if goal.ratio <= 0.35 else 'FAIL'}: ASHA epochs {goal.ratio:.1%} of "
-        f"{goal_name}'s{' (no early stopping)' if full is not None else ''}; goal ≤ 35 %"
-        f"{_goal_context(goal_bounds)}"
+        f"{goal.name}'s{' (no early stopping)' if full is not None else ''}; goal ≤ 35 %"
+        f"{_goal_context(goal.bounds)}"
         + (f"; of FIFO's (patience kept): {vs_fifo.ratio:.1%}." if full is not None else "."),
         f"- {'PASS' if goal.gap >= -0.5 else 'FAIL'}: ASHA's best val_acc not below "
-        f"{goal_name}'s by more than 0.5 points ({goal.gap:+.2f}; within "
+        f"{goal.name}'s by more than 0.5 points ({goal.gap:+.2f}; within "
         f"±0.5: {'yes' if abs(goal.gap) <= 0.5 else 'no'}); same best config: "
         f"{'yes' if goal.same_best else 'no'} over the whole study, "
         f"{'yes' if goal.same_top else 'no'} over the {goal.same_prefix} shared draws.",
@@ -697,7 +693,10 @@ def report(runs: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
 class Versus:
     """ASHA against one baseline run of the same study."""
 
+    name: str  # the baseline's, as the report names it
     lines: list[str]
+    bounds: tuple[float, float] | None  # sha_bounds on the baseline's trial lengths
+    scale: list[str]  # those bounds, in words
     ratio: float  # ASHA's epochs / the baseline's
     gap: float  # ASHA's best val_acc − the baseline's, in points
     same_best: bool
@@ -750,7 +749,9 @@ def _versus(asha: dict[str, Any], base: dict[str, Any], name: str) -> Versus:
         f"{shared_b.index(top_b) + 1 if top_b else '-'}): same best config: "
         f"{'yes' if same_top else 'no'}.",
     ]
-    return Versus(lines, ratio, gap, same_best, same_top, same_prefix)
+    bounds = sha_bounds(asha, base)
+    scale = _sha_lines(asha, bounds, name)
+    return Versus(name, lines, bounds, scale, ratio, gap, same_best, same_top, same_prefix)
 
 
 def _overhead(r: dict[str, Any]) -> float:
@@ -799,9 +800,7 @@ def _goal_context(bounds: tuple[float, float] | None) -> str:
     return f" (ideal synchronous successive halving: {bounds[0]:.1%}; floor {bounds[1]:.1%})"
 
 
-def _sha_lines(
-    asha: dict[str, Any], bounds: tuple[float, float] | None, name: str = "FIFO"
-) -> list[str]:
+def _sha_lines(asha: dict[str, Any], bounds: tuple[float, float] | None, name: str) -> list[str]:
     if bounds is None:  # older results: the estimate from the space (trials run to max_epochs)
         return [
             f"- For scale: ideal synchronous successive halving on this space (1/rf of the "

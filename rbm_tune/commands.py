@@ -339,7 +339,7 @@ def search(args: argparse.Namespace) -> int:
     check_tracking_uri(args.tracking_uri)
     from rbm_tune.tune import run_study
 
-    if getattr(args, "own_process", False):
+    if args.own_process:
         _freeze_imports()
     result = run_study(
         space,

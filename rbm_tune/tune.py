@@ -37,7 +37,7 @@ from typing import Any
 
 from ray import tune
 
-from rbm_tune.errors import RbmTuneError, first_line
+from rbm_tune.errors import RbmTuneError, TrackingError, first_line
 
 __all__ = ["HeldEpochs", "StudyResult", "rung_epochs", "run_study"]
 
@@ -649,10 +649,6 @@ class MlflowTrials(tune.Callback):
         Raises:
             TrackingError: MLflow is still down; the outbox stays in ``pending_path``.
         """
-        import time
-
-        from rbm_tune.errors import TrackingError
-
         deadline = time.monotonic() + wait_s
         while not self.flush(force=True):
             if time.monotonic() >= deadline:
@@ -946,8 +942,6 @@ def _summary_outage(uri: str, folder: Path) -> Iterator[None]:
     redoes the summary). Other errors pass through unchanged.
     """
     from mlflow.exceptions import MlflowException
-
-    from rbm_tune.errors import TrackingError
 
     try:
         yield
