@@ -15,6 +15,7 @@ valid space with nothing searched. A scalar is fixed; a mapping is searched::
       report_every_s: 1.0        # a trial reports to Ray Tune at most this often, and at every
                                  # ASHA rung; MLflow still gets every epoch (0: every epoch)
       objectives: null           # two objectives, e.g. {val_acc: max, num_params: min}
+      plots: true                # Optuna's plots of the trials at the end (false: skip them)
       asha: {grace_period: 10, reduction_factor: 2}
       resources: {cpus_per_trial: 1, gpus_per_trial: 0}   # fractional GPUs pack trials
     dataset: cora                # required
@@ -123,6 +124,7 @@ STUDY_KEYS = {
     "max_failures": None,
     "report_every_s": None,
     "objectives": None,
+    "plots": None,
     "asha": ("grace_period", "reduction_factor"),
     "resources": ("cpus_per_trial", "gpus_per_trial"),
 }
@@ -251,6 +253,7 @@ class StudySettings:
     max_failures: int = 2
     report_every_s: float = 1.0
     objectives: tuple[tuple[str, str], ...] = ()  # () or ((metric, mode), (cost, "min"))
+    plots: bool = True
     grace_period: int = 10
     reduction_factor: float = 2
     asha_max_t: int = 1
@@ -285,6 +288,8 @@ class StudySettings:
                 and self.objectives[1][0] in COST_METRICS and self.objectives[1][1] == "min"),
              f"must be two: the search metric first ({metric}: {self.mode}), then one of "
              f"{sorted(COST_METRICS)} with min, e.g. {{{metric}: {self.mode}, num_params: min}}"),
+            ("plots", isinstance(self.plots, bool),
+             "is not true or false; use false to end a study without Optuna's plots"),
             ("asha.grace_period", _is_int(grace) and grace >= 1, positive),
             ("asha.grace_period", not _is_int(grace) or grace <= self.asha_max_t,
              f"exceeds the longest trial ({self.asha_max_t} epochs: distill.max_epochs + "
@@ -873,6 +878,7 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
             max_failures=block.get("max_failures", 2),
             report_every_s=block.get("report_every_s", 1.0),
             objectives=objectives,
+            plots=block.get("plots", True),
             grace_period=asha.get("grace_period", 10),
             reduction_factor=asha.get("reduction_factor", 2),
             asha_max_t=longest,

@@ -907,7 +907,7 @@ def _tune(
         tracker.log_artifact(tracker.parent_id, table)
         _write_trials(space, done, out_dir / "trials.json")
         tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
-        for path in _plots(space, done, study, out_dir / "plots", log):
+        for path in _plots(space, done, study, out_dir / "plots", log) if study.plots else ():
             tracker.log_artifact(tracker.parent_id, path, "plots")
         pareto = _pareto(done, study, out_dir / "pareto.md") if study.objectives else []
         if pareto:

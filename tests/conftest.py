@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port, start_mlflow_server, stop_process_group
+from helpers import free_port, start_mlflow_server, stop_process_group, write_space
 
 # Tiny tensors on a 2-core machine: extra intra-op threads only add contention (10x slower seen).
 torch.set_num_threads(1)
@@ -77,3 +77,32 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield uri
     stop_process_group(proc)
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher cache holding the teacher of ``helpers.write_space``'s studies, trained once.
+
+    For the fault tests, whose studies are about trials, the driver and MLflow: copied into a
+    test's own cache, their studies read the teacher instead of training it in a Ray worker
+    (~14 s of every study on 2 cores). Studies that check the teacher is trained once start
+    from an empty cache.
+    """
+    from rbm_tune.data import load_graph
+    from rbm_tune.search_space import load_space
+    from rbm_tune.teacher import train_teacher
+    from rbm_tune.teacher_cache import TeacherCache, TeacherKey
+
+    folder = tmp_path_factory.mktemp("tiny-teacher")
+    config = load_space(write_space(folder, "teacher")).default_config()
+    graph = load_graph(config.dataset, setting=config.setting, seed=config.seed)
+    key = TeacherKey.of(graph, config.teacher, seed=config.seed)
+    cache = TeacherCache.in_cache_dir(folder / "cache")
+    device = torch.device("cpu")
+    cache.get_or_train(
+        key,
+        lambda: train_teacher(config.teacher, graph, seed=config.seed, device=device),
+        require_cache=True,
+    )
+    assert len(cache.entries()) == 1
+    return folder / "cache"

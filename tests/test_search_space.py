@@ -77,6 +77,7 @@ def test_every_shipped_space_loads(name: str) -> None:
     assert space.path == SHIPPED_DIR / name
     assert space.study.name == name.removesuffix(".yaml")
     assert space.study.metric == "val_acc" and space.study.mode == "max"
+    assert space.study.plots is True  # every shipped study ends with its plots
     # ASHA's max_t: the longest trial, max_epochs + the largest pretrain_epochs
     assert space.study.asha_max_t == (33 if name == "demo.yaml" else 500 + 50)
     names = [p.name for p in space.params]
@@ -358,6 +359,7 @@ BAD_SPACES = [
         ("num_trials: 4", "num_trials: 4\n  report_every_s: -1"),
         "study.report_every_s",
     ),
+    ("plots not a boolean", ("num_trials: 4", "num_trials: 4\n  plots: sometimes"), "study.plots"),
     (
         "grace period beyond max_t",
         ("grace_period: 2", "grace_period: 50"),

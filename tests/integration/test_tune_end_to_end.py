@@ -60,7 +60,7 @@ def _check_study_runs(uri: str, name: str, trials: int) -> list:
 
 
 def test_demo_study_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    space = load_space(write_space(workdir, "e2e", trials=8, concurrent=2))
+    space = load_space(write_space(workdir, "e2e", trials=8, concurrent=2, plots=True))
     result = run_study(space, cpus=2, verbose=0)
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     runs = _check_study_runs(uri, "e2e", 8)
@@ -68,6 +68,13 @@ def test_demo_study_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]
     assert stopped, "ASHA stopped no trial"
     assert result.teacher_trained  # trained exactly once for 8 trials: one cache entry
     assert (result.storage_path / "best_config.yaml").is_file()
+    # one objective: Optuna's three plots, PNG and HTML, in the study folder and in MLflow
+    kinds = ("optimization_history", "param_importances", "parallel_coordinate")
+    drawn = {f"plots/{k}.{ext}" for k in kinds for ext in ("png", "html")}
+    assert {f"plots/{p.name}" for p in (result.storage_path / "plots").iterdir()} == drawn
+    (study_run,) = _runs(uri, "e2e", "study")
+    client = MlflowClient(uri)
+    assert {a.path for a in client.list_artifacts(study_run.info.run_id, "plots")} == drawn
     # trials report to Ray Tune at ASHA's rungs and at most once a second (the space's default
     # study.report_every_s): fewer reports than epochs, while MLflow got every epoch (above)
     reports = {}
@@ -120,9 +127,14 @@ def test_demo_study_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]
 
 def test_study_against_mlflow_server(workdir: Path, mlflow_server: str) -> None:
     space = load_space(write_space(workdir, "http", trials=3, concurrent=3, epochs=4))
-    run_study(space, cpus=2, tracking_uri=mlflow_server, verbose=0)
+    result = run_study(space, cpus=2, tracking_uri=mlflow_server, verbose=0)
     _check_study_runs(mlflow_server, "http", 3)
     assert not (workdir / "mlflow.db").exists()
+    # study.plots: false (write_space's default): no plots, here or in MLflow
+    assert not (result.storage_path / "plots").exists()
+    (study_run,) = _runs(mlflow_server, "http", "study")
+    assert not MlflowClient(mlflow_server).list_artifacts(study_run.info.run_id, "plots")
+    assert (result.storage_path / "results.csv").is_file()
 
 
 def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:

@@ -16,6 +16,7 @@ on the same port and store) and the ``rbm-tune`` command on a local Ray.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _wait_for_trial_metrics(store: Path, proc, timeout: float = 240) -> None:
             pass
         time.sleep(0.5)
     pytest.fail("no trial metrics reached MLflow")
+
+
+@pytest.fixture(autouse=True)
+def _teacher_in_cache(tmp_path: Path, tiny_teacher_cache: Path) -> None:
+    """The studies read their teacher from the cache (training it is not what is tested)."""
+    shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
 
 
 def _start_study(tmp_path: Path, uri: str, *args: str, wait_s: str = "120", fault: str = ""):
@@ -81,6 +88,7 @@ def test_server_back_mid_study_gets_every_buffered_update(tmp_path: Path) -> Non
         stop_process_group(proc, wait=5)
         stop_process_group(server)
     assert proc.returncode == 0, out[-4000:]
+    assert "(from cache)" in out  # the copied teacher was the study's
     assert "does not answer" in out and "MLflow answers again" in out
     # what the server stored, read straight from its SQLite store
     store = f"sqlite:///{root / 'db.sqlite'}"
@@ -102,6 +110,7 @@ def _killed_at(tmp_path: Path, point: str) -> tuple[Path, int, str]:
         stop_process_group(proc, wait=5)
         stop_process_group(server)
     assert proc.returncode == 2, out[-4000:]
+    assert "(from cache)" in out  # the copied teacher was the study's
     last = out.strip().splitlines()[-1]
     assert last.startswith("rbm-tune: error: MLflow at") and "--resume" in last, last
     _no_traceback(out)

@@ -7,6 +7,7 @@ process really dies of SIGKILL, at a chosen epoch, once.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from helpers import rbm_tune_cli, stop_process_group
 from study_checks import all_runs, check_lost_nothing, describe, results, write_study
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _teacher_in_cache(tmp_path: Path, tiny_teacher_cache: Path) -> None:
+    """The studies read their teacher from the cache (training it is not what is tested)."""
+    shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
 
 
 def _run(space: Path, cwd: Path, fault: str) -> str:
@@ -34,6 +41,7 @@ def _run(space: Path, cwd: Path, fault: str) -> str:
     finally:
         stop_process_group(proc, wait=5)
     assert proc.returncode == 0, out[-4000:]
+    assert "(from cache)" in out  # the copied teacher was the study's
     return out
 
 
