@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +107,11 @@ def tiny_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert len(cache.entries()) == 1
     return folder / "cache"
+
+
+@pytest.fixture
+def teacher_in_cache(tmp_path: Path, tiny_teacher_cache: Path) -> Path:
+    """``tmp_path / "cache"`` starts as a copy of :func:`tiny_teacher_cache` (for a module's
+    ``pytest.mark.usefixtures``): the test's studies read their teacher instead of training it."""
+    shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
+    return tmp_path / "cache"

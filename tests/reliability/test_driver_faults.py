@@ -51,14 +51,14 @@ def _study(
     ids=["before-first-trial-ends", "mid-study", "during-summary"],
 )
 def test_sigkill_of_the_driver_then_resume_loses_nothing(
-    tmp_path: Path, fault: str, tiny_teacher_cache: Path
+    tmp_path: Path, fault: str, request: pytest.FixtureRequest
 ) -> None:
     name = "crash"
     # the first kill comes after the study trained its teacher; the later two read it from a
     # cache that already holds it (~14 s of a Ray worker each), which their kills do not touch
     first_trains = fault.startswith("driver_result")
     if not first_trains:
-        shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
+        request.getfixturevalue("teacher_in_cache")
     space = write_study(tmp_path, name, trials=TRIALS, epochs=5, concurrent=2)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # mid-study: Ray Tune snapshots its experiment state at most every 100 s (plus when a trial

@@ -16,7 +16,6 @@ on the same port and store) and the ``rbm-tune`` command on a local Ray.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from helpers import free_port, rbm_tune_cli, start_mlflow_server, stop_process_g
 from mlflow.tracking import MlflowClient
 from study_checks import check_lost_nothing, write_study
 
-pytestmark = pytest.mark.integration
+# the studies read their teacher from the cache (training it is not what is tested)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("teacher_in_cache")]
 
 TRIALS = 2
 
@@ -48,12 +48,6 @@ def _wait_for_trial_metrics(store: Path, proc, timeout: float = 240) -> None:
             pass
         time.sleep(0.5)
     pytest.fail("no trial metrics reached MLflow")
-
-
-@pytest.fixture(autouse=True)
-def _teacher_in_cache(tmp_path: Path, tiny_teacher_cache: Path) -> None:
-    """The studies read their teacher from the cache (training it is not what is tested)."""
-    shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
 
 
 def _start_study(tmp_path: Path, uri: str, *args: str, wait_s: str = "120", fault: str = ""):

@@ -7,20 +7,14 @@ process really dies of SIGKILL, at a chosen epoch, once.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from helpers import rbm_tune_cli, stop_process_group
 from study_checks import all_runs, check_lost_nothing, describe, results, write_study
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _teacher_in_cache(tmp_path: Path, tiny_teacher_cache: Path) -> None:
-    """The studies read their teacher from the cache (training it is not what is tested)."""
-    shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
+# the studies read their teacher from the cache (training it is not what is tested)
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("teacher_in_cache")]
 
 
 def _run(space: Path, cwd: Path, fault: str) -> str:
