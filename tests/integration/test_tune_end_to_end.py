@@ -125,9 +125,11 @@ def test_demo_study_end_to_end(workdir: Path, capsys: pytest.CaptureFixture[str]
     assert len(TeacherCache.in_cache_dir().entries()) == 1
 
 
+@pytest.mark.usefixtures("teacher_in_cache")  # these studies are not about the teacher
 def test_study_against_mlflow_server(workdir: Path, mlflow_server: str) -> None:
     space = load_space(write_space(workdir, "http", trials=3, concurrent=3, epochs=4))
     result = run_study(space, cpus=2, tracking_uri=mlflow_server, verbose=0)
+    assert not result.teacher_trained  # the copied one
     _check_study_runs(mlflow_server, "http", 3)
     assert not (workdir / "mlflow.db").exists()
     # study.plots: false (write_space's default): no plots, here or in MLflow
@@ -138,13 +140,14 @@ def test_study_against_mlflow_server(workdir: Path, mlflow_server: str) -> None:
 
 
 def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:
-    """--gpus 2 and 0.5 GPU per trial: 4 trials at once on 2 logical GPUs; CPU fallback here."""
+    """--gpus 2 and 0.5 GPU per trial: 4 trials at once on 2 logical GPUs; CPU fallback here.
+    The teacher is trained by a Ray task that asks for a whole GPU (and falls back to the CPU)."""
     space = load_space(write_space(workdir, "gpus", trials=4, concurrent=4, gpus=0.5, epochs=25))
     import ray
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)  # logical GPUs
-    run_study(space, gpus=2, verbose=0)
+    assert run_study(space, gpus=2, verbose=0).teacher_trained
     runs = _runs(f"sqlite:///{workdir / 'mlflow.db'}", "gpus", "trial")
     assert len(runs) == 4
     spans = [(r.info.start_time, r.info.end_time) for r in runs]
@@ -154,6 +157,7 @@ def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:
     assert finished and all(r.data.metrics["ran_on_cuda"] == 0 for r in finished)
 
 
+@pytest.mark.usefixtures("teacher_in_cache")
 def test_study_searching_another_per_epoch_metric(workdir: Path) -> None:
     """``metric: train_loss`` (mode min): every result carries it, a finished trial's final one
     at its best-validation epoch, and the best trial is the finished one with the least."""
@@ -163,6 +167,7 @@ def test_study_searching_another_per_epoch_metric(workdir: Path) -> None:
     space = load_space(path)
     assert (space.study.metric, space.study.mode) == ("train_loss", "min")
     result = run_study(space, cpus=2, verbose=0)
+    assert not result.teacher_trained
     assert result.failed == ()  # Ray Tune fails a trial whose result lacks the metric
     trials = json.loads((result.storage_path / "trials.json").read_text())
     assert len(trials) == 4
