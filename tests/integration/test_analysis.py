@@ -10,6 +10,7 @@ cannot be imported).
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,10 +59,13 @@ def _cli(tmp: Path, *args: str, timeout: float = 400) -> str:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def study(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_cache: Path) -> Path:
     tmp = tmp_path_factory.mktemp("analysis")
     (tmp / "multi.yaml").write_text(SPACE)
-    _cli(tmp, "--space", "multi.yaml", "--cpus", "2")
+    # the study's teacher (helpers.write_space's) is read, not trained: this module is about
+    # what comes after a search; evaluate's new seeds still train theirs
+    shutil.copytree(tiny_teacher_cache, tmp / "cache")
+    assert "(from cache)" in _cli(tmp, "--space", "multi.yaml", "--cpus", "2")
     return tmp
 
 

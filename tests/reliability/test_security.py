@@ -405,6 +405,7 @@ ENV_LIKE = re.compile(r"^[A-Z][A-Z0-9_]{2,}$")
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("teacher_in_cache")  # the teacher's run is logged by the driver anyway
 def test_no_planted_secret_reaches_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from helpers import write_space
     from mlflow.entities import ViewType
