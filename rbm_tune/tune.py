@@ -23,6 +23,7 @@ With ``rbm_tune.searcher``, the only module that imports ``ray.tune``. The data 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -158,6 +159,9 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     from rbm_tune.trial import seed_everything, student_features
 
     sys.unraisablehook = _drop_exit_in_callbacks
+    # Ray Train logs every checkpoint it persists at INFO from this worker; streamed to the
+    # driver, such a line can land after the study's summary (the checkpoint is in the results)
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as ckpt:
