@@ -84,10 +84,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def tiny_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A teacher cache holding the teacher of ``helpers.write_space``'s studies, trained once.
 
-    For the fault tests, whose studies are about trials, the driver and MLflow: copied into a
-    test's own cache, their studies read the teacher instead of training it in a Ray worker
-    (~14 s of every study on 2 cores). Studies that check the teacher is trained once start
-    from an empty cache.
+    For tests whose studies are about something else (trials, the driver, MLflow, the
+    analysis after a search): copied into a test's own cache, their studies read the teacher
+    instead of training it in a Ray worker (~14 s of every study on 2 cores). The studies that
+    check how and where the teacher is trained start from an empty cache.
     """
     from rbm_tune.data import load_graph
     from rbm_tune.search_space import load_space
