@@ -911,7 +911,7 @@ def _tune(
         tracker.log_artifact(tracker.parent_id, table)
         _write_trials(space, done, out_dir / "trials.json")
         tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
-        for path in _plots(space, done, study, out_dir / "plots", log) if study.plots else ():
+        for path in _plots(space, done, study, out_dir / "plots", log):
             tracker.log_artifact(tracker.parent_id, path, "plots")
         pareto = _pareto(done, study, out_dir / "pareto.md") if study.objectives else []
         if pareto:
@@ -988,7 +988,10 @@ def _write_trials(space: Any, done: list[dict[str, Any]], path: Path) -> None:
 def _plots(
     space: Any, done: list[dict[str, Any]], study: Any, out: Path, log: Callable[[str], None]
 ) -> list[Path]:
-    """Optuna's plots of the study's reported trials (rbm_tune.plots); never fails a study."""
+    """Optuna's plots of the study's reported trials (rbm_tune.plots), none where the space
+    says ``study.plots: false``; never fails a study."""
+    if not study.plots:
+        return []
     from rbm_tune.plots import study_from_trials, write_plots
 
     try:

@@ -89,23 +89,14 @@ def tiny_teacher_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     instead of training it in a Ray worker (~14 s of every study on 2 cores). The studies that
     check how and where the teacher is trained start from an empty cache.
     """
-    from rbm_tune.data import load_graph
-    from rbm_tune.search_space import load_space
-    from rbm_tune.teacher import train_teacher
-    from rbm_tune.teacher_cache import TeacherCache, TeacherKey
+    from rbm_tune.cli import main
+    from rbm_tune.teacher_cache import TeacherCache
 
     folder = tmp_path_factory.mktemp("tiny-teacher")
-    config = load_space(write_space(folder, "teacher")).default_config()
-    graph = load_graph(config.dataset, setting=config.setting, seed=config.seed)
-    key = TeacherKey.of(graph, config.teacher, seed=config.seed)
-    cache = TeacherCache.in_cache_dir(folder / "cache")
-    device = torch.device("cpu")
-    cache.get_or_train(
-        key,
-        lambda: train_teacher(config.teacher, graph, seed=config.seed, device=device),
-        require_cache=True,
-    )
-    assert len(cache.entries()) == 1
+    space = write_space(folder, "teacher")
+    args = ["teacher", "--space", str(space), "--cache-dir", str(folder / "cache")]
+    assert main([*args, "--device", "cpu", "--quiet"]) == 0  # `rbm-tune teacher`, in-process
+    assert len(TeacherCache.in_cache_dir(folder / "cache").entries()) == 1
     return folder / "cache"
 
 

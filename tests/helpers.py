@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import shutil
 import signal
@@ -76,9 +77,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_MIGRATED_DB: list[Path] = []
-
-
+@functools.cache
 def migrated_mlflow_db() -> Path:
     """An empty MLflow SQLite store at the newest schema, made once per process.
 
@@ -86,15 +85,13 @@ def migrated_mlflow_db() -> Path:
     answers: 35 s instead of 15 s to a healthy server on 2 cores. A copy of this store is the
     same empty store, already migrated (MLflow's own SqlAlchemyStore made it).
     """
-    if not _MIGRATED_DB:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        folder = Path(tempfile.mkdtemp(prefix="rbm-tune-test-mlflow-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        db = folder / "db.sqlite"
-        SqlAlchemyStore(f"sqlite:///{db}", str(folder / "artifacts")).engine.dispose()
-        _MIGRATED_DB.append(db)
-    return _MIGRATED_DB[0]
+    folder = Path(tempfile.mkdtemp(prefix="rbm-tune-test-mlflow-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    db = folder / "db.sqlite"
+    SqlAlchemyStore(f"sqlite:///{db}", str(folder / "artifacts")).engine.dispose()
+    return db
 
 
 def start_mlflow_server(root: Path, port: int, timeout: float = 90) -> tuple[Any, str]:
