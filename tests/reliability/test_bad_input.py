@@ -284,13 +284,19 @@ class Outcome:
     leftovers: bool  # processes of the run's session still alive after it exited
 
 
-def _env(tmp: Path, case: Case) -> dict[str, str]:
-    inherited = {
+def _user_env() -> dict[str, str]:
+    """This process's environment as a user's shell would pass it on. Read on the main thread,
+    once: pytest sets and deletes PYTEST_CURRENT_TEST there at every test phase, and iterating
+    ``os.environ`` from a worker thread meanwhile raised KeyError (seen in a CI run)."""
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("RAY_", "MLFLOW_", "RBM_TUNE_", "AWS_", "GOOGLE_"))
         and k != "PYTEST_CURRENT_TEST"  # PyG keeps quiet under pytest; be a real user's run
     }
+
+
+def _env(tmp: Path, case: Case, inherited: dict[str, str]) -> dict[str, str]:
     return {
         **inherited,
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db",
@@ -322,7 +328,7 @@ def _is_scaffold(tmp: Path, rel: str) -> bool:
     return scratch and (path.is_symlink() or path.is_dir() or path.name == ".lock")
 
 
-def _run(case: Case, tmp: Path) -> Outcome:
+def _run(case: Case, tmp: Path, inherited: dict[str, str]) -> Outcome:
     for name, text in case.files.items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_text(_at(text, tmp))
@@ -333,7 +339,7 @@ def _run(case: Case, tmp: Path) -> Outcome:
     with subprocess.Popen(
         args,
         cwd=tmp,
-        env=_env(tmp, case),
+        env=_env(tmp, case, inherited),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -363,9 +369,10 @@ def _kill_group(pgid: int) -> bool:
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Outcome]]]:
     """Every case, started in the background two at a time (the machine has 2 cores)."""
     have_data = (SHARED_DATA / "Cora" / "raw").is_dir()
+    inherited = _user_env()
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {
-            name: pool.submit(_run, case, tmp_path_factory.mktemp(name))
+            name: pool.submit(_run, case, tmp_path_factory.mktemp(name), inherited)
             for name, case in CASES.items()
             if have_data or not case.shared_data
         }
