@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import functools
+import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -71,10 +73,39 @@ def write_space(
     return path
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1 that no other process is likely to take before the caller binds.
+
+    A port the OS hands out for ``bind(0)`` (its ephemeral range, 32768-60999 here) is free for
+    anyone between this check and the caller's bind, seconds later for an MLflow server, and the
+    OS may give it to the next process that asks: in a clean-clone CI run a Ray process of the
+    other xdist worker took one, and the test's health check read that gRPC server's HTTP/2
+    reply (``BadStatusLine``). So: a random port above Ray's worker ports (10002-19999 by
+    default) and below the ephemeral range, never the same twice in one process.
+    """
+    rng = random.SystemRandom()
+    high = max(_ephemeral_low(), 20001)
+    while True:
+        port = rng.randrange(20000, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 @functools.cache
@@ -129,11 +160,13 @@ def start_mlflow_server(root: Path, port: int, timeout: float = 90) -> tuple[Any
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
+        if proc.poll() is not None:  # e.g. another process holds the port
+            raise RuntimeError(f"mlflow server exited ({proc.returncode}) before it answered")
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
                 if resp.read().decode().strip() == "OK":
                     return proc, uri
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not listening yet / not HTTP
             time.sleep(0.5)
     stop_process_group(proc)
     raise RuntimeError(f"mlflow server did not become healthy in {timeout:.0f} s")
