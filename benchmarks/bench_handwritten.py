@@ -187,23 +187,19 @@ def collect(folder: Path, tool: str) -> list[dict[str, Any]]:
 
 
 def save_teacher(config: dict[str, Any], path: Path, data_root: str | None) -> float:
-    """What the careful user runs once: train the teacher, ``torch.save`` it. Seconds taken."""
+    """What the careful user runs once: the script's own data and teacher steps
+    (``handwritten_tune.graph_and_teacher``), then ``torch.save``. Seconds taken."""
     code = (
-        "import sys, torch\n"
+        "import json, sys, torch\n"
         "torch.set_num_threads(1)  # as in a Ray trial with 1 CPU: the same teacher\n"
-        "from rbm_tune.config import TrialConfig\n"
-        "from rbm_tune.data import load_graph\n"
-        "from rbm_tune.teacher import train_teacher\n"
-        "from rbm_tune.trial import seed_everything\n"
-        "import json\n"
-        "cfg = TrialConfig.from_mapping(json.loads(sys.argv[1]))\n"
-        "seed_everything(cfg.seed)\n"
-        "g = load_graph(cfg.dataset, root=sys.argv[3] or None, setting=cfg.setting,\n"
-        "               seed=cfg.seed)\n"
-        "torch.save(train_teacher(cfg.teacher, g, seed=cfg.seed), sys.argv[2])\n"
+        "sys.path.insert(0, sys.argv[4])\n"
+        "from handwritten_tune import graph_and_teacher\n"
+        "_, _, teacher = graph_and_teacher(json.loads(sys.argv[1]), sys.argv[3])\n"
+        "torch.save(teacher, sys.argv[2])\n"
     )
     root = str(Path(data_root).resolve()) if data_root else ""
-    took, _ = _run([sys.executable, "-c", code, json.dumps(config), str(path), root], path.parent)
+    cmd = [sys.executable, "-c", code, json.dumps(config), str(path), root, str(HERE)]
+    took, _ = _run(cmd, path.parent)
     return took
 
 
@@ -222,7 +218,6 @@ def summary(wall: float, trials: list[dict[str, Any]], cpus: int) -> dict[str, f
         "per_epoch": sum(slots) / max(epochs, 1),
         # slot time with no trial function running, first trial's start to last trial's end
         "between": cpus * span - sum(slots),
-        "outside": wall - span,  # before the first trial and after the last
         "best_val": best["val_acc"],
         "best_test": best["test_acc"],
     }
@@ -251,6 +246,12 @@ def agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[int, in
 
 
 FOLDERS = {arm: arm.replace(", ", "-").replace(" ", "-") for arm in ARMS}
+# the script arms that read the teacher file, in the order they run: the script's options
+TEACHER_FILE_ARMS = {
+    "script, teacher file": (),
+    "script, teacher file, no MLflow": ("--mlflow=off",),
+    "script, expert": ("--reuse-actors", "--mlflow=in-trial"),
+}
 
 
 def run_arms(work: Path, args: argparse.Namespace, cmd: str) -> dict[str, Any]:
@@ -265,28 +266,12 @@ def run_arms(work: Path, args: argparse.Namespace, cmd: str) -> dict[str, Any]:
     configs = [t["config"] for t in collect(f, "rbm-tune")]
     done["script"] = script_arm(configs, work / FOLDERS["script"], args, "")
     print(f"script: {done['script']['wall']:.1f}s", flush=True)
-    f = work / FOLDERS["script, teacher file"]
-    done["teacher_file_s"] = save_teacher(configs[0], f / "teacher.pt", args.data_root)
-    done["script, teacher file"] = script_arm(configs, f, args, str(f / "teacher.pt"))
-    done["script, teacher file"]["wall"] += done["teacher_file_s"]
-    print(f"script, teacher file: {done['script, teacher file']['wall']:.1f}s", flush=True)
-    arm = "script, teacher file, no MLflow"
-    done[arm] = script_arm(
-        configs, work / FOLDERS[arm], args, str(f / "teacher.pt"), "--mlflow=off"
-    )
-    done[arm]["wall"] += done["teacher_file_s"]
-    print(f"{arm}: {done[arm]['wall']:.1f}s", flush=True)
-    arm = "script, expert"
-    done[arm] = script_arm(
-        configs,
-        work / FOLDERS[arm],
-        args,
-        str(f / "teacher.pt"),
-        "--reuse-actors",
-        "--mlflow=in-trial",
-    )
-    done[arm]["wall"] += done["teacher_file_s"]
-    print(f"{arm}: {done[arm]['wall']:.1f}s", flush=True)
+    teacher = work / "teacher.pt"
+    done["teacher_file_s"] = save_teacher(configs[0], teacher, args.data_root)
+    for arm, options in TEACHER_FILE_ARMS.items():
+        done[arm] = script_arm(configs, work / FOLDERS[arm], args, str(teacher), *options)
+        done[arm]["wall"] += done["teacher_file_s"]
+        print(f"{arm}: {done[arm]['wall']:.1f}s", flush=True)
     f = work / FOLDERS["rbm-tune fast"]
     done["rbm-tune fast"] = rbm_tune_arm(write_space(args.space, f, args, True), f, cache, args)
     print(f"rbm-tune fast: {done['rbm-tune fast']['wall']:.1f}s", flush=True)

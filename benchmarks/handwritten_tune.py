@@ -39,24 +39,35 @@ from pathlib import Path
 from typing import Any
 
 
+def graph_and_teacher(trial: dict[str, Any], data_root: str, teacher_file: str = "") -> tuple:
+    """The paper's first two steps: the config, the dataset, the teacher (trained, or loaded
+    from ``teacher_file``, which is what this function trained and ``torch.save`` d)."""
+    import torch
+
+    from rbm_tune.config import TrialConfig
+    from rbm_tune.data import load_graph
+    from rbm_tune.teacher import train_teacher
+    from rbm_tune.trial import seed_everything
+
+    cfg = TrialConfig.from_mapping(trial)
+    seed_everything(cfg.seed)
+    graph = load_graph(cfg.dataset, root=data_root or None, setting=cfg.setting, seed=cfg.seed)
+    if teacher_file:
+        return cfg, graph, torch.load(teacher_file, weights_only=False)
+    return cfg, graph, train_teacher(cfg.teacher, graph, seed=cfg.seed)
+
+
 def train(params: dict[str, Any]) -> None:
     """One trial, as the paper's code runs one: data -> teacher -> student."""
     import torch
     from ray import tune
 
-    from rbm_tune.config import TrialConfig
-    from rbm_tune.data import load_graph
     from rbm_tune.distill import train_student
-    from rbm_tune.teacher import train_teacher
     from rbm_tune.trial import seed_everything
 
-    cfg = TrialConfig.from_mapping(params["trial"])
-    seed_everything(cfg.seed)
-    graph = load_graph(cfg.dataset, root=params["data_root"], setting=cfg.setting, seed=cfg.seed)
-    if params["teacher_file"]:
-        teacher = torch.load(params["teacher_file"], weights_only=False)
-    else:
-        teacher = train_teacher(cfg.teacher, graph, seed=cfg.seed)
+    cfg, graph, teacher = graph_and_teacher(
+        params["trial"], params["data_root"], params["teacher_file"]
+    )
     seed_everything(cfg.seed)
     mlflow = None
     if params["mlflow"]:  # --mlflow in-trial: this trial's run, written from the trial
