@@ -185,6 +185,22 @@ def build_parser() -> _Parser:
     sub.add_parser("configs", help="list the shipped trial configs")
 
     p = sub.add_parser(
+        "plan",
+        help="estimate each trial's memory: does the space fit its GPU or CPU share?",
+        description="For the space's default point and corners: the estimated peak memory of "
+        "one trial, whether it fits its share (gpus_per_trial x the card; on CPUs the host's "
+        "memory / the trials at once), how many fit a 24 / 80 / 141 GB card and a 32 / 64 GiB "
+        "host, the corners that do not fit, and the teacher's estimate. Needs no data files.",
+    )
+    p.add_argument("--space", required=True, metavar="FILE", help="search-space YAML or name")
+    p.add_argument(
+        "--gpu-memory", default=None, metavar="SIZE", help="the card's memory (default 80GB)"
+    )
+    p.add_argument(
+        "--host-memory", default=None, metavar="SIZE", help="default: this host's memory"
+    )
+
+    p = sub.add_parser(
         "submit",
         help="run a study as a Ray job on a remote cluster (Job Submission SDK)",
         description="Submit 'rbm-tune --space FILE' as a Ray job: the space file and this "
@@ -308,6 +324,10 @@ def _run(parser: _Parser, args: argparse.Namespace) -> int:
         from rbm_tune.commands import cache_list, cache_rm
 
         return cache_list(args) if args.cache_command == "list" else cache_rm(args)
+    if args.command == "plan":
+        from rbm_tune.plan import plan_command
+
+        return plan_command(args)
     if args.command == "submit":
         from rbm_tune.jobs import submit
 

@@ -50,6 +50,7 @@ SETTINGS = ("transductive", "inductive")
 NORM_TYPES = ("none", "batch", "layer")
 TEACHERS = ("gcn", "sage", "gat")
 STUDENTS = ("mlp", "moe", "rbm")
+PRECISIONS = ("float32", "tf32", "bf16")
 
 # Keys of the reference implementation's parameters.yaml -> our one name (spec §7, §11.5).
 ALIASES = {
@@ -213,7 +214,8 @@ class DistillSpec(_Section):
     # nodes only at a new best val, train accuracy on a fixed sample (see rbm_tune.distill)
     eval_nodes: str = "all"
     # "bf16": student forwards under bfloat16 autocast (CPU with AMX/AVX512-BF16, or a GPU);
-    # parameters, optimiser state and losses stay float32
+    # parameters, optimiser state and losses stay float32. "tf32": float32 tensors, CUDA
+    # matmuls on TF32 tensor cores (Ampere and later; the same as float32 on a CPU)
     precision: str = "float32"
     # torch.compile the student's forward (Inductor: a C++ compiler on CPU, Triton on GPU)
     compile: bool = False
@@ -222,6 +224,8 @@ class DistillSpec(_Section):
     # Coauthor); "off": dense GEMMs always
     sparse_features: str = "auto"
     batch_size: int = -1  # -1: one chunk of every row
+    # rows per evaluation forward (no gradient); 0: as batch_size, -1: every row at once
+    eval_batch_size: int = 0
     memory_update: str = "every_forward"  # or "clean_once": EMA once per clean chunk
     memory_weight_decay: bool = True
     kmeans_restarts: int = 10
@@ -254,7 +258,7 @@ class DistillSpec(_Section):
         _choice("distill.kd_form", self.kd_form, ("reference", "hinton"))
         _choice("distill.mode", self.mode, ("reference", "fast"))
         _choice("distill.eval_nodes", self.eval_nodes, ("all", "needed"))
-        _choice("distill.precision", self.precision, ("float32", "bf16"))
+        _choice("distill.precision", self.precision, PRECISIONS)
         _choice("distill.sparse_features", self.sparse_features, ("auto", "off"))
         _choice("distill.memory_update", self.memory_update, ("every_forward", "clean_once"))
         _in_range("distill.label_weight", self.label_weight, 0.0, 1.0)
@@ -266,6 +270,11 @@ class DistillSpec(_Section):
             raise ConfigError("distill.max_epochs and patience must be >= 1, pretrain_epochs >= 0")
         if self.batch_size == 0 or self.batch_size < -1:
             raise ConfigError(f"distill.batch_size={self.batch_size}: use -1 (full) or >= 1")
+        if self.eval_batch_size < -1:
+            raise ConfigError(
+                f"distill.eval_batch_size={self.eval_batch_size}: use 0 (as batch_size), "
+                "-1 (every row) or >= 1"
+            )
         if self.kmeans_restarts < 1 or self.kmeans_max_iter < 1 or self.kmeans_max_rows < 0:
             raise ConfigError("distill.kmeans_restarts/max_iter must be >= 1, max_rows >= 0")
         if self.krd_bins < 2 or self.krd_update_rate < 1:

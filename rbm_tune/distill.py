@@ -21,7 +21,9 @@ Selection: best validation accuracy over post-switch epochs only (spec §10.1 it
 primary result is the test accuracy at that epoch; the max-over-epochs test accuracy is kept
 under a name that says it is an oracle. Test accuracy never appears in a per-epoch report.
 
-Evaluation (``distill.eval_nodes``): ``all`` forwards every node each epoch (§4.3 step 8).
+Evaluation runs in chunks of ``distill.eval_batch_size`` rows (0: ``batch_size``'s; the
+results do not depend on it), so a large graph's evaluation need not hold all its rows at once.
+``distill.eval_nodes``: ``all`` forwards every node each epoch (§4.3 step 8).
 ``needed`` forwards only what the run uses: the validation nodes every epoch (plus every
 observed node when KRD needs the predictions), the test nodes only at an epoch whose validation
 accuracy is a new best, and a fixed seeded sample of at most :data:`TRAIN_ACC_SAMPLE` training
@@ -29,9 +31,11 @@ nodes for the reported ``train_acc``. Deviation: ``train_acc`` is then that samp
 and the max-over-epochs test accuracy is not measured (``test_acc_oracle`` is NaN); the selected
 epoch and its test accuracy are the same as with ``all``.
 
-Speed options, off by default: ``precision: bf16`` runs the student's forwards under bfloat16
-autocast (parameters, Adam state, log-softmax, KL and the similarity loss stay float32; on a CPU
-with AMX a bf16 GEMM is about 4x a float32 one); ``compile: true`` wraps the forward in
+Speed options, off by default: ``precision: tf32`` lets CUDA run float32 matmuls on TF32
+tensor cores (float32 tensors throughout; a CPU is unaffected); ``precision: bf16`` runs the
+student's forwards under bfloat16 autocast (parameters, Adam state, log-softmax, KL and the
+similarity loss stay float32; on a CPU with AMX a bf16 GEMM is about 4x a float32 one);
+``compile: true`` wraps the forward in
 ``torch.compile`` (the RbM's grouped dispatch, which reads its per-expert row counts on the
 host, runs between compiled graphs). Neither changes the objective; both change the numerics.
 ``sparse_features: auto`` (the default) lets the first layer multiply only the non-zeros of
@@ -43,8 +47,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -68,7 +72,7 @@ from rbm_tune.metrics import (
 from rbm_tune.models.sparse import forbid_sparse, gathered, registered
 from rbm_tune.teacher import TeacherOutputs
 
-__all__ = ["DistillResult", "Report", "train_student"]
+__all__ = ["DistillResult", "Report", "tf32_matmuls", "train_student"]
 
 Report = Callable[[dict[str, float]], object]
 
@@ -120,16 +124,20 @@ class _Trainer:
         d = config.distill
         self.cfg, self.d, self.graph, self.device = config, d, graph, device
         self.x_full = features.to(device)
-        self.x = self.x_full[graph.observed_idx.to(device)]
+        # transductive: the observed rows are every row in order (no copy of the features)
+        observed_all = not graph.is_inductive and graph.num_observed == features.size(0)
+        self.x = self.x_full if observed_all else self.x_full[graph.observed_idx.to(device)]
         self.y = graph.y[graph.observed_idx].to(device)
         self.train = graph.observed_train.to(device)
         self.val = graph.observed_val.to(device)
         self.test = graph.test_idx.to(device)
         self.y_test = graph.y[graph.test_idx].to(device)
         self.logp_t = teacher.log_probs.to(device)
-        self.h_t = teacher.embedding.to(device)
+        # the teacher's embedding only where similarity distillation reads it (N x H)
+        self.h_t = teacher.embedding.to(device) if d.similarity_distill else None
         self.teacher_pred = self.logp_t.argmax(-1)
         self.gen = torch.Generator(device=device).manual_seed(config.seed)
+        self.eval_rows = d.eval_batch_size or d.batch_size  # 0: as batch_size
         # eval_nodes: needed — a fixed sample of training nodes behind train_acc (own generator,
         # so the training's random stream is the same as with eval_nodes: all)
         pick = torch.randperm(
@@ -183,7 +191,7 @@ class _Trainer:
     def _run(self, x: Tensor):  # -> StudentOutput
         """The student's forward, under bf16 autocast with ``precision: bf16``; the outputs
         the losses read are float32 (log-softmax, KL and similarity in full precision)."""
-        if self.d.precision == "float32":
+        if self.d.precision != "bf16":  # float32, or tf32 (float32 tensors, TF32 matmuls)
             return self.net(x)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
             out = self.net(x)
@@ -355,9 +363,9 @@ class _Trainer:
 
     @torch.no_grad()
     def _logits(self, x: Tensor) -> Tensor:
-        """Eval-mode logits of these rows, chunked by ``batch_size``."""
+        """Eval-mode logits of these rows, chunked by ``eval_batch_size``."""
         self.model.eval()
-        logits = torch.cat([self._run(x[s]).logits for s in _chunks(x.size(0), self.d.batch_size)])
+        logits = torch.cat([self._run(x[s]).logits for s in _chunks(x.size(0), self.eval_rows)])
         self.model.train()
         return logits
 
@@ -391,6 +399,22 @@ class _Trainer:
         """Eval-mode accuracy on the test nodes."""
         with gathered(self.x_full, self.test) as x:
             return accuracy(self._logits(x), self.y_test)
+
+
+@contextmanager
+def tf32_matmuls(on: bool) -> Iterator[None]:
+    """While active (``on``), CUDA float32 matmuls may use TF32 tensor cores
+    (``precision: tf32``); the previous setting comes back after. No effect on a CPU."""
+    if not on:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = before
 
 
 def train_student(
@@ -437,7 +461,7 @@ def train_student(
     epoch = 0
     # sparse features: layers find the CSR of these matrices' row blocks (one scan each)
     sparse = registered(trainer.x, trainer.x_full) if d.sparse_features == "auto" else None
-    with sparse or nullcontext():
+    with sparse or nullcontext(), tf32_matmuls(d.precision == "tf32"):
         for epoch in range(1, d.max_epochs + pretrain + 1):
             tick = time.perf_counter()
             if has_switch and epoch - 1 == pretrain:

@@ -85,6 +85,7 @@ def kmeans(
     seed: int = 0,
     max_rows: int = 0,
     tol: float = 1e-4,
+    normalize: bool = False,
 ) -> Tensor:
     """Cluster the rows of ``x`` into ``num_clusters`` groups; keep the best of the restarts.
 
@@ -96,6 +97,8 @@ def kmeans(
         seed: seeds the subsample and every restart's initialisation.
         max_rows: fit on a seeded random subsample of at most this many rows (0: all rows).
         tol: relative tolerance, scaled by the mean per-feature variance (as scikit-learn).
+        normalize: cluster the L2-normalised rows (normalised after the subsample: the same
+            rows as normalising all of ``x`` first, without an (N, d) copy).
 
     Returns:
         Cluster centres, shape (E, d), in ``x``'s dtype and on its device.
@@ -122,6 +125,8 @@ def kmeans(
         data = data[
             torch.randperm(n, generator=gen, device=x.device)[: max(max_rows, num_clusters)]
         ]
+    if normalize:
+        data = torch.nn.functional.normalize(data, dim=1)
     tol_abs = tol * float(data.var(dim=0).mean()) if data.shape[0] > 1 else 0.0
     best, best_inertia = None, math.inf
     for _ in range(restarts):

@@ -18,6 +18,8 @@ valid space with nothing searched. A scalar is fixed; a mapping is searched::
       plots: true                # Optuna's plots of the trials at the end (false: skip them)
       asha: {grace_period: 10, reduction_factor: 2}
       resources: {cpus_per_trial: 1, gpus_per_trial: 0}   # fractional GPUs pack trials
+                                 # memory_per_trial: 8GiB caps a CPU trial (default: the
+                                 # host's memory / the trials at once); see rbm-tune plan
     dataset: cora                # required
     setting: transductive
     teacher: {model: sage, num_layers: 3, hidden_dim: 512}   # fixed: trained once, cached
@@ -73,7 +75,7 @@ import difflib
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
@@ -126,7 +128,7 @@ STUDY_KEYS = {
     "objectives": None,
     "plots": None,
     "asha": ("grace_period", "reduction_factor"),
-    "resources": ("cpus_per_trial", "gpus_per_trial"),
+    "resources": ("cpus_per_trial", "gpus_per_trial", "memory_per_trial"),
 }
 # The per-epoch metrics of rbm_tune.metrics and their direction, spelled out so that loading a
 # space never imports torch (a test checks they match). A test accuracy is never one of them.
@@ -259,6 +261,9 @@ class StudySettings:
     asha_max_t: int = 1
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
+    # bytes a CPU trial may use (0: the host's memory / the trials that run at once on it);
+    # a trial whose estimate (rbm_tune.memory) exceeds its share is not trained
+    memory_per_trial: int = 0
 
     def __post_init__(self) -> None:
         metric, gpus, grace = self.metric, self.gpus_per_trial, self.grace_period
@@ -365,6 +370,18 @@ class SearchSpace:
         """Optuna parameters of the default point: each ``default:``, else the first choice or
         the (geometric) middle. For ``OptunaSearch(points_to_evaluate=[...])``."""
         return _pick_values(self.path, self.params, self.fixed, "default", {})
+
+    def corners(self) -> list[tuple[str, TrialConfig]]:
+        """(label, config) of the default point and every corner :func:`load_space` checked:
+        ``"high"`` (every parameter at its upper end), ``"low, student.k=hi"``, ..."""
+        from optuna.trial import FixedTrial
+
+        out = []
+        for base, picks, values in _corners(self.path, self.params, self.fixed):
+            sampled = _suggest_all(self.params, FixedTrial(values), self.fixed)
+            at = [f"{name}={sampled.get(name, 0)}" for name in picks]
+            out.append((", ".join([base, *at]), self.config_for(sampled)))
+        return out
 
     def default_config(self) -> TrialConfig:
         """The TrialConfig at :meth:`default_params`; with nothing searched, the file itself."""
@@ -769,24 +786,33 @@ def _reachability_error(
     return SpaceError(f"{path}: {key}: with {at}, {message}{fix}")
 
 
-def _check_reachable(
+def _corners(
     path: Path, params: tuple[Param, ...], fixed: dict[str, Any]
-) -> tuple[TrialConfig, int]:
-    """Build the TrialConfig of every corner; return the default one and the longest trial."""
-    from optuna.trial import FixedTrial
-
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(base, picks, FixedTrial values) of every distinct corner, the default point first:
+    every parameter at its default / lower / upper end, then each parameter at each of its
+    ends or choices with the others at their lower or upper ends."""
     corners: list[tuple[str, dict[str, Any]]] = [("default", {}), ("low", {}), ("high", {})]
     for p in params:
         picks: list[Any] = list(range(len(p.choices))) if p.choices else ["lo", "hi"]
         picks += ["zero"] if p.or_zero else []
         corners += [(base, {p.name: pick}) for pick in picks for base in ("low", "high")]
     seen: set[str] = set()
-    configs: list[TrialConfig] = []
     for base, picks in corners:
         values = _pick_values(path, params, fixed, base, picks)
-        if repr(values) in seen:
-            continue
-        seen.add(repr(values))
+        if repr(values) not in seen:
+            seen.add(repr(values))
+            yield base, picks, values
+
+
+def _check_reachable(
+    path: Path, params: tuple[Param, ...], fixed: dict[str, Any]
+) -> tuple[TrialConfig, int]:
+    """Build the TrialConfig of every corner; return the default one and the longest trial."""
+    from optuna.trial import FixedTrial
+
+    configs: list[TrialConfig] = []
+    for base, picks, values in _corners(path, params, fixed):
         sampled = _suggest_all(params, FixedTrial(values), fixed)
         try:
             configs.append(_to_config(path, params, fixed, sampled))
@@ -837,6 +863,17 @@ def _objectives(path: Path, value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
+def _memory_per_trial(path: Path, value: Any) -> int:
+    from rbm_tune.memory import parse_bytes
+
+    if value is None:
+        return 0
+    try:
+        return parse_bytes(value, "study.resources.memory_per_trial")
+    except ConfigError as err:
+        raise SpaceError(_one_line(f"{path}: {err}")) from None
+
+
 def load_space(path_or_name: str | Path) -> SearchSpace:
     """Read and completely validate a search-space file (format: this module's docstring).
 
@@ -884,6 +921,7 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
             asha_max_t=longest,
             cpus_per_trial=resources.get("cpus_per_trial", 1),
             gpus_per_trial=resources.get("gpus_per_trial", 0),
+            memory_per_trial=_memory_per_trial(path, resources.get("memory_per_trial")),
         )
     except SpaceError as err:
         raise SpaceError(f"{path}: {err}") from None

@@ -50,6 +50,11 @@ FINAL = "final"
 NODE_ID = "node_id"
 PENDING_MLFLOW = "mlflow-pending.json"
 HELD_EPOCHS = "held_epochs"
+# a trial that was not trained: "memory" (its estimate exceeds its share) or "oom" (it ran out
+# of memory while training; not retried)
+SKIPPED = "skipped"
+MEMORY_ESTIMATE = "memory_estimate_bytes"
+MEMORY_SHARE = "memory_share_bytes"
 
 
 class HeldEpochs(tuple):  # type: ignore[type-arg]
@@ -97,6 +102,7 @@ class StudyResult:
     teacher_digest: str
     teacher_trained: bool
     failed: tuple[str, ...] = ()  # trials that errored with no retries left
+    skipped: tuple[str, ...] = ()  # trials not trained for memory, or that ran out of it
 
 
 def _drop_exit_in_callbacks(unraisable: Any) -> None:
@@ -177,6 +183,10 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     pretrain = cfg.distill.pretrain_epochs if cfg.student.model != "mlp" else 0
 
     node = _node_id()
+    need, share = _memory_need_and_share(cfg, graph, device, space.study)
+    if need > share:  # never started: PRUNED in Optuna, tagged in MLflow, no retry
+        tune.report(_skipped("memory", space.study, need, share, node))
+        return
     features = student_features(cfg, graph)
     # a multi-objective study's cost objectives, in every report (an ASHA-stopped trial too)
     costs = _costs(cfg, graph, features, device) if space.study.objectives else {}
@@ -207,9 +217,20 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         if time.monotonic() - last >= every or int(m[M.EPOCH]) - pretrain in rungs:
             send(m)
 
-    result = train_student(
-        cfg, graph, teacher, report=report, features=features, device=device, keep_model=True
-    )
+    try:
+        result = train_student(
+            cfg, graph, teacher, report=report, features=features, device=device, keep_model=True
+        )
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        # out of memory: recorded as such, not retried (a retry would run out again)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if held:
+            send(held[-1])
+        tune.report(_skipped("oom", space.study, need, share, node))
+        return
     if held:  # the epochs since the last report: before the final result, in order
         send(held[-1])
     model = result.model
@@ -252,6 +273,70 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
         (Path(tmp) / "student.json").write_text(json.dumps(shapes))
         (Path(tmp) / "final.json").write_text(json.dumps(final))
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure: CUDA's ``OutOfMemoryError``, or the CPU
+    allocator's ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory")."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "can't allocate memory" in str(err)
+
+
+def _memory_need_and_share(cfg: Any, graph: Any, device: Any, study: Any) -> tuple[int, int]:
+    """This trial's estimated peak (rbm_tune.memory) and the memory it may use.
+
+    On a GPU the share is ``gpus_per_trial`` x the card, and the process caps its CUDA
+    allocator there (``set_per_process_memory_fraction``), so a trial that overruns its
+    estimate fails alone instead of taking a neighbour on the same card down with it. On a CPU
+    it is ``study.memory_per_trial``, else the node's memory / the trials that fit its CPUs.
+    """
+    import torch
+
+    from rbm_tune.memory import GraphSizes, estimate, trial_share
+
+    need = estimate(cfg, GraphSizes.of(graph), device.type)
+    if device.type == "cuda":
+        fraction = min(study.gpus_per_trial or 1.0, 1.0)
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+        card = torch.cuda.get_device_properties(device).total_memory
+        return need, trial_share(study, "cuda", card_memory=card)
+    return need, trial_share(study, "cpu", node_cpus=_node_cpus())
+
+
+def _node_cpus() -> float | None:
+    """The CPUs Ray counts on this trial's node (None outside Ray)."""
+    import ray
+
+    try:
+        node = ray.get_runtime_context().get_node_id()
+        for info in ray.nodes():
+            if info.get("NodeID") == node:
+                return float(info.get("Resources", {}).get("CPU", 0)) or None
+    except Exception:  # noqa: BLE001 (outside Ray, or the GCS does not answer: os.cpu_count)
+        return None
+    return None
+
+
+def _skipped(kind: str, study: Any, need: int, share: int, node: str) -> dict[str, Any]:
+    """The one result of a trial that was not trained (or ran out of memory): epoch 0, so
+    neither ASHA nor TPE reads a value from it; its metrics are NaN (Ray Tune requires them)."""
+    from rbm_tune import metrics as M
+
+    names = [m for m, _ in study.objectives] if study.objectives else [study.metric]
+    return {
+        **{name: math.nan for name in names},
+        M.VAL_ACC: math.nan,
+        M.EPOCH: 0,
+        POST_SWITCH_EPOCH: 0,
+        SKIPPED: kind,
+        MEMORY_ESTIMATE: need,
+        MEMORY_SHARE: share,
+        HELD_EPOCHS: HeldEpochs(),
+        NODE_ID: node,
+    }
 
 
 def _costs(cfg: Any, graph: Any, features: Any, device: Any) -> dict[str, float]:
@@ -515,6 +600,24 @@ def _logged(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in _LOGGED if k in metrics}
 
 
+def _skip_tags(result: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of a trial that was not trained, or ran out of memory."""
+    from rbm_tune.memory import format_bytes
+
+    kind = str(result[SKIPPED])
+    need, share = result.get(MEMORY_ESTIMATE, 0), result.get(MEMORY_SHARE, 0)
+    why = {
+        "memory": "its estimated memory exceeds its share; not trained",
+        "oom": "it ran out of memory while training; not retried",
+    }.get(kind, kind)
+    return {
+        "rbm_tune.skipped": kind,
+        "rbm_tune.skipped_because": why,
+        "rbm_tune.memory_estimate": format_bytes(need),
+        "rbm_tune.memory_share": format_bytes(share),
+    }
+
+
 class MlflowTrials(tune.Callback):
     """Driver-side Ray Tune callback mirroring every trial into a nested MLflow run.
 
@@ -557,6 +660,7 @@ class MlflowTrials(tune.Callback):
         self.next_try = 0.0
         self.results = 0
         self.completed = 0
+        self.skipped: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -568,6 +672,7 @@ class MlflowTrials(tune.Callback):
             "finished": set(),
             "start_ms": {},
             "pending": [],
+            "skipped": set(),
         }
 
     @property
@@ -704,6 +809,13 @@ class MlflowTrials(tune.Callback):
         tid, step = trial.trial_id, int(result["epoch"])
         # the epochs the trial held back, then this result's own: one MLflow request
         rows = [[_logged(row), int(row["epoch"])] for row in result.get(HELD_EPOCHS) or ()]
+        if result.get(SKIPPED):  # not trained (memory), or ran out of memory: tags, no value
+            self.__dict__.setdefault("skipped", set()).add(tid)
+            if rows:
+                self._send("rows", tid, rows)
+            self._send("tags", tid, _skip_tags(result))
+            self.results += 1
+            return
         if result.get(FINAL):
             final = {f"final_{k}" if k == "val_acc" else k: result[k] for k in _FINAL_LOGGED}
             rows.append([final, step])
@@ -719,7 +831,9 @@ class MlflowTrials(tune.Callback):
 
         self._ensure_started(trial)
         tid = trial.trial_id
-        tags = {"rbm_tune.asha_stopped": str(tid not in self.finished).lower()}
+        skipped = tid in self.__dict__.get("skipped", ())
+        stopped = tid not in self.finished and not skipped
+        tags = {"rbm_tune.asha_stopped": str(stopped).lower()}
         node = (getattr(trial, "last_result", None) or {}).get(NODE_ID)
         if node:
             tags["rbm_tune.node_id"] = str(node)
@@ -874,14 +988,25 @@ def _tune(
                 "checkpoint": result.checkpoint,
                 "error": str(result.error).splitlines()[0] if result.error else None,
                 "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
+                SKIPPED: m.get(SKIPPED),
             }
         )
+    skipped = [r for r in rows if r[SKIPPED]]
+    for line in _skipped_lines(skipped):
+        log(line)
     # the summary's MLflow writes (closing lost runs, artifacts, the parent run's end): MLflow
     # failing here is the same outage as during the study, with the same way out
     with _summary_outage(tracker.uri, storage / name):
         _close_lost_trial_runs({r["trial_id"] for r in rows}, tracker, log, resumed=resume)
         # an errored trial (no retries left) never counts, whatever it reported before failing
-        done = [r for r in rows if r[VAL_ACC] is not None and not r["error"]]
+        done = [r for r in rows if r[VAL_ACC] is not None and not r["error"] and not r[SKIPPED]]
+        if not done and skipped:
+            raise RbmTuneError(
+                f"every trial of study {name!r} that reported was skipped for memory; see "
+                f"'rbm-tune plan --space {Path(space.path).name}' and lower the space's largest "
+                "settings (hidden_dim, num_experts, batch_size) or give each trial more "
+                "(resources.gpus_per_trial, resources.memory_per_trial)"
+            )
         if not done:
             raise RbmTuneError(
                 f"no trial of study {name!r} reported a result; see the Ray logs in "
@@ -932,7 +1057,31 @@ def _tune(
         teacher_digest=key.digest,
         teacher_trained=trained,
         failed=tuple(str(r["trial_id"]) for r in rows if r["error"]),
+        skipped=tuple(str(r["trial_id"]) for r in skipped),
     )
+
+
+def _skipped_lines(skipped: list[dict[str, Any]]) -> list[str]:
+    """One summary line per kind of skipped trial: how many, the largest need, their ids."""
+    from rbm_tune.memory import format_bytes
+
+    lines = []
+    for kind, what in (
+        ("memory", "not trained: estimated memory above the trial's share"),
+        ("oom", "ran out of memory while training (not retried)"),
+    ):
+        these = [r for r in skipped if r[SKIPPED] == kind]
+        if not these:
+            continue
+        worst = max(these, key=lambda r: r["metrics"].get(MEMORY_ESTIMATE, 0))
+        need = worst["metrics"].get(MEMORY_ESTIMATE, 0)
+        share = worst["metrics"].get(MEMORY_SHARE, 0)
+        ids = ", ".join(str(r["trial_id"]) for r in these)
+        lines.append(
+            f"rbm-tune: {len(these)} trial(s) {what} (largest estimate {format_bytes(need)}, "
+            f"share {format_bytes(share)}; MLflow tag rbm_tune.skipped={kind}): {ids}"
+        )
+    return lines
 
 
 @contextmanager

@@ -1,0 +1,401 @@
+"""How much memory one trial (and one teacher) needs, before anything is allocated.
+
+:func:`estimate` adds up what a student trial holds at its peak, from the config and the graph's
+sizes alone (no torch, no data): the parameters with their gradients and Adam's two moments,
+the features and teacher outputs the trial keeps on its device, and the largest of three
+transient phases:
+
+- *train*: one training chunk (``distill.batch_size`` rows; -1 = every row) through every layer
+  with what backward keeps (RbM/MoE grouped dispatch: the k gathered input rows per node and
+  their dropout keep-masks; dense dispatch: the B x E x d_out expert outputs), plus the
+  backward temporaries of the widest layer and the grouped path's reusable scratch buffers;
+- *eval*: one evaluation chunk (``distill.eval_batch_size``) without gradient;
+- *switch*: the end of pretraining, which pushes every node through the switched layers and
+  runs k-means on the normalised inputs.
+
+The figures are the tensors' bytes; the runtime (CUDA context, or torch + Ray Tune imported in a
+CPU process) is :data:`RUNTIME_BYTES` on top. Validated against measured peaks
+(``benchmarks/bench_memory_model.py``; a fast test at small size in ``tests/test_memory.py``).
+
+:func:`teacher_estimate` does the same for full-batch teacher training (sparse adjacency, or the
+edge-wise messages PyG materialises over ``edge_index``). :func:`trial_share` is the memory a
+trial may use: ``gpus_per_trial`` x the card on a GPU; on a CPU ``study.memory_per_trial`` or
+the host's memory divided among the trials that run at once.
+
+This module imports neither torch nor Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rbm_tune.errors import ConfigError
+
+__all__ = [
+    "DATASET_SIZES",
+    "RUNTIME_BYTES",
+    "Estimate",
+    "GraphSizes",
+    "estimate",
+    "format_bytes",
+    "host_memory",
+    "parse_bytes",
+    "student_estimate",
+    "teacher_estimate",
+    "trial_share",
+]
+
+F32 = 4
+# the process around the tensors: a CUDA context on a GPU; torch + Ray Tune imported on a CPU
+# (benchmarks/results/bench_memory-cpu-fast.md: 0.38 GiB after the imports)
+RUNTIME_BYTES = {"cuda": 600 * 2**20, "cpu": 400 * 2**20}
+_SCRATCH_MAX = (1 << 24) * F32  # rbm_tune.models.rbm._WORKSPACE_MAX elements of float32
+TRAIN_ACC_SAMPLE = 4096  # rbm_tune.distill.TRAIN_ACC_SAMPLE (no torch import here)
+
+
+@dataclass(frozen=True)
+class GraphSizes:
+    """The sizes of a graph that memory depends on.
+
+    Attributes:
+        num_nodes: N; num_features: d; num_classes: C; num_edges: directed edges (as stored).
+        num_observed: training-graph nodes (N when transductive).
+        num_val: validation nodes; num_test: test nodes.
+    """
+
+    num_nodes: int
+    num_features: int
+    num_classes: int
+    num_edges: int
+    num_observed: int
+    num_val: int
+    num_test: int
+
+    @classmethod
+    def of(cls, graph: Any) -> GraphSizes:
+        """The sizes of a loaded :class:`rbm_tune.data.Graph`."""
+        edges = getattr(graph, "edge_index", None)  # a trial's slim payload may leave it out
+        return cls(
+            num_nodes=int(graph.num_nodes),
+            num_features=int(graph.num_features),
+            num_classes=int(graph.num_classes),
+            num_edges=int(edges.shape[1]) if edges is not None and edges.dim() == 2 else 0,
+            num_observed=int(graph.observed_idx.numel()),
+            num_val=int(graph.val_idx.numel()),
+            num_test=int(graph.test_idx.numel()),
+        )
+
+    @classmethod
+    def for_dataset(cls, name: str) -> GraphSizes:
+        """Published sizes of a dataset (transductive), so a plan needs no data files."""
+        try:
+            return DATASET_SIZES[name]
+        except KeyError:
+            raise ConfigError(
+                f"no sizes known for dataset {name!r}; choose one of {sorted(DATASET_SIZES)}"
+            ) from None
+
+
+def _sizes(n: int, d: int, c: int, e: int, val: int, test: int) -> GraphSizes:
+    return GraphSizes(n, d, c, e, n, val, test)
+
+
+# Nodes, features, classes, directed edges (both directions; as loaded), val and test nodes.
+# OGB: the official split; the others: the spec's 20/30 per class (val 30 C, test the rest).
+DATASET_SIZES = {
+    "demo": _sizes(600, 32, 4, 5_000, 120, 360),
+    "cora": _sizes(2_708, 1_433, 7, 10_556, 500, 1_000),
+    "citeseer": _sizes(3_327, 3_703, 6, 9_104, 500, 1_000),
+    "pubmed": _sizes(19_717, 500, 3, 88_648, 500, 1_000),
+    "amazon-computers": _sizes(13_752, 767, 10, 491_722, 300, 13_252),
+    "amazon-photo": _sizes(7_650, 745, 8, 238_162, 240, 7_250),
+    "coauthor-cs": _sizes(18_333, 6_805, 15, 163_788, 450, 17_583),
+    "coauthor-physics": _sizes(34_493, 8_415, 5, 495_924, 150, 34_243),
+    "ogbn-arxiv": _sizes(169_343, 128, 40, 2_315_598, 29_799, 48_603),
+    "ogbn-products": _sizes(2_449_029, 100, 47, 123_718_280, 39_323, 2_213_091),
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes per part; ``total`` is the peak (resident parts + the largest transient phase)."""
+
+    resident: dict[str, int]
+    phases: dict[str, int]
+    device: str
+    runtime: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda k: self.phases[k]) if self.phases else ""
+
+    @property
+    def tensors(self) -> int:
+        """The tensors' bytes at the peak, without the runtime."""
+        return sum(self.resident.values()) + (max(self.phases.values()) if self.phases else 0)
+
+    @property
+    def total(self) -> int:
+        return self.tensors + self.runtime
+
+
+def _layer_dims(student: Any, d: int, c: int) -> list[tuple[int, int]]:
+    dims = [d] + [student.hidden_dim] * (student.num_layers - 1) + [c]
+    return list(zip(dims[:-1], dims[1:], strict=True))
+
+
+def _num_params(student: Any, d: int, c: int, similarity: bool) -> int:
+    experts = student.num_experts if student.model != "mlp" else 1
+    total = 0
+    for a, b in _layer_dims(student, d, c):
+        total += experts * (a * b + b)
+        if student.model == "rbm":
+            total += experts * a + 1 + (experts * a if student.input_attention else 0)
+        elif student.model == "moe":
+            total += a * experts + experts  # the router
+    total += 4 * student.hidden_dim * (student.num_layers - 1)  # norms (weights + stats)
+    if similarity:
+        emb = student.hidden_dim if student.num_layers > 1 else c
+        total += emb * emb + emb
+    return total
+
+
+def _grouped(student: Any, device: str, training: bool) -> bool:
+    """Whether the expert dispatch is grouped (rbm_tune.models.rbm.RbMLayer._use_grouped)."""
+    if device == "cpu":
+        return True
+    per_pair = student.expert_dropout == "per_pair"
+    return training and per_pair and student.dropout > 0 and student.k > 1
+
+
+def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: str) -> int:
+    """Bytes one training chunk keeps for backward, plus the widest layer's backward work."""
+    b, e = rows, student.num_experts
+    k = 1 if student.model == "mlp" else student.k
+    kept, work, scratch = 0, 0, 0
+    grouped = student.model != "mlp" and _grouped(student, device, training=True)
+    mask = 1 if device == "cuda" else F32  # rbm_tune.models.rbm._keep_mask's dtype there
+    if student.dropout == 0:
+        mask = 0
+    for i, (a, out) in enumerate(dims):
+        hidden = i < len(dims) - 1
+        # output, output scale, norm and ReLU outputs (the last layer: logits, log-softmax)
+        kept += (4 if hidden else 3) * b * out * F32
+        if student.model == "mlp":
+            kept += b * a * (F32 + 1)  # the dropped input and its mask
+            work = max(work, 2 * b * a * F32 + b * out * F32)
+            continue
+        kept += 3 * b * e * F32  # routing scores, top-k, weights, load-balance matrix
+        if grouped:
+            kept += k * b * a * (F32 + mask)  # gathered pair rows and their keep-masks
+            # backward: gy and g_xs for every pair, g_src; forward: 16 random bits a decision
+            work = max(work, k * b * (out + a) * F32 + b * a * F32, k * b * a * 2)
+            scratch = max(scratch, sum(min(n, _SCRATCH_MAX) for n in (
+                k * b * a * 2, k * b * out * F32, b * out * F32,
+                k * b * out * F32, k * b * a * F32, b * a * F32,
+            )))  # fmt: skip
+        else:  # dense: every expert's output on every row
+            pairs = k if (student.dropout > 0 and student.expert_dropout == "per_pair") else 1
+            kept += pairs * b * a * (F32 + 1) + pairs * b * e * out * F32
+            work = max(work, 2 * pairs * b * e * out * F32)
+    return kept + work + scratch
+
+
+def _eval_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: str) -> int:
+    """Bytes of one evaluation chunk's forward (no gradient): the widest layer's temporaries."""
+    b, e = rows, student.num_experts
+    k = 1 if student.model == "mlp" else student.k
+    grouped = student.model != "mlp" and _grouped(student, device, training=False)
+    peak = 0
+    for a, out in dims:
+        if student.model == "mlp":
+            layer = b * (a + 2 * out) * F32
+        elif grouped:
+            layer = k * b * (a + out) * F32 + b * (e + 2 * out) * F32
+        else:
+            layer = b * e * out * F32 * 2 + b * (a + e + out) * F32
+        peak = max(peak, layer)
+    return peak
+
+
+def _switch(
+    student: Any, dims: list[tuple[int, int]], n: int, rows: int, sample: int, device: str
+) -> int:
+    """End of pretraining: every node through the switched layers into one (N, d_out) buffer,
+    k-means on a normalised copy of (a sample of) each layer's inputs."""
+    if student.model == "mlp":
+        return 0
+    peak = 0
+    for i, (a, out) in enumerate(dims[:-1]):
+        inputs = 0 if i == 0 else n * a * F32  # the first layer's are the features (resident)
+        kmeans = 2 * sample * a * F32  # the sampled rows and their normalised copy
+        chunk = _eval_chunk(student, [(a, out)], rows, device)
+        peak = max(peak, inputs + max(kmeans, n * out * F32 + chunk))
+    return peak
+
+
+def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Estimate:
+    """What one student trial of ``config`` holds at its peak on ``device`` ("cpu"/"cuda").
+
+    Args:
+        config: a :class:`rbm_tune.config.TrialConfig`.
+        sizes: the graph's sizes (:meth:`GraphSizes.of` or :meth:`GraphSizes.for_dataset`).
+        device: where the trial trains.
+    """
+    device = "cuda" if str(device).startswith("cuda") else "cpu"
+    s, dist = config.student, config.distill
+    n, d, c = sizes.num_nodes, sizes.num_features, sizes.num_classes
+    n_obs = sizes.num_observed
+    if dist.positional_encoding:
+        d += dist.pe_dim
+    dims = _layer_dims(s, d, c)
+    params = _num_params(s, d, c, dist.similarity_distill)
+    inductive = config.setting == "inductive"
+    resident = {
+        # parameters, gradients and Adam's two moments (fused Adam: no extra copies)
+        "parameters + Adam": params * 4 * F32,
+        # features (inductive: also the observed rows' copy), labels, split indices
+        "features": (n + (n_obs if inductive else 0)) * d * F32 + n * 8 * 3,
+        "teacher log-probs": n_obs * c * F32,
+    }
+    if dist.similarity_distill:
+        resident["teacher embedding"] = n_obs * config.teacher.hidden_dim * F32
+    if dist.reliable_sampling or dist.positional_encoding:
+        resident["edges"] = sizes.num_edges * 8 * 2
+    train_rows = n_obs if dist.batch_size == -1 else min(dist.batch_size, n_obs)
+    eval_size = dist.eval_batch_size or dist.batch_size
+    if dist.eval_nodes == "needed" and dist.reliable_sampling is False:
+        eval_n = sizes.num_val + TRAIN_ACC_SAMPLE
+    else:
+        eval_n = n
+    eval_rows = eval_n if eval_size == -1 else min(eval_size, eval_n)
+    phases = {
+        "train": _train_chunk(s, dims, train_rows, device),
+        "eval": _eval_chunk(s, dims, eval_rows, device) + n * c * F32,
+    }
+    if s.model != "mlp":
+        switch_rows = n_obs if dist.batch_size == -1 else min(dist.batch_size, n_obs)
+        sample = min(dist.kmeans_max_rows or n_obs, n_obs)
+        phases["switch"] = _switch(s, dims, n_obs, switch_rows, sample, device)
+    notes = []
+    if dist.precision == "bf16":
+        notes.append("bf16 autocast: activations counted in float32 (an upper bound)")
+    return Estimate(resident, phases, device, RUNTIME_BYTES[device], tuple(notes))
+
+
+def estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> int:
+    """Peak bytes of one student trial, runtime included (:func:`student_estimate`)."""
+    return student_estimate(config, sizes, device).total
+
+
+def teacher_estimate(
+    spec: Any, sizes: GraphSizes, device: str = "cpu", *, sparse: bool = True
+) -> Estimate:
+    """Peak of one full-batch teacher training epoch (forward, backward, Adam).
+
+    Args:
+        spec: a :class:`rbm_tune.config.TeacherSpec`.
+        sizes: the graph's sizes.
+        device: "cpu" or "cuda".
+        sparse: aggregate through a sparse adjacency (CSR: no per-edge tensors); False: PyG's
+            message passing over ``edge_index``, one edges x width message tensor per layer
+            (and its gradient) at the widest layer.
+    """
+    device = "cuda" if str(device).startswith("cuda") else "cpu"
+    n, d, c, e = sizes.num_observed, sizes.num_features, sizes.num_classes, sizes.num_edges
+    heads = spec.heads if spec.model == "gat" else 1
+    widths = [d] + [spec.hidden_dim * heads] * (spec.num_layers - 1) + [c]
+    layers = list(zip(widths, widths[1:]))
+    params = sum(a * b * (2 if spec.model == "sage" else 1) + b for a, b in layers)
+    resident = {
+        "parameters + Adam": params * 4 * F32,
+        "features": n * d * F32 + n * 8 * 2,
+        "adjacency": e * (8 + 4) + n * 8 if sparse else 2 * e * 8,
+    }
+    # per layer kept for backward: aggregated input, linear outputs, norm, ReLU, dropout mask
+    kept = sum(n * (a + 4 * b) * F32 + n * b for a, b in zip(widths, widths[1:]))
+    if spec.model == "gat":  # attention coefficients per edge and head, kept per layer
+        kept += (spec.num_layers) * e * heads * F32 * 3
+    messages = 0 if sparse else 2 * e * max(widths[:-1]) * F32
+    phases = {"train": kept + messages + n * max(widths) * F32 * 2}
+    return Estimate(resident, phases, device, RUNTIME_BYTES[device])
+
+
+# -- sizes and shares --------------------------------------------------------------------------
+
+_UNITS = {
+    "": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+
+
+def parse_bytes(text: Any, what: str = "a memory size") -> int:
+    """``"80GB"``, ``"24 GiB"``, ``"512MiB"`` or a number of bytes -> bytes.
+
+    Raises:
+        ConfigError: not a positive size.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ConfigError(f"{what} {text!r} is not a size; write e.g. 80GB, 24GiB or 512MiB")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = value * _UNITS[unit]
+    if not math.isfinite(size) or size <= 0:
+        raise ConfigError(f"{what} {text!r} must be more than 0 bytes; write e.g. 24GiB")
+    return int(size)
+
+
+def format_bytes(n: float) -> str:
+    """Bytes as GiB with two decimals (MiB below 1 GiB)."""
+    if abs(n) < 2**30:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**30:.2f} GiB"
+
+
+def host_memory() -> int:
+    """This host's memory in bytes: the cgroup's limit where one is set, else MemTotal."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(path).read().strip()  # noqa: SIM115 (a one-line read)
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            return int(text)
+    return total
+
+
+def trial_share(
+    study: Any,
+    device: str,
+    *,
+    card_memory: int | None = None,
+    host_bytes: int | None = None,
+    node_cpus: float | None = None,
+) -> int:
+    """The memory one trial may use.
+
+    On a GPU: ``gpus_per_trial`` (at most 1) x ``card_memory``. On a CPU: the study's
+    ``memory_per_trial`` if set, else the host's memory divided by the trials that run at once
+    on it (``node_cpus / cpus_per_trial``, at most ``max_concurrent``).
+    """
+    if str(device).startswith("cuda"):
+        if card_memory is None:
+            raise ValueError("card_memory is needed for a GPU share")
+        return int(min(study.gpus_per_trial or 1, 1) * card_memory)
+    if study.memory_per_trial:
+        return int(study.memory_per_trial)
+    host = host_memory() if host_bytes is None else host_bytes
+    cpus = node_cpus if node_cpus is not None else float(os.cpu_count() or 1)
+    at_once = max(1, int(cpus // study.cpus_per_trial))
+    if study.max_concurrent:
+        at_once = min(at_once, study.max_concurrent)
+    return host // at_once
