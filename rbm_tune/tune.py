@@ -7,7 +7,8 @@ With ``rbm_tune.searcher``, the only module that imports ``ray.tune``. The data 
 2. Ray is joined (``address``) or started locally on 127.0.0.1;
 3. the teacher is resolved once — loaded from the teacher cache by the driver, or else (a miss,
    or a cache only the cluster can read) loaded or trained as one Ray task — and handed to
-   every trial through the object store (``tune.with_parameters``);
+   every trial through the object store (``tune.with_parameters``): only the fields the
+   space can use, as numpy arrays each node's trials share (``rbm_tune.payload``);
 4. OptunaSearch (``searcher.TrialSearch``: a trial ASHA stopped ends PRUNED in Optuna, not
    COMPLETE at its rung's value) draws each trial's hyperparameters with
    ``SearchSpace.define_by_run``; the trial function is a thin adapter over
@@ -155,8 +156,12 @@ def _inference_ms(model: Any, x: Any) -> float:
     return (time.perf_counter() - start) * 1000 / max(len(x), 1) * 1000
 
 
-def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -> None:
-    """One trial: sampled constants -> TrialConfig -> train_student, reporting to Ray Tune."""
+def _trial_fn(config: dict[str, Any], *, space: Any, payload: Any) -> None:
+    """One trial: sampled constants -> TrialConfig -> train_student, reporting to Ray Tune.
+
+    ``payload``: a ``rbm_tune.payload.TrialPayload``, read-only arrays shared by the node's
+    trials; ``graph`` and ``teacher`` hold only the fields the space can use.
+    """
     import torch
 
     from rbm_tune import faults
@@ -164,6 +169,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, graph: Any, teacher: Any) -
     from rbm_tune.distill import train_student
     from rbm_tune.trial import seed_everything, student_features
 
+    graph, teacher = payload.graph(), payload.teacher()
     sys.unraisablehook = _drop_exit_in_callbacks
     # Ray Train logs every checkpoint it persists at INFO from this worker; streamed to the
     # driver, such a line can land after the study's summary (the checkpoint is in the results)
@@ -895,8 +901,12 @@ def _tune(
         else:
             log("rbm-tune: warning: the space asks for GPUs but this machine has none; using CPUs")
             gpus_per_trial = 0
+    from rbm_tune.payload import TrialPayload
+
+    # put in the object store once; each trial maps its arrays read-only (rbm_tune/payload.py)
+    payload = TrialPayload.of(space, graph, teacher)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_fn, space=space, graph=graph, teacher=teacher),
+        tune.with_parameters(_trial_fn, space=space, payload=payload),
         {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
     )
     mirror = MlflowTrials(
