@@ -490,6 +490,8 @@ def run_study(
             "--name to start a new one"
         )
     cache = check_cache_dir(cache_dir)
+    if not address:
+        _check_fits(space, graph, cpus, log)
 
     # -- Ray, then MLflow (nothing is written before both are there), then the teacher, once --
     _init_ray(address, cpus, gpus)
@@ -536,6 +538,44 @@ def run_study(
         log=log,
         on_cluster=bool(address) and address != "local",
     )
+
+
+def _check_fits(space: Any, graph: Any, cpus: int | None, log: Callable[[str], None]) -> None:
+    """On this machine, before Ray starts: refuse a space none of whose corners fits a
+    trial's share (rbm_tune.memory), and say so when its default point does not (the study's
+    first trial, which would then be skipped)."""
+    import torch
+
+    from rbm_tune.memory import GraphSizes, format_bytes, student_estimate, trial_share
+
+    study = space.study
+    on_gpu = study.gpus_per_trial > 0 and torch.cuda.is_available()
+    device = "cuda" if on_gpu else "cpu"
+    if on_gpu:
+        card = torch.cuda.get_device_properties(0).total_memory
+        share = trial_share(study, device, card_memory=card)
+    else:
+        share = trial_share(study, device, node_cpus=cpus)
+    sizes = GraphSizes.of(graph)
+    needs = [(label, student_estimate(cfg, sizes, device).total) for label, cfg in space.corners()]
+    smallest = min(needs, key=lambda item: item[1])
+    fix = (
+        f"see 'rbm-tune plan --space {Path(space.path).name}'; lower the space's settings "
+        "(hidden_dim, num_experts, k, batch_size, eval_batch_size) or give each trial more "
+        "memory (resources.gpus_per_trial, resources.memory_per_trial, fewer trials at once)"
+    )
+    if smallest[1] > share:
+        raise RbmTuneError(
+            f"no trial of this space fits its memory share on this machine: its smallest "
+            f"corner ({smallest[0]}) needs about {format_bytes(smallest[1])}, a trial may use "
+            f"{format_bytes(share)}; {fix}"
+        )
+    if needs[0][1] > share:
+        log(
+            f"rbm-tune: warning: the space's default point needs about "
+            f"{format_bytes(needs[0][1])}, more than a trial's {format_bytes(share)}: it and "
+            f"draws like it are skipped (PRUNED); {fix}"
+        )
 
 
 def _check_state_files(experiment_dir: Path) -> None:
