@@ -7,8 +7,9 @@ Run as a child process (one measurement per process, so peaks do not mix):
 
 It builds a synthetic transductive graph of those sizes (random features, labels and split,
 one edge per node: a student never reads edges unless a switch needs them), random teacher
-outputs of the right shapes, and trains the student (base: the shipped ogbn-arxiv RbM config)
-for one pretraining epoch, the switch and two routed epochs, with a 20k-row k-means sample.
+outputs of the right shapes, and trains the student (base: the shipped ogbn-arxiv RbM config,
+or ``--space NAME``'s default point) for one pretraining epoch, the switch and ``--epochs``
+routed epochs, with a 20k-row k-means sample.
 
 Measured: on the CPU the peak resident set (``VmHWM``) minus the resident set after the imports
 (so the figure holds the tensors, as the estimate's ``tensors`` does); on CUDA
@@ -41,9 +42,15 @@ def _value(text: str) -> object:
     return yaml.safe_load(text)
 
 
-def config_with(overrides: list[str], *, epochs: int = 2) -> dict:
-    """The base trial config (as a dict) with ``section.key=value`` overrides."""
-    cfg = yaml.safe_load(BASE.read_text())
+def config_with(overrides: list[str], *, epochs: int = 2, space: str | None = None) -> dict:
+    """The base trial config (as a dict: the arxiv trial config, or a space's default point)
+    with ``section.key=value`` overrides."""
+    if space:
+        from rbm_tune.search_space import load_space
+
+        cfg = load_space(space).default_config().to_dict()
+    else:
+        cfg = yaml.safe_load(BASE.read_text())
     cfg["distill"].update(
         max_epochs=epochs, pretrain_epochs=1, kmeans_restarts=1, kmeans_max_rows=20_000,
         patience=epochs + 1,
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--space", default=None, help="base: this space's default point")
+    parser.add_argument("--epochs", type=int, default=2, help="routed epochs after the switch")
     args = parser.parse_args(argv)
 
     import torch
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrialConfig.from_mapping(config_with(args.set))
+    cfg = TrialConfig.from_mapping(config_with(args.set, epochs=args.epochs, space=args.space))
     device = torch.device(args.device)
     # warm-up on a tiny graph: lazy imports, thread pools and autograd's engine are the
     # runtime's (rbm_tune.memory.RUNTIME_BYTES), not the trial's tensors
@@ -103,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 "phases": est.phases,
                 "resident": est.resident,
                 "epochs": result.epochs,
+                # per epoch: the pretraining epoch first, then the routed ones
+                "epoch_seconds": [row["epoch_seconds"] for row in result.history],
+                "seconds": result.seconds,
                 "device": device.type,
             }
         )

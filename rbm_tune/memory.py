@@ -74,6 +74,7 @@ class GraphSizes:
     num_observed: int
     num_val: int
     num_test: int
+    num_train: int = 0  # 0: unknown (the observed nodes are an upper bound)
 
     @classmethod
     def of(cls, graph: Any) -> GraphSizes:
@@ -87,6 +88,7 @@ class GraphSizes:
             num_observed=int(graph.observed_idx.numel()),
             num_val=int(graph.val_idx.numel()),
             num_test=int(graph.test_idx.numel()),
+            num_train=int(graph.train_idx.numel()),
         )
 
     @classmethod
@@ -100,25 +102,25 @@ class GraphSizes:
             ) from None
 
 
-def _sizes(n: int, d: int, c: int, e: int, val: int, test: int) -> GraphSizes:
-    return GraphSizes(n, d, c, e, n, val, test)
+def _sizes(n: int, d: int, c: int, e: int, train: int, val: int, test: int) -> GraphSizes:
+    return GraphSizes(n, d, c, e, n, val, test, train)
 
 
 # Nodes, features, classes, directed edges (as rbm_tune.data loads them: both directions, the
-# self-loops the spec adds), validation and test nodes of the transductive split (a test checks
+# self-loops the spec adds), train, validation and test nodes of the transductive split (a test checks
 # them against the loaded files). OGB: the official counts (arxiv made undirected) plus one
-# self-loop per node; PubMed: Planetoid's published sizes.
+# self-loop per node; PubMed: Planetoid's published sizes, a self-loop per node added.
 DATASET_SIZES = {
-    "demo": _sizes(3_000, 32, 5, 23_908, 150, 2_750),
-    "cora": _sizes(2_708, 1_433, 7, 13_264, 500, 1_000),
-    "citeseer": _sizes(3_327, 3_703, 6, 12_431, 500, 1_000),
-    "pubmed": _sizes(19_717, 500, 3, 88_648, 500, 1_000),
-    "amazon-computers": _sizes(13_381, 767, 10, 491_556, 300, 12_881),
-    "amazon-photo": _sizes(7_487, 745, 8, 238_086, 240, 7_087),
-    "coauthor-cs": _sizes(18_333, 6_805, 15, 163_788, 450, 17_583),
-    "coauthor-physics": _sizes(34_493, 8_415, 5, 495_924, 150, 34_243),
-    "ogbn-arxiv": _sizes(169_343, 128, 40, 2_484_941, 29_799, 48_603),
-    "ogbn-products": _sizes(2_449_029, 100, 47, 126_167_309, 39_323, 2_213_091),
+    "demo": _sizes(3_000, 32, 5, 23_908, 100, 150, 2_750),
+    "cora": _sizes(2_708, 1_433, 7, 13_264, 140, 500, 1_000),
+    "citeseer": _sizes(3_327, 3_703, 6, 12_431, 120, 500, 1_000),
+    "pubmed": _sizes(19_717, 500, 3, 108_365, 60, 500, 1_000),
+    "amazon-computers": _sizes(13_381, 767, 10, 491_556, 200, 300, 12_881),
+    "amazon-photo": _sizes(7_487, 745, 8, 238_086, 160, 240, 7_087),
+    "coauthor-cs": _sizes(18_333, 6_805, 15, 163_788, 300, 450, 17_583),
+    "coauthor-physics": _sizes(34_493, 8_415, 5, 495_924, 100, 150, 34_243),
+    "ogbn-arxiv": _sizes(169_343, 128, 40, 2_484_941, 90_941, 29_799, 48_603),
+    "ogbn-products": _sizes(2_449_029, 100, 47, 126_167_309, 196_615, 39_323, 2_213_091),
 }
 
 
@@ -168,7 +170,10 @@ def _num_params(student: Any, d: int, c: int, similarity: bool) -> int:
 
 
 def _grouped(student: Any, device: str, training: bool) -> bool:
-    """Whether the expert dispatch is grouped (rbm_tune.models.rbm.RbMLayer._use_grouped)."""
+    """Whether the expert dispatch is grouped (rbm_tune.models.rbm.RbMLayer._use_grouped);
+    the vanilla MoE always mixes densely (ExpertBank.mix)."""
+    if student.model != "rbm":
+        return False
     if device == "cpu":
         return True
     per_pair = student.expert_dropout == "per_pair"
@@ -178,9 +183,9 @@ def _grouped(student: Any, device: str, training: bool) -> bool:
 def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: str) -> int:
     """Bytes one training chunk keeps for backward, plus the widest layer's backward work."""
     b, e = rows, student.num_experts
-    k = 1 if student.model == "mlp" else student.k
+    k = {"mlp": 1, "rbm": student.k, "moe": min(student.k + 1, e)}[student.model]
     kept, work, scratch = 0, 0, 0
-    grouped = student.model != "mlp" and _grouped(student, device, training=True)
+    grouped = _grouped(student, device, training=True)
     mask = 1 if device == "cuda" else F32  # rbm_tune.models.rbm._keep_mask's dtype there
     if student.dropout == 0:
         mask = 0
@@ -188,11 +193,13 @@ def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: s
         hidden = i < len(dims) - 1
         # output, output scale, norm and ReLU outputs (the last layer: logits, log-softmax)
         kept += (4 if hidden else 3) * b * out * F32
-        if student.model == "mlp":
-            kept += b * a * (F32 + 1)  # the dropped input and its mask
-            work = max(work, 2 * b * a * F32 + b * out * F32)
+        if student.model == "mlp":  # Linear -> norm -> ReLU -> dropout (its one-byte mask)
+            kept += b * out if hidden and student.dropout > 0 else 0
+            work = max(work, b * (a + out) * F32)
             continue
         kept += 3 * b * e * F32  # routing scores, top-k, weights, load-balance matrix
+        if student.model == "moe":  # the router's projection to hidden_dim, normalised
+            kept += 2 * b * student.hidden_dim * F32
         if grouped:
             kept += k * b * a * (F32 + mask)  # gathered pair rows and their keep-masks
             # backward: gy and g_xs for every pair, g_src; forward: 16 random bits a decision
@@ -202,10 +209,16 @@ def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: s
                 k * b * out * F32, k * b * a * F32, b * a * F32,
             )))  # fmt: skip
         else:  # dense: every expert's output on every row
-            pairs = k if (student.dropout > 0 and student.expert_dropout == "per_pair") else 1
-            dropped = pairs * b * a * (F32 + 1) if student.dropout > 0 else 0
-            kept += dropped + pairs * b * e * out * F32
-            work = max(work, 2 * pairs * b * e * out * F32)
+            dropout = student.dropout > 0
+            if dropout and student.expert_dropout == "per_pair" and k > 1:
+                # k dropped copies of the chunk, each through every expert (transient), then
+                # each copy's own expert gathered (kept)
+                kept += k * b * a * (F32 + 1) + 2 * k * b * out * F32
+                # backward: the gather's and the GEMM's gradients over every expert's output
+                work = max(work, 2 * k * b * e * out * F32 + k * b * a * F32)
+            else:  # one (dropped) chunk; the (B, E, d_out) outputs kept for the mixing
+                kept += (b * a * (F32 + 1) if dropout else 0) + b * e * out * F32
+                work = max(work, 2 * b * e * out * F32)
     return kept + work + scratch
 
 
@@ -213,7 +226,7 @@ def _eval_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: st
     """Bytes of one evaluation chunk's forward (no gradient): the widest layer's temporaries."""
     b, e = rows, student.num_experts
     k = 1 if student.model == "mlp" else student.k
-    grouped = student.model != "mlp" and _grouped(student, device, training=False)
+    grouped = _grouped(student, device, training=False)
     peak = 0
     for a, out in dims:
         if student.model == "mlp":
@@ -270,15 +283,24 @@ def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Est
         resident["teacher embedding"] = n_obs * config.teacher.hidden_dim * F32
     if dist.reliable_sampling or dist.positional_encoding:
         resident["edges"] = sizes.num_edges * 8 * 2
-    train_rows = n_obs if dist.batch_size == -1 else min(dist.batch_size, n_obs)
+    batch = dist.batch_size if dist.batch_size > 0 else math.inf
+    n_train = sizes.num_train or n_obs
+    if dist.mode == "reference":  # CE chunks of train rows, KD chunks of distillation pairs
+        pairs = n_obs + (sizes.num_edges if dist.reliable_sampling else 0)  # KRD: kept edges
+        train_rows = int(max(min(batch, n_train), min(batch, pairs)))
+    else:  # one forward per node, in chunks of batch_size rows
+        train_rows = int(min(batch, n_obs))
     eval_size = dist.eval_batch_size or dist.batch_size
     if dist.eval_nodes == "needed" and dist.reliable_sampling is False:
         eval_n = sizes.num_val + TRAIN_ACC_SAMPLE
     else:
         eval_n = n
     eval_rows = eval_n if eval_size == -1 else min(eval_size, eval_n)
+    gram = 0
+    if dist.similarity_distill:  # student and teacher B x B Gram matrices and their difference
+        gram = 3 * int(min(batch, n_train)) ** 2 * F32
     phases = {
-        "train": _train_chunk(s, dims, train_rows, device),
+        "train": _train_chunk(s, dims, train_rows, device) + gram,
         "eval": _eval_chunk(s, dims, eval_rows, device) + n * c * F32,
     }
     if s.model != "mlp":
