@@ -107,8 +107,8 @@ def _sizes(n: int, d: int, c: int, e: int, train: int, val: int, test: int) -> G
 
 
 # Nodes, features, classes, directed edges (as rbm_tune.data loads them: both directions, the
-# self-loops the spec adds), train, validation and test nodes of the transductive split (a test checks
-# them against the loaded files). OGB: the official counts (arxiv made undirected) plus one
+# self-loops the spec adds), train, validation and test nodes of the transductive split (a test
+# checks them against the loaded files). OGB: the official counts (arxiv made undirected) plus one
 # self-loop per node; PubMed: Planetoid's published sizes, a self-loop per node added.
 DATASET_SIZES = {
     "demo": _sizes(3_000, 32, 5, 23_908, 100, 150, 2_750),
@@ -303,7 +303,7 @@ def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Est
         "train": _train_chunk(s, dims, train_rows, device) + gram,
         "eval": _eval_chunk(s, dims, eval_rows, device) + n * c * F32,
     }
-    if s.model != "mlp":
+    if s.model == "rbm":  # k-means at the end of pretraining
         switch_rows = n_obs if dist.batch_size == -1 else min(dist.batch_size, n_obs)
         sample = min(dist.kmeans_max_rows or n_obs, n_obs)
         phases["switch"] = _switch(s, dims, n_obs, switch_rows, sample, device)
