@@ -230,3 +230,27 @@ def test_train_teacher_outputs_match_the_edge_index_path(tiny_graph) -> None:
         ref = model.forward_edge_index(tiny_graph.x, tiny_graph.edge_index)
     assert torch.allclose(out.log_probs, F.log_softmax(ref.logits, -1), atol=1e-5)
     assert torch.allclose(out.embedding, ref.embedding, atol=1e-5)
+
+
+def _saved_activations(model: torch.nn.Module, x: Tensor, edges: Tensor, ref: bool) -> int:
+    """Distinct (N, HIDDEN) tensors autograd keeps for the backward of a training forward."""
+    ptrs: set[int] = set()
+
+    def pack(t: Tensor) -> Tensor:
+        if t.layout == torch.strided and tuple(t.shape) == (N, HIDDEN):
+            ptrs.add(t.data_ptr())
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model.forward_edge_index(x, edges) if ref else model(x, edges)
+    return len(ptrs)
+
+
+def test_sage_keeps_two_activations_per_hidden_layer() -> None:
+    """Batch norm's input and the ReLU-dropout output (the next layer's input): not the
+    aggregate, the ReLU output and the dropout mask as well (PyG's path keeps four)."""
+    x, edge_index = random_graph("symmetric")
+    model, ref = _pair("sage", 3, "batch", 0.5, torch.device("cpu"))
+    assert _saved_activations(model, x, model.adjacency(edge_index, N), ref=False) == 2 * 2
+    assert _saved_activations(ref, x, edge_index, ref=True) >= 4 * 2

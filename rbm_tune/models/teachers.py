@@ -17,9 +17,11 @@ Sparse propagation (issue 20 item 4): ``forward`` takes the graph as a prepared 
 (:meth:`_Teacher.adjacency`, built once per graph) or as an ``edge_index``, which it turns into
 one (cached for the last ``edge_index`` object). GCN and SAGE layers are then the conv's own
 linear maps around one ``adj_t @ h`` product, GAT runs ``GATConv`` over target-row chunks
-(``gat_chunked``): no edges x features tensor. Same function as PyG's convs over ``edge_index``
-(kept as :meth:`_Teacher.forward_edge_index`, the reference); the sums run in another order, so
-outputs agree within float tolerance, not bitwise. Parameters and state dicts are unchanged.
+(``gat_chunked``): no edges x features tensor. SAGE's aggregate-then-linear and every
+ReLU-then-dropout use ops that save fewer activations for backward (``teacher_ops``). Same
+function as PyG's convs over ``edge_index`` (kept as :meth:`_Teacher.forward_edge_index`, the
+reference); the sums run in another order, so outputs agree within float tolerance, not
+bitwise. Parameters and state dicts are unchanged.
 """
 
 from __future__ import annotations
@@ -36,18 +38,12 @@ from rbm_tune.models.adjacency import gat_adjacency, gcn_adjacency, is_adjacency
 from rbm_tune.models.base import TeacherOutput, reset_modules
 from rbm_tune.models.gat_chunked import gat_conv_chunked
 from rbm_tune.models.norm import make_norm
+from rbm_tune.models.teacher_ops import relu_dropout, sparse_linear, spmm, transposed
 
 if TYPE_CHECKING:  # PyG is imported when a teacher is built, so students never pay for it
     from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 
 __all__ = ["GATTeacher", "GCNTeacher", "SAGETeacher"]
-
-
-def _spmm(adj_t: Tensor, h: Tensor) -> Tensor:
-    """``adj_t @ h`` for a CSR ``adj_t`` (values cast to ``h``'s dtype when they differ)."""
-    if adj_t.dtype != h.dtype:
-        adj_t = adj_t.to(h.dtype)
-    return torch.sparse.mm(adj_t, h)
 
 
 class _Teacher(nn.Module):
@@ -133,7 +129,7 @@ class _Teacher(nn.Module):
             adj_t = self._adjacency_of(edge_index, x.shape[0])
         if adj_t.device != x.device:
             raise ValueError(f"adj_t is on {adj_t.device}, x on {x.device}; move adj_t with .to")
-        return self._walk(x, lambda conv, h: self._propagate(conv, h, adj_t))
+        return self._walk(x, lambda conv, h: self._propagate(conv, h, adj_t), lean=True)
 
     def forward_edge_index(self, x: Tensor, edge_index: Tensor) -> TeacherOutput:
         """The reference: PyG's convs over ``edge_index`` (one message row per edge and layer).
@@ -144,7 +140,10 @@ class _Teacher(nn.Module):
         edges = self._edges(edge_index, x.shape[0])
         return self._walk(x, lambda conv, h: conv(h, edges))
 
-    def _walk(self, x: Tensor, layer: Callable[[nn.Module, Tensor], Tensor]) -> TeacherOutput:
+    def _walk(
+        self, x: Tensor, layer: Callable[[nn.Module, Tensor], Tensor], *, lean: bool = False
+    ) -> TeacherOutput:
+        # lean: ReLU and dropout as one op that saves only its output (teacher_ops.relu_dropout)
         h = x
         embedding = x
         for i, conv in enumerate(self.gnn.convs):
@@ -155,6 +154,10 @@ class _Teacher(nn.Module):
                 h = F.relu(h)
                 embedding = h
                 h = self.norms[i](h)
+            elif lean:
+                embedding = h
+                h = relu_dropout(self.norms[i](h), self.gnn.dropout.p, self.training)
+                continue
             else:
                 embedding = h
                 h = F.relu(self.norms[i](h))
@@ -242,7 +245,7 @@ class GCNTeacher(_PlainTeacher):
 
     def _propagate(self, conv: nn.Module, h: Tensor, adj_t: Tensor) -> Tensor:
         # GCNConv.forward with the normalisation done once: lin, propagate, bias.
-        out = _spmm(adj_t, conv.lin(h))
+        out = spmm(adj_t, conv.lin(h))
         return out if conv.bias is None else out + conv.bias
 
 
@@ -292,15 +295,20 @@ class SAGETeacher(_PlainTeacher):
         return edges
 
     def adjacency(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        """Mean over in-edges plus one appended self-loop per node, as CSR ``adj_t``."""
-        return sage_adjacency(edge_index, num_nodes)
+        """Mean over in-edges plus one appended self-loop per node, as CSR ``adj_t``.
+
+        Its transpose (for the backward) is built here too, before training needs the memory.
+        """
+        adj_t = sage_adjacency(edge_index, num_nodes)
+        transposed(adj_t)
+        return adj_t
 
     def _propagate(self, conv: nn.Module, h: Tensor, adj_t: Tensor) -> Tensor:
         # SAGEConv.forward for aggr="mean", root_weight=False, project=False, normalize=False:
         # lin_l(mean of the neighbours), the mean being adj_t's weights (multi-edges included).
         if conv.project or conv.root_weight or conv.normalize:
             raise ValueError("the sparse SAGE path needs SAGEConv(root_weight=False), as built")
-        return conv.lin_l(_spmm(adj_t, h))
+        return sparse_linear(adj_t, h, conv.lin_l.weight, conv.lin_l.bias)
 
 
 class GATTeacher(_Teacher):
