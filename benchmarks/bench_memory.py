@@ -140,8 +140,9 @@ def child(args: argparse.Namespace) -> int:
 
 
 def teacher_child(args: argparse.Namespace) -> int:
-    """One training step + one eval forward of the shipped arxiv GraphSAGE teacher, as
-    ``rbm_tune.teacher.train_teacher`` runs them (full batch, PyG convs over ``edge_index``)."""
+    """One training step + one eval forward of the shipped arxiv GraphSAGE teacher, full batch
+    (given ``edge_index``, the teacher builds its sparse adjacency; before issue 20 item 4 this
+    measured PyG's convs over ``edge_index``: see benchmarks/bench_teacher_scale.py)."""
     t = time.perf_counter()
     _reset_peak()
     import torch

@@ -4,6 +4,11 @@ Full-batch on the training graph (the whole graph when transductive, the observe
 inductive), Adam, best-validation checkpoint (ties move it forward) and patience. The outputs
 for the student are computed by the reloaded best-val teacher in eval mode, on the training
 graph, in observed order.
+
+Each graph's sparse adjacency (``model.adjacency``, see rbm_tune/models/teachers.py) is built
+once before the epochs, so no layer materialises an edges x features tensor (issue 20 item 4);
+the outputs equal the former ``edge_index`` path's within float tolerance, so the teacher cache
+key (rbm_tune/teacher_cache.py) is unchanged.
 """
 
 from __future__ import annotations
@@ -82,10 +87,11 @@ def train_teacher(
 
     x_obs = graph.x[graph.observed_idx].to(device)
     y_obs = graph.y[graph.observed_idx].to(device)
-    edges_obs = graph.observed_edge_index.to(device)
+    edges_obs = model.adjacency(graph.observed_edge_index.to(device), x_obs.shape[0])
     train, val = graph.observed_train.to(device), graph.observed_val.to(device)
     if graph.is_inductive:
-        x_full, edges_full = graph.x.to(device), graph.edge_index.to(device)
+        x_full = graph.x.to(device)
+        edges_full = model.adjacency(graph.edge_index.to(device), x_full.shape[0])
     y_test = graph.y[graph.test_idx].to(device)
     test_idx = graph.test_idx.to(device)
 
