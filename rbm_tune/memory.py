@@ -327,9 +327,9 @@ def teacher_estimate(
         spec: a :class:`rbm_tune.config.TeacherSpec`.
         sizes: the graph's sizes.
         device: "cpu" or "cuda".
-        sparse: aggregate through a sparse adjacency (CSR: no per-edge tensors); False: PyG's
-            message passing over ``edge_index``, one edges x width message tensor per layer
-            (and its gradient) at the widest layer.
+        sparse: aggregate through a sparse adjacency (CSR, rbm_tune.models.adjacency: no
+            per-edge tensors; GAT's attention in chunks of target nodes); False: PyG's message
+            passing over ``edge_index``, an edges x width message tensor at the widest layer.
     """
     device = "cuda" if str(device).startswith("cuda") else "cpu"
     n, d, c, e = sizes.num_observed, sizes.num_features, sizes.num_classes, sizes.num_edges
@@ -337,17 +337,26 @@ def teacher_estimate(
     widths = [d] + [spec.hidden_dim * heads] * (spec.num_layers - 1) + [c]
     layers = list(zip(widths, widths[1:]))
     params = sum(a * b * (2 if spec.model == "sage" else 1) + b for a, b in layers)
+    index = 4 if e < 2**31 and n < 2**31 else 8  # rbm_tune.models.adjacency: int32 while it fits
+    # CSR (row pointers, column indices, values); SAGE also keeps its transpose for backward
+    csr = (n + 1) * index + e * (index + F32)
     resident = {
         "parameters + Adam": params * 4 * F32,
         "features": n * d * F32 + n * 8 * 2,
-        "adjacency": e * (8 + 4) + n * 8 if sparse else 2 * e * 8,
+        "adjacency": csr * (2 if spec.model == "sage" else 1) if sparse else 2 * e * 8,
     }
-    # per layer kept for backward: aggregated input, linear outputs, norm, ReLU, dropout mask
-    kept = sum(n * (a + 4 * b) * F32 + n * b for a, b in zip(widths, widths[1:]))
-    if spec.model == "gat":  # attention coefficients per edge and head, kept per layer
-        kept += (spec.num_layers) * e * heads * F32 * 3
-    messages = 0 if sparse else 2 * e * max(widths[:-1]) * F32
-    phases = {"train": kept + messages + n * max(widths) * F32 * 2}
+    # kept for backward: the first layer's aggregated input; two node-sized tensors and the
+    # one-byte dropout mask per hidden layer (rbm_tune.models.teacher_ops; PyG's layers over
+    # edge_index keep four); the logits and their log-softmax
+    per_hidden = 2 if sparse else 4
+    kept = n * d * F32 + 2 * n * c * F32
+    kept += sum(n * b * (per_hidden * F32 + 1) for _, b in layers[:-1])
+    if spec.model == "gat" and not sparse:  # attention coefficients per edge and head
+        kept += spec.num_layers * e * heads * F32 * 3
+    # backward: two node-sized gradients at the widest layer; over edge_index, one edges x
+    # width message tensor (gathered in forward, its gradient in backward) at the widest input
+    work = 2 * n * max(widths) * F32 + (0 if sparse else e * max(widths[:-1]) * F32)
+    phases = {"train": kept + work}
     return Estimate(resident, phases, device, RUNTIME_BYTES[device])
 
 
