@@ -68,6 +68,8 @@ for _p in (str(ROOT), str(BENCH)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from memory_probe import rss  # noqa: E402 (benchmarks/ is on the path only from here)
+
 MiB = 2**20
 TOLERANCE = 0.25  # measured within +-25 % of the estimate
 
@@ -388,14 +390,6 @@ def _device_name(device: str) -> str:
 # -- the children: measurements ---------------------------------------------------------------
 
 
-def _rss(key: str = "VmRSS") -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name == key:
-            return int(value.split()[0]) * 1024
-    return 0
-
-
 def _reset_peak(device: Any) -> int:
     """Start a peak measurement; the CPU baseline (resident bytes now) or 0 on CUDA."""
     import torch
@@ -405,7 +399,7 @@ def _reset_peak(device: Any) -> int:
         torch.cuda.reset_peak_memory_stats()
         return 0
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    return _rss()
+    return rss()
 
 
 def _peak(device: Any, base: int) -> int:
@@ -414,7 +408,7 @@ def _peak(device: Any, base: int) -> int:
     if device.type == "cuda":
         torch.cuda.synchronize()
         return int(torch.cuda.max_memory_allocated())
-    return _rss("VmHWM") - base
+    return rss("VmHWM") - base
 
 
 def default_config(space: str) -> Any:

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "rbm_tune" / "configs" / "ogbn-arxiv-transductive-sage-rbm.yaml"
 
 
-def _rss(key: str = "VmRSS") -> int:
+def rss(key: str = "VmRSS") -> int:
+    """This process's resident set (or ``VmHWM``, its peak) in bytes, from /proc."""
     for line in Path("/proc/self/status").read_text().splitlines():
         name, _, value = line.partition(":")
         if name == key:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     train_student(tiny, graph, teacher, device=device)
     del graph, teacher
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    base = _rss()
+    base = rss()
     graph, teacher = _synthetic(args.nodes, args.features, args.classes, cfg)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.synchronize()
         measured = torch.cuda.max_memory_allocated()
     else:
-        measured = _rss("VmHWM") - base
+        measured = rss("VmHWM") - base
     est = student_estimate(cfg, GraphSizes.of(graph), device.type)
     print(
         json.dumps(
