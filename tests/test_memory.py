@@ -37,7 +37,6 @@ from rbm_tune.tune import is_out_of_memory
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "benchmarks" / "memory_probe.py"
 CONFIGS = ROOT / "rbm_tune" / "configs"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 GB = 10**9
 
 
@@ -124,11 +123,9 @@ def test_every_shipped_default_fits_its_gpu_share_on_24_and_80_gb_cards(name: st
 
 
 @pytest.mark.integration
-def test_dataset_sizes_match_the_loaded_files() -> None:
-    if not (SHARED_DATA / "Cora" / "raw").is_dir():
-        pytest.skip("the shared datasets are not next to this checkout")
+def test_dataset_sizes_match_the_loaded_files(shared_data: Path) -> None:
     for name in ("demo", "cora", "citeseer", "amazon-photo"):
-        graph = load_graph(name, root=SHARED_DATA)
+        graph = load_graph(name, root=shared_data)
         assert GraphSizes.of(graph) == DATASET_SIZES[name], name
 
 
