@@ -98,8 +98,12 @@ class _Teacher(nn.Module):
         """``conv(h, edge_index)`` computed from ``adj_t``."""
         raise NotImplementedError
 
-    def _adjacency_of(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        cache = getattr(self, "_adj_cache", None)
+    def _per_graph(
+        self, name: str, edge_index: Tensor, num_nodes: int, build: Callable[[], Tensor]
+    ) -> Tensor:
+        """``build()``, kept in ``self.<name>`` while the same, unmodified ``edge_index`` and
+        node count come back (a weak reference: the cache never keeps a graph alive)."""
+        cache = getattr(self, name, None)
         if (
             cache is not None
             and cache[0]() is edge_index
@@ -107,9 +111,14 @@ class _Teacher(nn.Module):
             and cache[2] == num_nodes
         ):
             return cache[3]
-        adj_t = self.adjacency(edge_index, num_nodes)
-        self._adj_cache = (weakref.ref(edge_index), edge_index._version, num_nodes, adj_t)
-        return adj_t
+        value = build()
+        setattr(self, name, (weakref.ref(edge_index), edge_index._version, num_nodes, value))
+        return value
+
+    def _adjacency_of(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        return self._per_graph(
+            "_adj_cache", edge_index, num_nodes, lambda: self.adjacency(edge_index, num_nodes)
+        )
 
     def forward(self, x: Tensor, edge_index: Tensor) -> TeacherOutput:
         """Full-graph forward through the sparse adjacency.
@@ -281,18 +290,11 @@ class SAGETeacher(_PlainTeacher):
         )
 
     def _edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        cache = self._loop_cache
-        if (
-            cache is not None
-            and cache[0]() is edge_index
-            and cache[1] == edge_index._version
-            and cache[2] == num_nodes
-        ):
-            return cache[3]
-        loops = torch.arange(num_nodes, device=edge_index.device, dtype=edge_index.dtype)
-        edges = torch.cat([edge_index, loops.expand(2, -1)], dim=1)
-        self._loop_cache = (weakref.ref(edge_index), edge_index._version, num_nodes, edges)
-        return edges
+        def with_loops() -> Tensor:
+            loops = torch.arange(num_nodes, device=edge_index.device, dtype=edge_index.dtype)
+            return torch.cat([edge_index, loops.expand(2, -1)], dim=1)
+
+        return self._per_graph("_loop_cache", edge_index, num_nodes, with_loops)
 
     def adjacency(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         """Mean over in-edges plus one appended self-loop per node, as CSR ``adj_t``.
