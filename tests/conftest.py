@@ -106,3 +106,21 @@ def teacher_in_cache(tmp_path: Path, tiny_teacher_cache: Path) -> Path:
     ``pytest.mark.usefixtures``): the test's studies read their teacher instead of training it."""
     shutil.copytree(tiny_teacher_cache, tmp_path / "cache")
     return tmp_path / "cache"
+
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+            ],
+        ),
+    ]
+)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each test that takes ``device`` runs on the CPU, and on CUDA where there is one (a
+    test's own ``parametrize("device", ...)`` overrides this)."""
+    return torch.device(request.param)

@@ -42,22 +42,6 @@ VARIANTS = {
 KMEANS = {"kmeans_restarts": 2, "kmeans_max_iter": 20}
 
 
-@pytest.fixture(
-    params=[
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-            ],
-        ),
-    ]
-)
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
 def _spec(variant: str, **extra: object) -> StudentSpec:
     values = {
         "hidden_dim": HIDDEN,

@@ -22,22 +22,6 @@ N, LINKED, IN_DIM, OUT_DIM, HIDDEN = 40, 32, 7, 4, 12  # nodes LINKED..N-1 are i
 KINDS = ["directed", "symmetric", "no-self-loops", "all-self-loops"]
 
 
-@pytest.fixture(
-    params=[
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-            ],
-        ),
-    ]
-)
-def device(request: pytest.FixtureRequest) -> torch.device:
-    return torch.device(request.param)
-
-
 def random_graph(kind: str, seed: int = 0, edges: int = 150) -> tuple[Tensor, Tensor]:
     """Features (N, IN_DIM) and random edges among the first LINKED nodes: multi-edges and some
     self-loops included unless ``kind`` says otherwise; the last N - LINKED nodes isolated."""
