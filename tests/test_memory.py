@@ -129,6 +129,15 @@ def test_dataset_sizes_match_the_loaded_files(shared_data: Path) -> None:
         assert GraphSizes.of(graph) == DATASET_SIZES[name], name
 
 
+def test_constants_mirrored_without_torch_match_their_sources() -> None:
+    """rbm_tune.memory imports no torch, so it restates two numbers: they must not drift."""
+    from rbm_tune import distill, memory
+    from rbm_tune.models import rbm
+
+    assert memory.TRAIN_ACC_SAMPLE == distill.TRAIN_ACC_SAMPLE
+    assert memory._SCRATCH_MAX == rbm._WORKSPACE_MAX * 4  # float32 bytes
+
+
 def test_trial_share() -> None:
     space = load_space(SHIPPED_DIR / "arxiv.yaml")
     assert space.study.gpus_per_trial == 0.25
