@@ -1,7 +1,7 @@
 """Peak memory of one ogbn-arxiv-size RbM trial, to pack trials (issue 7 item 5).
 
 Each variant runs in a fresh child process that does what a trial process does
-(``rbm_tune.tune._trial_fn``): import ``rbm_tune.tune`` (Ray Tune included), hold the graph and
+(``rbm_tune.study.trainable._trial_fn``): import it (Ray Tune included), hold the graph and
 the teacher's outputs (as the worker's deserialised copies from the object store),
 ``train_student`` with ``keep_model=True``, then ``_inference_ms`` (one forward of 16,384 nodes).
 The graph is ``arxiv_synthetic.arxiv_graph``; the teacher outputs are random with the shapes of
@@ -88,15 +88,15 @@ def child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    import rbm_tune.tune as T  # noqa: F401  (what a trial process has loaded: Ray Tune too)
+    import rbm_tune.study.trainable as T  # noqa: F401  (what a trial process has loaded: Ray Tune too)
     from rbm_tune.config import load_config
     from rbm_tune.distill import train_student
-    from rbm_tune.tune import _inference_ms
+    from rbm_tune.study.trainable import _inference_ms
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from arxiv_synthetic import ARXIV, arxiv_graph, fake_teacher, scaled
 
-    phase("imports (torch, rbm_tune.tune, Ray Tune)", t)
+    phase("imports (torch, rbm_tune.study.trainable, Ray Tune)", t)
     t = time.perf_counter()
     sizes = scaled(ARXIV, args.scale)
     cfg = load_config(CONFIG / "ogbn-arxiv-transductive-sage-rbm.yaml")

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from arxiv_synthetic import ARXIV, arxiv_graph, fake_teacher, scaled
 
-    from rbm_tune.tune import _init_ray
+    from rbm_tune.study.ray_session import init_ray as _init_ray
 
     sizes = scaled(ARXIV, args.scale)
     graph = arxiv_graph(sizes)

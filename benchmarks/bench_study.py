@@ -1,6 +1,6 @@
 """Where a study's wall time goes, and what ASHA saves: one space run as ASHA, FIFO, FIFO-full.
 
-Runs ``rbm_tune.tune.run_study`` in this process on a copy of a shipped search space with
+Runs ``rbm_tune.study.run_study`` in this process on a copy of a shipped search space with
 ``num_trials`` and 1 CPU per trial set, each run with a fresh local Ray (127.0.0.1, private
 temp dir) and a fresh SQLite MLflow store. The teacher is trained first, once, by
 ``rbm-tune teacher --space`` into the runs' shared cache (timed and reported on its own), so both
@@ -24,9 +24,9 @@ rbm_tune itself is not changed. The driver side is timed by wrapping what ``run_
 (MLflow store, data, teacher, ``_tune``) and by a subclass of its MLflow callback
 (``MlflowTrials``) that stamps trial start / results / completion and times its own MLflow
 writes. The trial side is timed by a Ray ``worker_process_setup_hook`` that wraps
-``rbm_tune.tune._trial_fn`` and ``train_student`` inside each trial process (wall clock, one JSON
-line per report): entry to the trial function (after the graph and teacher are fetched), the
-train_student call, its first epoch, the per-epoch ``epoch_seconds``, the time each report
+``rbm_tune.study.trainable._trial_fn`` and ``train_student`` inside each trial process (wall clock,
+one JSON line per report): entry to the trial function (after the graph and teacher are fetched),
+the train_student call, its first epoch, the per-epoch ``epoch_seconds``, the time each report
 blocks (Ray's synchronous reporting: the driver's result handling, MLflow included), the return.
 The headline share is Σ train_student wall / (concurrency × study wall).
 
@@ -94,8 +94,8 @@ EVENTS_ENV = "RBM_BENCH_EVENTS"
 def _worker_hook() -> None:
     """Ray ``worker_process_setup_hook``: time ``_trial_fn`` and ``train_student`` in the trial.
 
-    Imports nothing itself: once the worker imports ``rbm_tune.tune`` (to unpickle the
-    trainable) ``_trial_fn`` is wrapped; the wrapper swaps in a timed ``train_student`` for the
+    Imports nothing itself: once the worker imports ``rbm_tune.study.trainable`` (to unpickle
+    the trainable) ``_trial_fn`` is wrapped; the wrapper swaps in a timed ``train_student`` for the
     call and appends its cumulative timings (``time.time()``) as one JSON line to the file named
     by ``$RBM_BENCH_EVENTS`` after set-up and after every report, so that a trial ASHA stops
     (its thread never returns from the blocked report) still leaves its last line.
@@ -165,7 +165,7 @@ def _worker_hook() -> None:
 
     class PatchOnImport(importlib.abc.MetaPathFinder):
         def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-            if name != "rbm_tune.tune":
+            if name != "rbm_tune.study.trainable":
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)
@@ -178,8 +178,8 @@ def _worker_hook() -> None:
             spec.loader.exec_module = exec_module
             return spec
 
-    if "rbm_tune.tune" in sys.modules:
-        patch(sys.modules["rbm_tune.tune"])
+    if "rbm_tune.study.trainable" in sys.modules:
+        patch(sys.modules["rbm_tune.study.trainable"])
     else:
         sys.meta_path.insert(0, PatchOnImport())
 
@@ -187,8 +187,9 @@ def _worker_hook() -> None:
 def _instrument() -> None:
     """Wrap what ``run_study`` calls (driver side only) so that CLOCK records the timeline."""
     import rbm_tune.data
+    import rbm_tune.study.run as R
+    import rbm_tune.study.tuner as T
     import rbm_tune.tracking
-    import rbm_tune.tune as T
 
     def timed(module: Any, name: str, label: str, *, mark: str | None = None) -> None:
         inner = getattr(module, name)
@@ -209,8 +210,8 @@ def _instrument() -> None:
 
     timed(rbm_tune.tracking, "check_reachable", "MLflow: store check")
     timed(rbm_tune.data, "load_graph", "data: load_graph")
-    timed(T, "_log_teacher", "MLflow: teacher run", mark="teacher_done")
-    timed(T, "_tune", "Tuner: fit + wrap-up", mark="tune_start")
+    timed(R, "_log_teacher", "MLflow: teacher run", mark="teacher_done")
+    timed(R, "fit_and_summarize", "Tuner: fit + wrap-up", mark="tune_start")
     timed(T.MlflowTrials, "drain", "MLflow: final drain", mark="fit_end")
     tracker_init = rbm_tune.tracking.Tracker.__init__
     if not getattr(tracker_init, "_bench_wrapped", False):
@@ -322,7 +323,7 @@ def run_one(
 ) -> StudyRun:
     import ray
 
-    from rbm_tune.tune import run_study
+    from rbm_tune.study import run_study
 
     global CLOCK
     CLOCK = Clock()
@@ -773,7 +774,7 @@ def sha_bounds(asha: dict[str, Any], fifo: dict[str, Any]) -> tuple[float, float
     """
     if "grace_period" not in asha:
         return None
-    from rbm_tune.tune import rung_epochs
+    from rbm_tune.study import rung_epochs
 
     rf = asha["reduction_factor"]
     longest = max((int(r["epochs"] or 0) for r in fifo["rows"]), default=0)

@@ -596,7 +596,7 @@ def child_trial_device(args: argparse.Namespace, params: dict[str, Any]) -> dict
     os.environ["RBM_TUNE_CACHE"] = str(tmp / "cache")
     os.chdir(tmp)
     from rbm_tune.search_space import load_space
-    from rbm_tune.tune import run_study
+    from rbm_tune.study import run_study
 
     cuda = torch.cuda.is_available()
     out: dict[str, Any] = {}

@@ -337,7 +337,7 @@ def search(args: argparse.Namespace) -> int:
     check_ray_address(args.address)
     _check_cache_dir(args.cache_dir)
     check_tracking_uri(args.tracking_uri)
-    from rbm_tune.tune import run_study
+    from rbm_tune.study import run_study
 
     if args.own_process:
         _freeze_imports()

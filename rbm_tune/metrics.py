@@ -1,17 +1,26 @@
-"""Metric names, defined once (STYLE R4), and accuracy.
+"""Every metric name, defined once (STYLE R4), and accuracy. Imports nothing heavy.
 
 Per-epoch reports carry :data:`EPOCH`, :data:`TRAIN_LOSS`, :data:`TRAIN_ACC`, :data:`VAL_ACC`,
 :data:`BEST_VAL_ACC` and :data:`IS_PRETRAINING` — never a test accuracy, so nothing derived from
 the test set can reach a searcher or scheduler. Test accuracy is reported once, at the end:
 :data:`TEST_ACC` at the best-validation epoch (the honest, primary number) and
 :data:`TEST_ACC_ORACLE`, the maximum over epochs that the reference code reports (spec §6.5).
+
+A study's trials add the keys below the training loop's (``rbm_tune.study.trainable``): what
+Ray Tune, ASHA, the searcher, MLflow and ``results.csv`` read. Loading a search space imports
+this module for :data:`SEARCH_METRICS` / :data:`COST_METRICS`, so it never imports torch
+(``accuracy`` only calls methods of the tensors it is given).
 """
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
 
-EPOCH = "epoch"
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# -- the training loop's per-epoch report (rbm_tune.distill) ----------------------------------
+EPOCH = "epoch"  # 1-based, pretraining included
 TRAIN_LOSS = "train_loss"
 TRAIN_ACC = "train_acc"
 VAL_ACC = "val_acc"
@@ -19,16 +28,57 @@ BEST_VAL_ACC = "best_val_acc"
 IS_PRETRAINING = "is_pretraining"
 EPOCH_SECONDS = "epoch_seconds"
 
+# -- once, at the end of training --------------------------------------------------------------
 TEST_ACC = "test_acc"
 TEST_ACC_ORACLE = "test_acc_max_over_epochs_oracle"
 BEST_EPOCH = "best_epoch"
 
+# -- a study's trial results (rbm_tune.study) ---------------------------------------------------
+POST_SWITCH_EPOCH = "post_switch_epoch"  # ASHA's time: epochs after the pretraining switch
+NUM_PARAMS = "num_params"
+INFERENCE_MS = "inference_ms_per_1k_nodes"
+RAN_ON_CUDA = "ran_on_cuda"
+FINAL = "final"  # 1 in a trial's last result (its best-validation epoch's metrics)
+NODE_ID = "node_id"  # the Ray node that trained the trial
+HELD_EPOCHS = "held_epochs"  # the epochs a trial held back since its previous report
+# a trial that was not trained: "memory" (its estimate exceeds its share), "oom" (it ran out
+# of memory while training) or "no_cuda" (Ray gave it a GPU its process cannot see); never
+# retried
+SKIPPED = "skipped"
+SKIPPED_BECAUSE = "skipped_because"  # the one-line reason, where there is more to say
+MEMORY_ESTIMATE = "memory_estimate_bytes"
+MEMORY_SHARE = "memory_share_bytes"
+# MLflow's name of a finished trial's val_acc (its best epoch's), beside the per-epoch val_acc
+FINAL_VAL_ACC = "final_val_acc"
+
+# -- what a study may optimise --------------------------------------------------------------
+# a per-epoch metric a searcher and ASHA may follow, with its natural direction; a test
+# accuracy is never one of them
+SEARCH_METRICS = {VAL_ACC: "max", BEST_VAL_ACC: "max", TRAIN_ACC: "max", TRAIN_LOSS: "min"}
+# cost objectives of a multi-objective study: measured on the trial's architecture before it
+# trains and reported with every epoch. Always minimised.
+COST_METRICS = {NUM_PARAMS: "min", INFERENCE_MS: "min"}
+
 __all__ = [
     "BEST_EPOCH",
     "BEST_VAL_ACC",
+    "COST_METRICS",
     "EPOCH",
     "EPOCH_SECONDS",
+    "FINAL",
+    "FINAL_VAL_ACC",
+    "HELD_EPOCHS",
+    "INFERENCE_MS",
     "IS_PRETRAINING",
+    "MEMORY_ESTIMATE",
+    "MEMORY_SHARE",
+    "NODE_ID",
+    "NUM_PARAMS",
+    "POST_SWITCH_EPOCH",
+    "RAN_ON_CUDA",
+    "SEARCH_METRICS",
+    "SKIPPED",
+    "SKIPPED_BECAUSE",
     "TEST_ACC",
     "TEST_ACC_ORACLE",
     "TRAIN_ACC",

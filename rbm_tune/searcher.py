@@ -1,81 +1,9 @@
-"""Ray Tune's OptunaSearch, telling TPE which trials ASHA stopped.
+"""Old import path of :class:`rbm_tune.study.searcher.TrialSearch`.
 
-Ray's ``OptunaSearch`` (Ray 2.60) ends every trial whose last result holds the metric as
-COMPLETE with that last value. Under ASHA that misleads TPE: a trial ASHA stopped counts as
-finished, its value the ``val_acc`` of the epoch at its rung (an early, partly trained model's)
-ranked beside finished trials' best-epoch ``val_acc``. (An errored trial already ends FAIL.)
-
-:class:`TrialSearch` ends a trial whose last result is not ``_trial_fn``'s ``final`` one as
-PRUNED. Optuna's TPE (``optuna.samplers._tpe.sampler._split_trials``) ranks every COMPLETE trial
-before any PRUNED one, and pruned trials among themselves by the last step they reported, then
-by its value. For that ranking a trial's ``val_acc`` is reported at every epoch after its
-pretraining switch (the held epochs included), the step being ASHA's time (``post_switch_epoch``):
-not Ray's report count (a trial reports at ASHA's rungs and otherwise at most every
-``study.report_every_s``, so two trials at the same epoch may have reported a different number of
-times), and not the epoch counted from 1 (pretraining is searched: a trial stopped at the first
-rung after 45 warm-up epochs would outrank one stopped at the second after none). A
-multi-objective study reports no intermediate values (Optuna takes none), but its stopped trials
-end PRUNED all the same.
-
-Everything else (suggestions, ``points_to_evaluate``, saving and restoring the searcher's state
-for ``Tuner.restore``) is OptunaSearch's own. Imported only by the driver: trial processes never
-load Optuna's searcher.
+Studies started before the ``rbm_tune.study`` package pickled their searcher as
+``rbm_tune.searcher.TrialSearch``; ``--resume`` unpickles it through this name.
 """
 
-from __future__ import annotations
-
-import logging
-from typing import Any
-
-from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
-
-from rbm_tune.metrics import EPOCH  # 1-based, pretraining included
-from rbm_tune.tune import FINAL, HELD_EPOCHS, POST_SWITCH_EPOCH
+from rbm_tune.study.searcher import TrialSearch
 
 __all__ = ["TrialSearch"]
-
-logger = logging.getLogger(__name__)
-
-
-class TrialSearch(OptunaSearch):
-    """OptunaSearch that ends ASHA-stopped trials PRUNED (see the module docstring)."""
-
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if isinstance(self.metric, list) or trial_id in self._completed_trials:
-            return super().on_trial_result(trial_id, result)
-        if result.get(FINAL) or EPOCH not in result:
-            return None  # a finished trial's val_acc is its best epoch's, not this epoch's
-        # ASHA's time: epochs after the pretraining switch (the same offset for held rows)
-        offset = int(result[EPOCH]) - int(result.get(POST_SWITCH_EPOCH, result[EPOCH]))
-        # the last step reported per trial (saved with the searcher's __dict__; older state
-        # lacks it)
-        last = self.__dict__.setdefault("_last_step", {})
-        for row in (*(result.get(HELD_EPOCHS) or ()), result):
-            epoch, value = row.get(EPOCH), row.get(self.metric)
-            if epoch is None or value is None:
-                continue
-            step = int(epoch) - offset
-            if step <= last.get(trial_id, 0):  # the warm-up, or reported before
-                continue
-            self._ot_trials[trial_id].report(float(value), step)
-            last[trial_id] = step
-        return None
-
-    def on_trial_complete(
-        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
-    ) -> None:
-        stopped = result is not None and not error and not result.get(FINAL)
-        if stopped and trial_id not in self._completed_trials and trial_id in self._ot_trials:
-            # Ray's controller passes the result ASHA stopped the trial on here only, not to
-            # on_trial_result: its epochs (the held ones too) are the trial's last
-            assert result is not None
-            try:
-                self.on_trial_result(trial_id, result)
-                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-            except Exception as exc:  # noqa: BLE001 (as OptunaSearch: never fail the stop)
-                logger.warning("rbm-tune: Optuna could not record trial %s: %s", trial_id, exc)
-            self._completed_trials.add(trial_id)
-        else:
-            super().on_trial_complete(trial_id, result, error)
-        self.__dict__.get("_last_step", {}).pop(trial_id, None)

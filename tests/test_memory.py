@@ -31,8 +31,8 @@ from rbm_tune.memory import (
     trial_share,
 )
 from rbm_tune.search_space import SHIPPED_DIR, load_space, shipped_spaces
+from rbm_tune.study.trainable import is_out_of_memory
 from rbm_tune.teacher import TeacherOutputs
-from rbm_tune.tune import is_out_of_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "benchmarks" / "memory_probe.py"

@@ -1,6 +1,6 @@
-"""The study's searcher (rbm_tune/searcher.py): Ray's OptunaSearch driven by hand, as Ray Tune's
-controller drives it (suggest, results, completion), on the shipped demo space with a real
-Optuna study. No Ray cluster: a searcher is plain Python. A real study's searcher state is
+"""The study's searcher (rbm_tune/study/searcher.py): Ray's OptunaSearch driven by hand, as
+Ray Tune's controller drives it (suggest, results, completion), on the shipped demo space with a
+real Optuna study. No Ray cluster: a searcher is plain Python. A real study's searcher state is
 checked in tests/integration/test_tune_end_to_end.py.
 """
 
@@ -14,9 +14,10 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils import flatten_dict
 
+from rbm_tune.metrics import FINAL, HELD_EPOCHS, POST_SWITCH_EPOCH
 from rbm_tune.search_space import SHIPPED_DIR, load_space
-from rbm_tune.searcher import TrialSearch
-from rbm_tune.tune import FINAL, HELD_EPOCHS, POST_SWITCH_EPOCH, HeldEpochs
+from rbm_tune.study.searcher import TrialSearch
+from rbm_tune.study.trainable import HeldEpochs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

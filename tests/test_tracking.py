@@ -95,7 +95,7 @@ def test_resume_closes_the_runs_of_trials_ray_tune_lost(tmp_path: Path) -> None:
     """After a resume, a trial run whose trial the restored Tuner does not know is closed as
     KILLED, saying why: RUNNING (cut short) or FINISHED (ended between two Ray Tune snapshots);
     the known trials' runs and earlier FAILED attempts stay as they are."""
-    from rbm_tune.tune import _close_lost_trial_runs
+    from rbm_tune.study.summary import _close_lost_trial_runs
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "s", study_tags={"rbm_tune.study": "s"})
@@ -138,7 +138,7 @@ def test_trial_id_of_a_result_with_and_without_metrics(tmp_path: Path) -> None:
     folder's name (Ray Tune's ``_trial_fn_<id>_<n>_<config>_<date>``), not the folder's tail."""
     from ray.tune import Result
 
-    from rbm_tune.tune import _trial_id
+    from rbm_tune.study.summary import _trial_id
 
     folder = tmp_path / "_trial_fn_14bfcf10_3_distill_lr=0.0000,student_k=2_2026-11-26_05-27-35"
     assert _trial_id(Result({"trial_id": "ab12cd34"}, None, None, str(folder))) == "ab12cd34"
@@ -168,7 +168,8 @@ def test_reports_meet_every_asha_rung_of_ray_tune() -> None:
 
     from ray.tune.schedulers import ASHAScheduler
 
-    from rbm_tune.tune import HeldEpochs, rung_epochs
+    from rbm_tune.study import HeldEpochs, rung_epochs
+    from rbm_tune.study._compat import asha_rungs
 
     for grace in (1, 2, 3, 7, 10, 20, 25, 50):
         for factor in (1.1, 1.5, 1.6, 2, 2.5, 3, 4):
@@ -181,7 +182,7 @@ def test_reports_meet_every_asha_rung_of_ray_tune() -> None:
                     grace_period=grace,
                     reduction_factor=factor,
                 )
-                rungs = {math.ceil(m) for m, _ in asha._brackets[0]._rungs}
+                rungs = {math.ceil(m) for m in asha_rungs(asha)}
                 ours = rung_epochs(grace, factor, longest + 1)
                 assert rungs and rungs == ours, (grace, factor, longest, rungs, ours)
                 assert max(ours) <= longest + 1
@@ -200,7 +201,7 @@ def test_trial_processes_drop_the_systemexit_of_ray_s_sigterm_inside_callbacks(
     import sys
     import weakref
 
-    from rbm_tune.tune import _drop_exit_in_callbacks
+    from rbm_tune.study.trainable import _drop_exit_in_callbacks
 
     class Box:
         pass

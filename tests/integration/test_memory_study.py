@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from rbm_tune.errors import RbmTuneError
 from rbm_tune.search_space import load_space
-from rbm_tune.tune import run_study
+from rbm_tune.study import run_study
 
 pytestmark = pytest.mark.integration
 

@@ -77,8 +77,8 @@ def test_two_tasks_map_one_read_only_copy(tmp_path: Path) -> None:
     from rbm_tune.data import make_graph
     from rbm_tune.payload import ALWAYS, TrialPayload
     from rbm_tune.search_space import load_space
+    from rbm_tune.study.ray_session import init_ray as _init_ray
     from rbm_tune.teacher import TeacherOutputs
-    from rbm_tune.tune import _init_ray
 
     gen = torch.Generator().manual_seed(0)
     y = torch.randint(4, (ROWS,), generator=gen)

@@ -16,8 +16,8 @@ from helpers import write_space
 from mlflow.tracking import MlflowClient
 
 from rbm_tune.search_space import load_space
+from rbm_tune.study import run_study
 from rbm_tune.teacher_cache import TeacherCache
-from rbm_tune.tune import run_study
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Driver faults: SIGKILL of the ``rbm-tune`` driver at three points, then ``--resume``.
 
 Each kill is a real SIGKILL of the driver process, planted with ``RBM_TUNE_FAULT``
-(rbm_tune/faults.py) at a point of the study: at the 2nd epoch result (no trial has ended),
+(rbm_tune/testing/faults.py) at a point of the study: at the 2nd epoch result (no trial has ended),
 when the 2nd trial completes (mid-study), and while the final summary is written. After
 ``--resume`` every requested trial has ended exactly once in Ray Tune's results and in MLflow
 (one FINISHED run each, no run left RUNNING, no epoch logged twice) and the teacher was trained

@@ -1,17 +1,17 @@
 """The MLflow server dies mid-study: trials keep training, nothing logged is lost.
 
-Chosen behaviour (rbm_tune.tune.MlflowTrials): every MLflow write goes through an outbox kept
-in order, in memory and in ``<study>/mlflow-pending.json``. While the server is down the trials
-go on and the outbox is retried every few seconds. If the server is back before the study ends,
-everything is written then. If it is still down at the end (after ``RBM_TUNE_MLFLOW_WAIT``
-seconds), the study stops with one ``rbm-tune: error:`` line and exit 2, its trials finished and
-saved; ``--resume`` writes the outbox once the server answers again. A server that dies after the
-outbox was drained, while the study's summary (artifacts, the parent run's end) is written, ends
-the study the same way, and ``--resume`` writes the summary.
+Chosen behaviour (rbm_tune.study.mlflow_callback over rbm_tune.tracking.outbox): every MLflow write
+goes through an outbox kept in order, in memory and in ``<study>/mlflow-pending.json``. While the
+server is down the trials go on and the outbox is retried every few seconds. If the server is back
+before the study ends, everything is written then. If it is still down at the end (after
+``RBM_TUNE_MLFLOW_WAIT`` seconds), the study stops with one ``rbm-tune: error:`` line and exit 2,
+its trials finished and saved; ``--resume`` writes the outbox once the server answers again. A
+server that dies after the outbox was drained, while the study's summary (artifacts, the parent
+run's end) is written, ends the study the same way, and ``--resume`` writes the summary.
 
 Real processes: a real ``mlflow server`` on 127.0.0.1 (killed with SIGTERM, or with SIGKILL by
-the driver itself at a chosen point through ``rbm_tune.faults``' ``killpg`` action, and restarted
-on the same port and store) and the ``rbm-tune`` command on a local Ray.
+the driver itself at a chosen point through ``rbm_tune.testing.faults``' ``killpg`` action, and
+restarted on the same port and store) and the ``rbm-tune`` command on a local Ray.
 """
 
 from __future__ import annotations

@@ -412,7 +412,7 @@ def test_no_planted_secret_reaches_mlflow(tmp_path: Path, monkeypatch: pytest.Mo
     from mlflow.tracking import MlflowClient
 
     from rbm_tune.search_space import load_space
-    from rbm_tune.tune import run_study
+    from rbm_tune.study import run_study
 
     for name, value in FAKE_SECRETS.items():
         monkeypatch.setenv(name, value)

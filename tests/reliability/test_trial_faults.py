@@ -1,8 +1,8 @@
 """Trial faults: an exception and a SIGKILL inside trials are retried (FailureConfig).
 
 Real processes throughout: the study is the ``rbm-tune`` command on a local Ray; the faults are
-planted with ``RBM_TUNE_FAULT`` (rbm_tune/faults.py), so a trial really raises, or its Ray worker
-process really dies of SIGKILL, at a chosen epoch, once.
+planted with ``RBM_TUNE_FAULT`` (rbm_tune/testing/faults.py), so a trial really raises, or its Ray
+worker process really dies of SIGKILL, at a chosen epoch, once.
 """
 
 from __future__ import annotations

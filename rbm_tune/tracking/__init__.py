@@ -148,7 +148,7 @@ class Tracker:
         if uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         # MLflow's own HTTP retries back off for minutes per call; the study's callback buffers
-        # and retries instead (rbm_tune.tune.MlflowTrials), so a call may fail fast.
+        # and retries instead (rbm_tune.tracking.outbox), so a call may fail fast.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

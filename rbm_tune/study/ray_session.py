@@ -1,0 +1,86 @@
+"""Joining or starting Ray for a study: a reachable address checked first, loopback only.
+
+A local Ray binds 127.0.0.1 (STACK.md "Loopback only"); an ``--address`` is checked with one
+TCP connection before ``ray.init`` (which retries an unreachable address for minutes), and
+every failure is one ``RbmTuneError`` line naming the fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rbm_tune.errors import RbmTuneError, first_line
+
+__all__ = ["check_address", "init_ray", "split_address"]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``ray://host:port``, ``[::1]:port`` or ``ray://[::1]:port`` -> (host,
+    port) as ``socket`` takes them (no brackets; an empty host is 127.0.0.1).
+
+    Raises:
+        ValueError: no port, or a port that is not a number.
+    """
+    rest = address.removeprefix("ray://")
+    if rest.startswith("["):
+        host, sep, port = rest[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"no port after the IPv6 address in {address!r}")
+    else:
+        host, _, port = rest.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line when a ``host:port`` Ray address does not accept connections.
+
+    ``ray.init`` itself retries an unreachable address for minutes.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    try:
+        socket.create_connection(split_address(address), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise RbmTuneError(
+            f"cannot reach the Ray cluster at {address} ({reason}); start it "
+            "(ray start --head --dashboard-host 127.0.0.1) "
+            "or fix --address (host:port of the head's GCS, ray://host:10001, [::1]:6379, or "
+            "auto)"
+        ) from None
+
+
+def _loopback_only() -> None:
+    """Make a local Ray use 127.0.0.1 instead of the machine's public address (STACK.md).
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when ``ray`` is imported, and this
+    module imports it: setting the variable here only reaches the processes Ray starts, so the
+    driver's own copy of the flag is set too. A user who exported the variable keeps it.
+    """
+    from rbm_tune.study._compat import set_driver_cluster_flag
+
+    value = os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    set_driver_cluster_flag(value.strip().lower() in ("1", "true", "yes"))
+
+
+def init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            _loopback_only()
+            ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
+        first = first_line(err)
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RbmTuneError(
+            f"cannot start or join {where} ({first}); check --address (e.g. ray://head:10001 or "
+            "auto) and that 'ray status' works there"
+        ) from None
+

@@ -1,0 +1,157 @@
+"""The search itself: a Ray Tune ``Tuner`` with OptunaSearch (TPE) and ASHA, fitted once.
+
+:func:`fit_and_summarize` builds (or, with ``resume``, restores) the ``Tuner``: the trainable
+(``rbm_tune.study.trainable._trial_fn``) with the slim payload in the object store and its
+resources; :class:`~rbm_tune.study.searcher.TrialSearch` drawing each trial from
+``SearchSpace.define_by_run``, the space's default point first; ASHA on ``val_acc`` (or the
+study's metric) over post-switch epochs; :class:`~rbm_tune.study.mlflow_callback.MlflowTrials`
+mirroring every trial into MLflow. After ``fit`` it drains the MLflow outbox and hands the
+``ResultGrid`` to :func:`rbm_tune.study.summary.summarize`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from rbm_tune.errors import RbmTuneError, first_line
+from rbm_tune.metrics import POST_SWITCH_EPOCH
+from rbm_tune.study._compat import disable_actor_reuse, replace_restored_callbacks
+from rbm_tune.study.mlflow_callback import PENDING_MLFLOW, MlflowTrials
+from rbm_tune.study.summary import StudyResult, summarize
+from rbm_tune.study.trainable import _trial_fn
+
+__all__ = ["fit_and_summarize"]
+
+
+def fit_and_summarize(
+    space: Any,
+    graph: Any,
+    teacher: Any,
+    key: Any,
+    tracker: Any,
+    trained: bool,
+    *,
+    name: str,
+    trials: int,
+    storage: Path,
+    resume: bool,
+    verbose: int,
+    log: Callable[[str], None],
+    on_cluster: bool = False,
+) -> StudyResult:
+    import optuna
+    import ray
+    from ray.tune.schedulers import ASHAScheduler
+
+    from rbm_tune.payload import TrialPayload
+    from rbm_tune.study.searcher import TrialSearch
+
+    study = space.study
+    gpus_per_trial = study.gpus_per_trial
+    if gpus_per_trial > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        if on_cluster:
+            # an autoscaling cluster may start with its GPU workers scaled to zero: keep asking
+            log(
+                "rbm-tune: warning: the Ray cluster has no GPU node yet; trials wait until the "
+                "autoscaler adds one (set resources.gpus_per_trial: 0 to run on CPUs)"
+            )
+        else:
+            log("rbm-tune: warning: the space asks for GPUs but this machine has none; using CPUs")
+            gpus_per_trial = 0
+
+    # put in the object store once; each trial maps its arrays read-only (rbm_tune/payload.py)
+    payload = TrialPayload.of(space, graph, teacher)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial_fn, space=space, payload=payload),
+        {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
+    )
+    mirror = MlflowTrials(
+        tracker, space.fixed, key.digest, storage / name / PENDING_MLFLOW, log=log
+    )
+    callbacks: list[tune.Callback] = [mirror]
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        callbacks=callbacks,
+        verbose=verbose,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=study.max_failures),
+    )
+    if resume:
+        try:
+            tuner = tune.Tuner.restore(
+                str(storage / name),
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        except Exception as err:  # noqa: BLE001 (whatever Ray's restore raises on bad state)
+            tracker.close_orphan(tracker.parent_id, "resume failed: unreadable Ray state")
+            first = first_line(err)
+            raise RbmTuneError(
+                f"cannot resume study {name!r}: Ray Tune could not read its state in "
+                f"{storage / name} ({first}); start it again under a new --name (the teacher "
+                "comes from the cache; finished trials stay in MLflow)"
+            ) from None
+        # a fresh callback: the pickled one holds no run ids
+        replace_restored_callbacks(tuner, callbacks)
+        # A resumed study does not reuse actors: a reused actor keeps the storage path it was
+        # created with, so after a study folder moved its checkpoints went to the old one.
+        disable_actor_reuse(tuner)
+    else:
+        if study.objectives:  # TPE handles both single- and multi-objective studies
+            metric: Any = [m for m, _ in study.objectives]
+            mode: Any = [d for _, d in study.objectives]
+        else:
+            metric, mode = study.metric, study.mode
+        # OptunaSearch that tells TPE a trial ASHA stopped was pruned, not finished at its rung
+        searcher = TrialSearch(
+            space=space.define_by_run,
+            metric=metric,
+            mode=mode,
+            sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
+            # the first trial is the space's default point (the paper's config in shipped spaces)
+            points_to_evaluate=[space.default_params()],
+        )
+        scheduler = ASHAScheduler(
+            time_attr=POST_SWITCH_EPOCH,
+            metric=study.metric,
+            mode=study.mode,
+            # +1: reaching the last epoch must not stop a trial before its final report
+            max_t=study.asha_max_t + 1,
+            grace_period=study.grace_period,
+            reduction_factor=study.reduction_factor,
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=trials,
+                max_concurrent_trials=study.max_concurrent,
+                # A new trial process costs 2-4 s on a 2-core machine (start, import torch,
+                # PyG, unpickle the graph: benchmarks/bench_study.py); a reused one starts the
+                # next trial in well under a second. Resumed studies turn this off (above).
+                reuse_actors=True,
+            ),
+            run_config=run_config,
+        )
+    grid = tuner.fit()
+    mirror.drain(wait_s=float(os.environ.get("RBM_TUNE_MLFLOW_WAIT", "60")))
+
+    return summarize(
+        space,
+        grid,
+        tracker,
+        key=key,
+        trained=trained,
+        name=name,
+        storage=storage,
+        resume=resume,
+        log=log,
+    )
