@@ -29,7 +29,8 @@ resident set after a tiny warm-up run, as ``benchmarks/memory_probe.py`` measure
 starts only when the time left of ``--budget-s`` (default 420 s) is enough for it; otherwise it
 is an INFO line saying it was skipped. Exit status 0 unless a check FAILed.
 
-On a lent GPU machine (one call; the figures go to the README's benchmarks and to issue 20):
+On a lent GPU machine (one call; the figures go to docs/scale.md, docs/benchmarks.md and issue
+20):
 
     PYTHONUNBUFFERED=1 python benchmarks/gpu_smoke.py --out $OUT/gpu_smoke.json
 

@@ -364,9 +364,10 @@ def _server_commands() -> list[tuple[str, str]]:
                 continue
             if pattern.search(text):
                 found.append((f"{rel}:{node.lineno}", text))
-    for number, line in enumerate((REPO / "README.md").read_text().splitlines(), 1):
-        if pattern.search(line):
-            found.append((f"README.md:{number}", line))
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            if pattern.search(line):
+                found.append((f"{page.relative_to(REPO)}:{number}", line))
     return found
 
 
