@@ -11,7 +11,7 @@ The file carries its preprocessing as ``rbm_tune.json`` (a TorchScript extra fil
 lands beside it as ``<out>.json``:
 
 - ``in_dim`` feature columns: the dataset's ``num_features`` raw columns, in the loader's order
-  and preprocessing (rbm-spec §6: Planetoid row-normalised features, Coauthor raw counts, ...),
+  and preprocessing (docs/datasets.md: Planetoid row-normalised features, Coauthor raw counts),
   then ``pe_dim`` DeepWalk columns when the study used positional encoding (computed on the
   training graph; a new node gets the mean of its neighbours' columns);
 - ``classes``: the logit order is the dataset's label ids 0..C-1.
@@ -176,7 +176,7 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
             else None,
         },
         "preprocessing": (
-            f"the {config.dataset} loader's node features (rbm-spec §6), columns 0.."
+            f"the {config.dataset} loader's node features (docs/datasets.md), columns 0.."
             f"{shapes['num_features'] - 1}"
             + (
                 f", then {shapes['in_dim'] - shapes['num_features']} DeepWalk columns "
