@@ -2,8 +2,9 @@
 
 Deviations from the reference, all deliberate:
 
-- The dispatch is dense (spec §10.3): every expert runs on the whole chunk in one GEMM and the
-  chosen ones are mixed with ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
+- The dispatch is dense (spec §10.3, :meth:`rbm_tune.models.experts.ExpertBank.mix`): every
+  expert runs on the whole chunk in one GEMM and the chosen ones are mixed with
+  ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
 - ``router="noisy_topk"`` offers the real Shazeer-style router the reference defines but never
   uses (spec §10.1 item 9); the default ``"reference"`` is the cosine router actually wired.
 """
@@ -19,13 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.losses import cv_squared
-from rbm_tune.models.base import (
-    ExpertBank,
-    ExpertStudent,
-    PhasedLayer,
-    check_expert_args,
-    clamped_exp,
-)
+from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
+from rbm_tune.models.experts import ExpertBank
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
 
