@@ -40,7 +40,8 @@ similarity loss stay float32; on a CPU with AMX a bf16 GEMM is about 4x a float3
 host, runs between compiled graphs). Neither changes the objective; both change the numerics.
 ``sparse_features: auto`` (the default) lets the first layer multiply only the non-zeros of
 sparse features on the CPU (:mod:`rbm_tune.models.sparse`: the same function, float sums in
-another order); ``off`` keeps dense GEMMs.
+another order): the CSR of each feature matrix is built once and handed to the student with
+the rows it forwards (``student(x, csr=...)``); ``off`` keeps dense GEMMs.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -69,7 +70,7 @@ from rbm_tune.metrics import (
     VAL_ACC,
     accuracy,
 )
-from rbm_tune.models.sparse import forbid_sparse, gathered, registered
+from rbm_tune.models.sparse import CsrRows, SparseFeatures, forbid_sparse
 from rbm_tune.teacher import TeacherOutputs
 
 __all__ = ["DistillResult", "Report", "tf32_matmuls", "train_student"]
@@ -151,8 +152,17 @@ class _Trainer:
             graph.num_classes,
             feature_encoder=d.similarity_distill,
         ).to(device)
+        # sparse features (CPU): each matrix's CSR built once, handed to the student with the
+        # rows it forwards; dense ones (known now): no counting pass per chunk either
+        sparse = d.sparse_features == "auto" and device.type == "cpu"
+        self.rows = SparseFeatures(self.x, enabled=sparse)
+        self.rows_full = (
+            self.rows if self.x_full is self.x else SparseFeatures(self.x_full, enabled=sparse)
+        )
         if d.sparse_features == "off":
             forbid_sparse(self.model)
+        elif sparse and not (self.rows.is_sparse or self.rows_full.is_sparse):
+            self.model.input_sparse = False
         # ``net`` runs the forward; ``model`` is the module itself (state, switch, flags)
         self.net = torch.compile(self.model, dynamic=True) if d.compile else self.model
         decay, no_decay = [], []
@@ -188,22 +198,29 @@ class _Trainer:
             return losses.kd_hinton(logits, target, d.temperature)
         return losses.kd_reference(F.log_softmax(logits, -1), target, d.temperature)
 
-    def _run(self, x: Tensor):  # -> StudentOutput
-        """The student's forward, under bf16 autocast with ``precision: bf16``; the outputs
-        the losses read are float32 (log-softmax, KL and similarity in full precision)."""
+    def _run(self, x: Tensor, csr: CsrRows | None = None):  # -> StudentOutput
+        """The student's forward (``csr``: the CSR of x's rows, if the features have one),
+        under bf16 autocast with ``precision: bf16``; the outputs the losses read are float32
+        (log-softmax, KL and similarity in full precision)."""
+        if self.d.compile:  # compiled graphs stay dense (sparse_input): no object to guard on
+            csr = None
         if self.d.precision != "bf16":  # float32, or tf32 (float32 tensors, TF32 matmuls)
-            return self.net(x)
+            return self.net(x, csr=csr)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            out = self.net(x)
+            out = self.net(x, csr=csr)
         return out._replace(embedding=out.embedding.float(), logits=out.logits.float())
 
-    def _forward(self, x: Tensor, *, update_memory: bool = True):  # -> StudentOutput
+    def _forward(
+        self, x: Tensor, csr: CsrRows | None = None, *, update_memory: bool = True
+    ):  # -> StudentOutput
         if hasattr(self.model, "update_memory"):
             self.model.update_memory = update_memory
-        return self._run(x)
+        return self._run(x, csr)
 
-    def _ce_term(self, x: Tensor, rows: Tensor, *, update_memory: bool = True) -> Tensor:
-        out = self._forward(x, update_memory=update_memory)
+    def _ce_term(
+        self, x: Tensor, rows: Tensor, csr: CsrRows | None = None, *, update_memory: bool = True
+    ) -> Tensor:
+        out = self._forward(x, csr, update_memory=update_memory)
         loss = self.d.label_weight * losses.label_loss(F.log_softmax(out.logits, -1), self.y[rows])
         loss = loss + out.aux
         if self.d.similarity_distill:
@@ -211,8 +228,10 @@ class _Trainer:
             loss = loss + self.d.feat_distill_weight * losses.similarity_loss(z, self.h_t[rows])
         return loss
 
-    def _kd_term(self, x: Tensor, v: Tensor, *, update_memory: bool = True) -> Tensor:
-        out = self._forward(x, update_memory=update_memory)
+    def _kd_term(
+        self, x: Tensor, v: Tensor, csr: CsrRows | None = None, *, update_memory: bool = True
+    ) -> Tensor:
+        out = self._forward(x, csr, update_memory=update_memory)
         return (1 - self.d.label_weight) * self._kd(out.logits, self.logp_t[v]) + out.aux
 
     def _perturb(self, x: Tensor, raw_loss: Callable[[Tensor], Tensor]) -> Tensor:
@@ -266,14 +285,12 @@ class _Trainer:
         kd_chunks = [
             (u[s], v[s]) for s in _chunks(u.numel(), d.batch_size) if s.stop - s.start >= 2
         ]
-        for rows in ce_chunks:
-            with gathered(self.x, rows) as x:  # sparse features: CSR gathered, not rescanned
-                loss = self._ce_term(x, rows)
+        for rows in ce_chunks:  # sparse features: their CSR gathered, not rescanned
+            loss = self._ce_term(self.x[rows], rows, self.rows.take(rows))
             loss.backward()
             total += loss.detach()
         for cu, cv in kd_chunks:
-            with gathered(self.x, cu) as x:
-                loss = self._kd_term(x, cv)
+            loss = self._kd_term(self.x[cu], cv, self.rows.take(cu))
             loss.backward()
             total += loss.detach()
         if d.adv_augment:
@@ -313,9 +330,11 @@ class _Trainer:
         train_at = torch.searchsorted(train, starts).tolist()  # one sync per epoch
         pairs_at = torch.searchsorted(u, starts).tolist()
 
-        def objective(x: Tensor, c: int, *, raw: bool, update_memory: bool) -> Tensor:
+        def objective(
+            x: Tensor, c: int, *, raw: bool, update_memory: bool, csr: CsrRows | None = None
+        ) -> Tensor:
             a = chunks[c].start
-            out = self._forward(x, update_memory=update_memory)
+            out = self._forward(x, csr, update_memory=update_memory)
             logits, aux = out.logits, out.aux
             logp = F.log_softmax(logits, -1)
             rows = train[train_at[c] : train_at[c + 1]]
@@ -344,7 +363,8 @@ class _Trainer:
         self.opt.zero_grad(set_to_none=True)
         total = self._zero()
         for c, rows in enumerate(chunks):
-            loss = objective(self.x[rows], c, raw=False, update_memory=True)
+            csr = self.rows.block(rows.start, rows.stop)  # sparse features: cached per chunk
+            loss = objective(self.x[rows], c, raw=False, update_memory=True, csr=csr)
             if loss.requires_grad:  # False only for a chunk with no term at all
                 loss.backward()
             total += loss.detach()
@@ -362,17 +382,22 @@ class _Trainer:
         return float(total)
 
     @torch.no_grad()
-    def _logits(self, x: Tensor) -> Tensor:
+    def _logits(self, features: SparseFeatures) -> Tensor:
         """Eval-mode logits of these rows, chunked by ``eval_batch_size``."""
+        x = features.x
         self.model.eval()
-        logits = torch.cat([self._run(x[s]).logits for s in _chunks(x.size(0), self.eval_rows)])
+        logits = torch.cat(
+            [
+                self._run(x[s], features.block(s.start, s.stop)).logits
+                for s in _chunks(x.size(0), self.eval_rows)
+            ]
+        )
         self.model.train()
         return logits
 
     def evaluate(self) -> tuple[float, float, float, Tensor]:
         """Eval-mode logits for every node (chunked); (train, val, test acc, observed preds)."""
-        x = self.x_full if self.graph.is_inductive else self.x
-        logits = self._logits(x)
+        logits = self._logits(self.rows_full if self.graph.is_inductive else self.rows)
         if self.graph.is_inductive:
             obs_logits = logits[self.graph.observed_idx.to(self.device)]
         else:
@@ -385,20 +410,18 @@ class _Trainer:
     def evaluate_needed(self) -> tuple[float, float, Tensor | None]:
         """(train-sample acc, val acc, observed preds if KRD needs them); no test nodes."""
         if self.sampler is not None:  # KRD: predictions of every observed node
-            logits = self._logits(self.x)
+            logits = self._logits(self.rows)
             train_acc = accuracy(logits[self.train_probe], self.y[self.train_probe])
             return train_acc, accuracy(logits[self.val], self.y[self.val]), logits.argmax(-1)
         rows = torch.cat([self.val, self.train_probe])
-        with gathered(self.x, rows) as x:  # sparse features: CSR gathered, not rescanned
-            logits = self._logits(x)
+        logits = self._logits(self.rows.gather(rows))  # sparse features: CSR gathered
         n_val = self.val.numel()
         val_acc = accuracy(logits[:n_val], self.y[self.val])
         return accuracy(logits[n_val:], self.y[self.train_probe]), val_acc, None
 
     def test_accuracy(self) -> float:
         """Eval-mode accuracy on the test nodes."""
-        with gathered(self.x_full, self.test) as x:
-            return accuracy(self._logits(x), self.y_test)
+        return accuracy(self._logits(self.rows_full.gather(self.test)), self.y_test)
 
 
 @contextmanager
@@ -459,14 +482,13 @@ def train_student(
     since_best = -pretrain  # pretraining epochs do not use up patience (§4.3 step 10)
     history: list[dict[str, float]] = []
     epoch = 0
-    # sparse features: layers find the CSR of these matrices' row blocks (one scan each)
-    sparse = registered(trainer.x, trainer.x_full) if d.sparse_features == "auto" else None
-    with sparse or nullcontext(), tf32_matmuls(d.precision == "tf32"):
+    with tf32_matmuls(d.precision == "tf32"):
         for epoch in range(1, d.max_epochs + pretrain + 1):
             tick = time.perf_counter()
             if has_switch and epoch - 1 == pretrain:
                 model.end_pretraining(
                     trainer.x,
+                    csr=trainer.rows.csr,
                     batch_size=d.batch_size,
                     seed=config.seed,
                     kmeans_restarts=d.kmeans_restarts,

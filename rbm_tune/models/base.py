@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rbm_tune.models.experts import ExpertBank  # its former home: old imports keep working
 from rbm_tune.models.norm import NORM_TYPES, make_norm
+from rbm_tune.models.sparse import CsrRows
 
 __all__ = [
     "EXPERT_DROPOUTS",
@@ -190,10 +191,22 @@ class Student(nn.Module):
         """Whether the student is still in its pretraining phase (never for the MLP)."""
         return False
 
+    @property
+    def input_sparse(self) -> bool | None:
+        """Force (True) or forbid (False) the first layer's CSR path for the features
+        (:mod:`rbm_tune.models.sparse`); None (default): decided per input. A caller that
+        knows its features are dense sets False: no counting pass per chunk."""
+        raise NotImplementedError
+
+    @input_sparse.setter
+    def input_sparse(self, value: bool | None) -> None:
+        raise NotImplementedError
+
     def end_pretraining(
         self,
         x_all: Tensor | None = None,
         *,
+        csr: CsrRows | None = None,
         batch_size: int = -1,
         seed: int = 0,
         kmeans_restarts: int = 10,
@@ -284,17 +297,30 @@ class ExpertStudent(Student):
         """Whether any layer is still in its pretraining phase."""
         return any(cast("PhasedLayer", layer).is_pretraining for layer in self.layers)
 
+    @property
+    def input_sparse(self) -> bool | None:
+        """The first layer's CSR-path switch (its ``sparse``)."""
+        first: Any = self.layers[0]
+        return cast("bool | None", first.sparse)
+
+    @input_sparse.setter
+    def input_sparse(self, value: bool | None) -> None:
+        first: Any = self.layers[0]
+        first.sparse = value
+
     def _after(self, index: int, h: Tensor) -> Tensor:
         """Norm and ReLU after layer ``index`` (none after the last)."""
         if index < self.num_layers - 1:
             h = F.relu(self.norms[index](h))
         return h
 
-    def forward(self, x: Tensor) -> StudentOutput:
+    def forward(self, x: Tensor, *, csr: CsrRows | None = None) -> StudentOutput:
         """Run the student.
 
         Args:
             x: node features, shape (B, d).
+            csr: the CSR of ``x``'s rows, if the caller has it (sparse features,
+                :mod:`rbm_tune.models.sparse`): the first layer multiplies it.
 
         Returns:
             ``StudentOutput(embedding (B, D_emb), logits (B, C), aux)``, aux = Σ layer losses.
@@ -303,7 +329,7 @@ class ExpertStudent(Student):
         embedding = x
         aux = x.new_zeros(())
         for i, layer in enumerate(self.layers):
-            h, layer_aux = layer(h)
+            h, layer_aux = layer(h, csr) if i == 0 else layer(h)
             aux = aux + layer_aux
             if i == 0:
                 embedding = h

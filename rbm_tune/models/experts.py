@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 
 from rbm_tune.models.dropout_mask import keep_mask, quantised
 from rbm_tune.models.scratch import scratch
-from rbm_tune.models.sparse import CsrRows, csr_rows, dropped_linear, sparse_input
+from rbm_tune.models.sparse import CsrRows, dropped_linear, sparse_input
 
 __all__ = ["ExpertBank", "grouped_mix"]
 
@@ -66,12 +66,14 @@ class ExpertBank(nn.Module):
         *,
         dropout: nn.Module | None = None,
         sparse: bool | None = None,
+        csr: CsrRows | None = None,
     ) -> Tensor:
         """Apply one expert to ``dropout(x)``: (B, d_in) -> (B, d_out).
 
-        ``sparse``: the CSR path of :func:`~rbm_tune.models.sparse.sparse_input` (None: auto).
+        ``sparse``: the CSR path of :func:`~rbm_tune.models.sparse.sparse_input` (None: auto);
+        ``csr``: the CSR of ``x``'s rows, if the caller has it (no counting pass).
         """
-        return dropped_linear(x, dropout, self.weight[expert], self.bias[expert], sparse)
+        return dropped_linear(x, dropout, self.weight[expert], self.bias[expert], sparse, csr)
 
     @torch.no_grad()
     def copy_first_to_all(self) -> None:
@@ -89,6 +91,7 @@ class ExpertBank(nn.Module):
         per_pair: bool,
         gate: Tensor | None = None,
         sparse: bool | None = None,
+        csr: CsrRows | None = None,
     ) -> Tensor:
         """Weighted sum of the chosen experts: ``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)``.
 
@@ -112,6 +115,7 @@ class ExpertBank(nn.Module):
             gate: optional per-expert input gates g, shape (E, d_in).
             sparse: the single GEMM over a CSR copy of the dropped chunk when it needs no
                 gradient (:func:`~rbm_tune.models.sparse.sparse_input`; None: auto).
+            csr: the CSR of ``x``'s rows, if the caller has it (no counting pass).
 
         Returns:
             Shape (B, d_out).
@@ -128,7 +132,8 @@ class ExpertBank(nn.Module):
             pick = index.T.reshape(k, batch, 1, 1).expand(k, batch, 1, out_dim)
             y = y.gather(2, pick).squeeze(2)  # (k, B, d_out): slot j's own expert
             return torch.einsum("bk,kbd->bd", weight, y)
-        y = dropped_linear(x, dropout, w_all, b_all, sparse).view(batch, num_experts, out_dim)
+        y = dropped_linear(x, dropout, w_all, b_all, sparse, csr)
+        y = y.view(batch, num_experts, out_dim)
         dense = weight.new_zeros(batch, num_experts).scatter(1, index, weight)
         return torch.einsum("be,bed->bd", dense, y)
 
@@ -173,14 +178,13 @@ class _GroupedExperts(torch.autograd.Function):
         counts: list[int],
         batch: int,
         p: float,
-        sparse: bool,
+        csr: CsrRows | None,
     ) -> Tensor:
         k = inv.numel() // batch
         alpha = 1.0 / (1.0 - quantised(p))  # the p keep_mask realises
         needs_w = ctx.needs_input_grad[3]
         shape = (inv.numel(), weight.shape[1])
         y = src.new_empty(shape) if needs_w else scratch("y", shape, src)
-        csr = csr_rows(src) if sparse else None
         inputs, drops, sparse_inputs = [], [], []
         start = 0
         for e, count in enumerate(counts):
@@ -271,6 +275,7 @@ def grouped_mix(
     per_pair: bool,
     gate: Tensor | None = None,
     sparse: bool | None = None,
+    csr: CsrRows | None = None,
 ) -> Tensor:
     """``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)`` with ``e = index[i, j]``, grouped by expert.
 
@@ -298,6 +303,9 @@ def grouped_mix(
             (default) decides by :func:`~rbm_tune.models.sparse.sparse_input`: inputs that need
             no gradient with at most 2 % non-zeros, on the CPU. Forced on, it still needs an
             input without gradient. Under autocast the CSR products run in float32.
+        csr: the CSR of ``x``'s rows, if the caller has it: the CSR path then needs no
+            counting pass and multiplies it (not used where the rows reaching the experts are
+            not ``x``'s own, e.g. dropped by a shared mask).
 
     Returns:
         Shape (B, d_out).
@@ -322,14 +330,16 @@ def grouped_mix(
     w_sorted = weight.t().reshape(-1)[order]
     bias = bank.bias
     device = x.device.type
-    use_sparse = gather is nodes and sparse_input(src, sparse)
+    csr = csr if src is x else None  # the CSR of x describes only x itself
+    use_sparse = gather is nodes and sparse_input(src, sparse, csr)
     if torch.is_autocast_enabled(device) and not use_sparse:  # CSR products stay float32
         # autocast does not reach into the Function (its GEMMs write into preallocated
         # buffers): run it in the autocast dtype explicitly; the casts carry the gradients back
         dtype = torch.get_autocast_dtype(device)
         src, w_stack, bias, w_sorted = (t.to(dtype) for t in (src, w_stack, bias, w_sorted))
+    rows = (CsrRows.of(src) if csr is None else csr) if use_sparse else None
     with torch.autocast(device, enabled=False):
         out = _GroupedExperts.apply(
-            src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p, use_sparse
+            src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p, rows
         )
     return cast(Tensor, out)

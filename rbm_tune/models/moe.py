@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
 from rbm_tune.models.experts import ExpertBank
+from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
 
@@ -212,11 +213,13 @@ class MoELayer(PhasedLayer):
         """Switch the learned router on; nothing is copied or re-initialised (spec §3.2)."""
         self._pretraining = False
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, csr: CsrRows | None = None) -> tuple[Tensor, Tensor]:
         """Mix the experts for a chunk.
 
         Args:
             x: shape (B, d_in).
+            csr: the CSR of ``x``'s rows, if the caller has it (the first layer on sparse
+                features, :mod:`rbm_tune.models.sparse`): the experts multiply it.
 
         Returns:
             Output (B, d_out) and the weighted balance loss (scalar tensor).
@@ -227,7 +230,7 @@ class MoELayer(PhasedLayer):
             index = _slice_experts(x.shape[0], self.num_experts, x.device).unsqueeze(1)
             ones = x.new_ones(x.shape[0], 1)
             y = self.experts.mix(
-                x, index, ones, dropout=self.dropout, per_pair=False, sparse=self.sparse
+                x, index, ones, dropout=self.dropout, per_pair=False, sparse=self.sparse, csr=csr
             )
             return scale * y, zero
         route = self.router(x)
@@ -239,6 +242,7 @@ class MoELayer(PhasedLayer):
             dropout=self.dropout,
             per_pair=per_pair,
             sparse=self.sparse,
+            csr=csr,
         )
         aux = zero
         if self.training and self.load_balance_coef > 0:
@@ -323,6 +327,7 @@ class MoE(ExpertStudent):
         self,
         x_all: Tensor | None = None,
         *,
+        csr: CsrRows | None = None,
         batch_size: int = -1,
         seed: int = 0,
         kmeans_restarts: int = 10,

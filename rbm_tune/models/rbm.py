@@ -10,8 +10,9 @@ Deviations from the reference, all deliberate:
   experts, no sync) on accelerators otherwise. ``RbMLayer.grouped`` forces one.
 - Sparse inputs (:mod:`rbm_tune.models.sparse`): on the CPU, a layer input without gradient
   and with at most 2 % non-zeros (bag-of-words features) reaches the grouped experts as CSR
-  rows, and per-pair dropout drops their non-zero values (the same distribution; a different
-  random stream from the dense path's). ``RbMLayer.sparse`` forces or forbids it.
+  rows (the first layer's from the caller, ``forward(x, csr=...)``), and per-pair dropout
+  drops their non-zero values (the same distribution; a different random stream from the
+  dense path's). ``RbMLayer.sparse`` forces or forbids it.
 - ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts;
   the default ``"per_pair"`` draws one per (node, chosen expert), as the reference does. The
   grouped path draws an ``nn.Dropout``'s per-pair masks itself on the gathered pair rows
@@ -46,6 +47,7 @@ from rbm_tune.models.dropout_mask import keep_mask as _keep_mask  # noqa: F401
 from rbm_tune.models.dropout_mask import quantised as _quantised  # noqa: F401
 from rbm_tune.models.experts import ExpertBank, grouped_mix
 from rbm_tune.models.scratch import WORKSPACE_MAX as _WORKSPACE_MAX  # noqa: F401
+from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["RbM", "RbMLayer", "grouped_mix"]
 
@@ -151,18 +153,21 @@ class RbMLayer(PhasedLayer):
         self.experts.copy_first_to_all()
         self._pretraining = False
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, csr: CsrRows | None = None) -> tuple[Tensor, Tensor]:
         """Route, mix, update the memory and compute the aux loss for a chunk.
 
         Args:
             x: shape (B, d_in).
+            csr: the CSR of ``x``'s rows, if the caller has it (the first layer on sparse
+                features, :mod:`rbm_tune.models.sparse`): the experts multiply it.
 
         Returns:
             Output (B, d_out) and the weighted aux loss (scalar tensor).
         """
         zero = x.new_zeros(())
         if self._pretraining:
-            return self.experts.single(x, dropout=self.dropout, sparse=self.sparse), zero
+            single = self.experts.single(x, dropout=self.dropout, sparse=self.sparse, csr=csr)
+            return single, zero
         # Cosines as (x M̂ᵀ) / ||x||: F.normalize's max(||x||, 1e-12) without a B × d_in pass
         inv_norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         with torch.no_grad():
@@ -172,9 +177,9 @@ class RbMLayer(PhasedLayer):
         gate = clamped_exp(self.gate_logit) if self.gate_logit is not None else None
         per_pair = self.expert_dropout == "per_pair"
         if self._use_grouped(x, per_pair):
-            mix = partial(grouped_mix, bank=self.experts, sparse=self.sparse)
+            mix = partial(grouped_mix, bank=self.experts, sparse=self.sparse, csr=csr)
         else:
-            mix = partial(self.experts.mix, sparse=self.sparse)
+            mix = partial(self.experts.mix, sparse=self.sparse, csr=csr)
         y = mix(x, top_i, w.detach(), dropout=self.dropout, per_pair=per_pair, gate=gate)
         out = clamped_exp(self.scale_logit) * y
         if not self.training:
@@ -318,6 +323,7 @@ class RbM(ExpertStudent):
         self,
         x_all: Tensor | None = None,
         *,
+        csr: CsrRows | None = None,
         batch_size: int = -1,
         seed: int = 0,
         kmeans_restarts: int = 10,
@@ -336,6 +342,8 @@ class RbM(ExpertStudent):
         Args:
             x_all: features of every training-graph node, shape (N, d); moved to the model's
                 device (k-means runs there).
+            csr: the CSR of ``x_all``'s rows (on its device), if the caller has it: the first
+                layer's forwards multiply its blocks (:mod:`rbm_tune.models.sparse`).
             batch_size: rows per chunk for the forward passes; -1 = all at once.
             seed: k-means seed.
             kmeans_restarts: k-means restarts.
@@ -372,9 +380,9 @@ class RbM(ExpertStudent):
                         step = batch_size if batch_size > 0 else h.shape[0]
                         nxt = h.new_empty(h.shape[0], layer.out_dim)
                         for start in range(0, h.shape[0], step):
-                            nxt[start : start + step] = self._after(
-                                i, layer(h[start : start + step])[0]
-                            )
+                            stop = min(start + step, h.shape[0])
+                            rows = csr.block(start, stop) if i == 0 and csr is not None else None
+                            nxt[start:stop] = self._after(i, layer(h[start:stop], rows)[0])
                         h = nxt
         finally:
             self.train(was_training)
