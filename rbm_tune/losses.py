@@ -1,9 +1,9 @@
 """Loss terms of student training (spec §4.2, §4.6, §3.2): pure functions, no state.
 
 Every function returns the *unweighted* term. The weights are applied by the caller
-(``distill.py``): ``label_weight`` (the paper's λ) times :func:`label_loss`, ``1 - label_weight``
-times the KD term, ``feat_distill_weight`` times :func:`similarity_loss`. The students' own
-auxiliary losses already carry their coefficients.
+(:mod:`rbm_tune.student_trainer`): ``label_weight`` (the paper's λ) times :func:`label_loss`,
+``1 - label_weight`` times the KD term, ``feat_distill_weight`` times
+:func:`similarity_loss`. The students' own auxiliary losses already carry their coefficients.
 """
 
 from __future__ import annotations

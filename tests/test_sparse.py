@@ -20,12 +20,8 @@ from rbm_tune.models.rbm import grouped_mix
 from rbm_tune.models.sparse import (
     SPARSE_MAX_DENSITY,
     CsrRows,
-    _entries,
-    _find,
-    csr_rows,
+    SparseFeatures,
     forbid_sparse,
-    gathered,
-    registered,
     sparse_input,
     sparse_linear,
 )
@@ -278,34 +274,36 @@ def test_train_student_on_cora_sparse_auto_matches_off(shared_data, cache_dir, d
         assert math.isclose(ma["train_loss"], mb["train_loss"], rel_tol=1e-4)
         assert abs(ma["val_acc"] - mb["val_acc"]) <= 0.004  # at most 2 of 500 nodes
     assert runs["auto"].val_acc > 0.5  # it learned (chance: 1/7)
-    assert not _entries()  # train_student unregistered its matrices on the way out
 
 
-def test_registered_matrices_give_their_row_blocks_csr_without_a_scan() -> None:
+def test_sparse_features_hand_out_the_csr_of_row_blocks_and_gathered_rows() -> None:
     x = bag_of_words(100, 300, 0.01, dtype=torch.float32)
-    dense = torch.randn(50, 300)
-    assert _find(x) is None
-    with registered(x, dense):
-        hit = _find(x[20:60])
-        assert hit is not None and hit[1] == 20
-        block = csr_rows(x[20:60])
-        assert csr_rows(x[20:60]) is block  # cached per block, with its transpose
-        assert torch.equal(block.matrix().to_dense(), x[20:60])
-        assert torch.equal(block.transposed().to_dense(), x[20:60].t())
-        assert torch.equal(csr_rows(x).matrix().to_dense(), x)
-        assert sparse_input(x[:10]) and not sparse_input(dense[5:])
-        assert _find(x[:, :100]) is None and _find(x[::2]) is None  # not row blocks
-        assert _find(x.clone()) is None
-        rows = torch.tensor([89, 3, 3, 0, 42])
-        with gathered(x[10:], rows) as xr:
-            assert torch.equal(xr, x[10:][rows])
-            assert torch.equal(csr_rows(xr).matrix().to_dense(), xr)
-            assert _find(xr) is not None
-        assert _find(xr) is None  # unregistered with the block
-        x[0, 0] += 1.0  # written in place: its CSR is stale, so it is not used any more
-        assert _find(x[20:60]) is None
-        assert torch.equal(csr_rows(x[:5]).matrix().to_dense(), x[:5])
-    assert _find(dense) is None
+    features = SparseFeatures(x)
+    assert features.is_sparse
+    assert torch.equal(features.csr.matrix().to_dense(), x)
+    block = features.block(20, 60)
+    assert features.block(20, 60) is block  # cached per block, with its transpose
+    assert torch.equal(block.matrix().to_dense(), x[20:60])
+    assert torch.equal(block.transposed().to_dense(), x[20:60].t())
+    assert features.block(0, 100) is features.csr
+    for rows in (torch.tensor([89, 3, 3, 0, 42]), torch.tensor([-2, 3, -100]), x[:, 0] == 0):
+        assert torch.equal(features.take(rows).matrix().to_dense(), x[rows])
+        gathered = features.gather(rows)
+        assert torch.equal(gathered.x, x[rows])
+        assert torch.equal(gathered.block(1, 3).matrix().to_dense(), x[rows][1:3])
+    # no CSR (every lookup None): dense, switched off, off the CPU's dtypes, empty
+    for off in (
+        SparseFeatures(torch.randn(50, 300)),
+        SparseFeatures(x, enabled=False),
+        SparseFeatures(x.half()),
+        SparseFeatures(x[:0]),
+    ):
+        pick = torch.arange(off.x.shape[0])[:1]
+        assert not off.is_sparse and off.block(0, 5) is None
+        assert off.take(pick) is None and off.gather(pick).csr is None
+    with torch.inference_mode():  # no version counter needed any more: usable as any tensor
+        frozen = bag_of_words(50, 200, 0.01, dtype=torch.float32)
+    assert torch.equal(SparseFeatures(frozen).block(5, 9).matrix().to_dense(), frozen[5:9])
 
 
 def test_sparse_linear_dropout_drops_only_non_zeros() -> None:
@@ -355,28 +353,63 @@ def test_bf16_autocast_keeps_the_csr_first_layer_in_float32() -> None:
         assert torch.allclose(out.float(), exact, atol=0.05, rtol=0.05)
 
 
-def test_registry_refuses_views_that_are_not_row_blocks_and_inference_tensors() -> None:
-    """Found in review: a (1, d) column or broadcast view of a registered matrix, negative or
-    boolean indices for ``gathered``, and inference-mode features (no version counter)."""
-    x = bag_of_words(300, 200, 0.01, dtype=torch.float32)
-    with registered(x):
-        column = x[:200, 5].unsqueeze(0)  # (1, 200): 200 values of column 5, not a row
-        assert column.stride(1) == 200 and _find(column) is None
-        assert torch.equal(csr_rows(column).matrix().to_dense(), column)
-        spread = x[3, :1].expand(1, 200)  # stride (.., 0): a broadcast of one value
-        assert _find(spread) is None
-        assert torch.equal(csr_rows(spread).matrix().to_dense(), spread)
-        entry, _ = _find(x)
-        assert _find(x[42:43]) == (entry, 42)
-        for base in (x, x[5:]):
-            n = base.shape[0]
-            for rows in (torch.tensor([-2, 3, -n]), torch.arange(n) % 3 == 0):
-                with gathered(base, rows) as xr:
-                    assert torch.equal(xr, base[rows])
-                    assert torch.equal(csr_rows(xr).matrix().to_dense(), base[rows])
-    with torch.inference_mode():
-        frozen = bag_of_words(50, 200, 0.01, dtype=torch.float32)
-    with registered(frozen):
-        assert _find(frozen) is None  # not registered, yet usable
-        assert sparse_input(frozen)
-        assert torch.equal(csr_rows(frozen).matrix().to_dense(), frozen)
+@pytest.mark.parametrize("model", ["rbm", "mlp", "moe"])
+def test_a_csr_handed_in_gives_the_outputs_of_the_scanned_path_without_a_scan(model: str) -> None:
+    """No registry: a student handed ``csr=`` (the CSR of x's rows) computes exactly what it
+    computes from x alone (the CSR found by a scan) — outputs, aux and gradients bit for bit,
+    dropout included (the same random draws) — and close to the dense path; with the CSR it
+    counts no non-zeros, without it the first layer does; in eval and through the switch too."""
+    from rbm_tune.config import StudentSpec
+
+    spec = StudentSpec(model=model, num_layers=3, hidden_dim=32, dropout=0.3, num_experts=4, k=2)
+    x = bag_of_words(120, 400, 0.012, dtype=torch.float32)
+    features = SparseFeatures(x)
+    torch.manual_seed(0)
+    student = build_student(spec, 400, 5)
+    twin = build_student(spec, 400, 5)
+    twin.load_state_dict(student.state_dict())
+    if model != "mlp":  # the switch: its layer-1 forwards with the CSR handed in or scanned
+        kmeans = dict(batch_size=50, seed=0, kmeans_restarts=1, kmeans_max_iter=5)
+        student.end_pretraining(x, csr=features.csr, **kmeans)
+        twin.end_pretraining(x, **kmeans)
+        assert not student.is_pretraining
+        for a, b in zip(student.state_dict().values(), twin.state_dict().values()):
+            assert torch.equal(a, b)
+    dense = build_student(spec, 400, 5)
+    dense.load_state_dict(student.state_dict())
+    forbid_sparse(dense)
+
+    def run(rows: slice, csr: CsrRows | None, training: bool, net: nn.Module = student):
+        net.train(training)
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        torch.manual_seed(1)
+        out = net(x[rows], csr=csr)
+        found = [out.logits.detach(), out.aux.detach()]
+        if training:
+            loss = out.logits.square().sum() + out.aux
+            grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)
+            found += [g for g in grads if g is not None]
+        net.load_state_dict(state)  # the EMA moved the memory: undo it
+        return found
+
+    def counts_non_zeros(fn) -> bool:
+        with torch.profiler.profile() as prof:
+            fn()
+        return any("count_nonzero" in e.name for e in prof.events())
+
+    for rows in (slice(0, 120), slice(30, 90)):
+        handed = features.block(rows.start, rows.stop)
+        for training in (True, False):
+            with_csr = run(rows, handed, training)
+            scanned = run(rows, None, training)
+            assert len(with_csr) == len(scanned) > 1
+            for a, b in zip(with_csr, scanned):
+                assert torch.equal(a, b)
+            if not training:  # no dropout: the dense path is the same function
+                for a, b in zip(with_csr, run(rows, None, training, dense)):
+                    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+        # (the MoE's per-pair dropout in training multiplies a dense (k, B, d) stack: eval)
+        mode = model != "moe"
+        assert ran_csr(partial(run, rows, handed, mode))
+        assert not counts_non_zeros(partial(run, rows, handed, mode))
+        assert counts_non_zeros(partial(run, rows, None, mode))

@@ -1,8 +1,7 @@
-"""Shared pieces of the students: output tuples, the stacked expert bank, argument checks.
+"""Shared pieces of the students: output tuples, argument checks, the phased layer and the
+student base classes (the layer stack, similarity features, the mixture students' forward).
 
-The expert bank is the dense formulation of spec §10.3: the E experts of a layer are one
-``(E, d_out, d_in)`` weight tensor, so all experts run as a single GEMM and the chosen ones are
-mixed with an einsum. No Python loop over experts and no device-to-host sync.
+The experts themselves and their dispatch live in :mod:`rbm_tune.models.experts`.
 """
 
 from __future__ import annotations
@@ -15,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rbm_tune.models.experts import ExpertBank  # its former home: old imports keep working
 from rbm_tune.models.norm import NORM_TYPES, make_norm
-from rbm_tune.models.sparse import dropped_linear
+from rbm_tune.models.sparse import CsrRows
 
 __all__ = [
     "EXPERT_DROPOUTS",
@@ -107,110 +107,6 @@ def check_expert_args(*, num_experts: int, k: int, expert_dropout: str) -> None:
         )
 
 
-class ExpertBank(nn.Module):
-    """E independent ``Linear(in_dim, out_dim)`` experts stored as stacked tensors.
-
-    Each expert is initialised like ``nn.Linear`` (weights and bias uniform in
-    ±1/sqrt(in_dim)), independently.
-
-    Args:
-        num_experts: E.
-        in_dim: d_in.
-        out_dim: d_out.
-    """
-
-    def __init__(self, num_experts: int, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.num_experts = num_experts
-        self.in_dim = in_dim
-        self.out_dim = out_dim
-        self.weight = nn.Parameter(torch.empty(num_experts, out_dim, in_dim))
-        self.bias = nn.Parameter(torch.empty(num_experts, out_dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Re-draw every expert like a fresh ``nn.Linear``."""
-        bound = 1.0 / math.sqrt(self.in_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def single(
-        self,
-        x: Tensor,
-        expert: int = 0,
-        *,
-        dropout: nn.Module | None = None,
-        sparse: bool | None = None,
-    ) -> Tensor:
-        """Apply one expert to ``dropout(x)``: (B, d_in) -> (B, d_out).
-
-        ``sparse``: the CSR path of :func:`~rbm_tune.models.sparse.sparse_input` (None: auto).
-        """
-        return dropped_linear(x, dropout, self.weight[expert], self.bias[expert], sparse)
-
-    @torch.no_grad()
-    def copy_first_to_all(self) -> None:
-        """Overwrite experts 1..E-1 with expert 0 (the end of pretraining, spec §3.3 step 4)."""
-        self.weight[1:] = self.weight[0]
-        self.bias[1:] = self.bias[0]
-
-    def mix(
-        self,
-        x: Tensor,
-        index: Tensor,
-        weight: Tensor,
-        *,
-        dropout: nn.Dropout,
-        per_pair: bool,
-        gate: Tensor | None = None,
-        sparse: bool | None = None,
-    ) -> Tensor:
-        """Weighted sum of the chosen experts: ``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)``.
-
-        ``e = index[i, j]``. The gates are folded into the weights
-        (``Ŵ_e = W_e diag(g_e)``), so every expert runs in one GEMM over the chunk (spec §10.3).
-
-        Dropout: with ``per_pair`` (the reference) an independent input mask is drawn for every
-        (node, chosen expert) pair; this is done as one batched GEMM over a (k, B, d_in) stack of
-        independently dropped copies of the chunk, costing k times the dense FLOPs. Otherwise
-        (``shared``, a deviation, spec §10.4) one mask per node is shared by its experts and the
-        whole layer is a single dense GEMM. Without active dropout (eval mode or p = 0) or with
-        k = 1 both are the same and the dense path is used.
-
-        Args:
-            x: layer inputs, shape (B, d_in).
-            index: chosen experts, shape (B, k), long.
-            weight: mixing weights of the chosen experts, shape (B, k) (detach them yourself
-                if no gradient should flow, as RbM does).
-            dropout: the layer's dropout module (applied to the inputs of every expert).
-            per_pair: draw an independent dropout mask per (node, chosen expert).
-            gate: optional per-expert input gates g, shape (E, d_in).
-            sparse: the single GEMM over a CSR copy of the dropped chunk when it needs no
-                gradient (:func:`~rbm_tune.models.sparse.sparse_input`; None: auto).
-
-        Returns:
-            Shape (B, d_out).
-        """
-        num_experts, out_dim, in_dim = self.weight.shape
-        batch, k = index.shape
-        w_stack = self.weight if gate is None else self.weight * gate.unsqueeze(1)
-        w_all = w_stack.reshape(num_experts * out_dim, in_dim)
-        b_all = self.bias.reshape(num_experts * out_dim)
-        if per_pair and k > 1 and dropout.training and dropout.p > 0:
-            # Dropout of an expanded view draws a fresh mask for every (slot, node, feature).
-            x_pairs = dropout(x.unsqueeze(0).expand(k, batch, in_dim))
-            y = F.linear(x_pairs, w_all, b_all).view(k, batch, num_experts, out_dim)
-            pick = index.T.reshape(k, batch, 1, 1).expand(k, batch, 1, out_dim)
-            y = y.gather(2, pick).squeeze(2)  # (k, B, d_out): slot j's own expert
-            return torch.einsum("bk,kbd->bd", weight, y)
-        y = dropped_linear(x, dropout, w_all, b_all, sparse).view(batch, num_experts, out_dim)
-        dense = weight.new_zeros(batch, num_experts).scatter(1, index, weight)
-        return torch.einsum("be,bed->bd", dense, y)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.num_experts} x {self.in_dim} -> {self.out_dim})"
-
-
 class PhasedLayer(nn.Module):
     """A mixture layer with a pretraining phase (spec §3.2-§3.3).
 
@@ -295,10 +191,22 @@ class Student(nn.Module):
         """Whether the student is still in its pretraining phase (never for the MLP)."""
         return False
 
+    @property
+    def input_sparse(self) -> bool | None:
+        """Force (True) or forbid (False) the first layer's CSR path for the features
+        (:mod:`rbm_tune.models.sparse`); None (default): decided per input. A caller that
+        knows its features are dense sets False: no counting pass per chunk."""
+        raise NotImplementedError
+
+    @input_sparse.setter
+    def input_sparse(self, value: bool | None) -> None:
+        raise NotImplementedError
+
     def end_pretraining(
         self,
         x_all: Tensor | None = None,
         *,
+        csr: CsrRows | None = None,
         batch_size: int = -1,
         seed: int = 0,
         kmeans_restarts: int = 10,
@@ -389,17 +297,30 @@ class ExpertStudent(Student):
         """Whether any layer is still in its pretraining phase."""
         return any(cast("PhasedLayer", layer).is_pretraining for layer in self.layers)
 
+    @property
+    def input_sparse(self) -> bool | None:
+        """The first layer's CSR-path switch (its ``sparse``)."""
+        first: Any = self.layers[0]
+        return cast("bool | None", first.sparse)
+
+    @input_sparse.setter
+    def input_sparse(self, value: bool | None) -> None:
+        first: Any = self.layers[0]
+        first.sparse = value
+
     def _after(self, index: int, h: Tensor) -> Tensor:
         """Norm and ReLU after layer ``index`` (none after the last)."""
         if index < self.num_layers - 1:
             h = F.relu(self.norms[index](h))
         return h
 
-    def forward(self, x: Tensor) -> StudentOutput:
+    def forward(self, x: Tensor, *, csr: CsrRows | None = None) -> StudentOutput:
         """Run the student.
 
         Args:
             x: node features, shape (B, d).
+            csr: the CSR of ``x``'s rows, if the caller has it (sparse features,
+                :mod:`rbm_tune.models.sparse`): the first layer multiplies it.
 
         Returns:
             ``StudentOutput(embedding (B, D_emb), logits (B, C), aux)``, aux = Σ layer losses.
@@ -408,7 +329,7 @@ class ExpertStudent(Student):
         embedding = x
         aux = x.new_zeros(())
         for i, layer in enumerate(self.layers):
-            h, layer_aux = layer(h)
+            h, layer_aux = layer(h, csr) if i == 0 else layer(h)
             aux = aux + layer_aux
             if i == 0:
                 embedding = h

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.models.base import Student, StudentOutput, check_student_args
-from rbm_tune.models.sparse import dropped_linear
+from rbm_tune.models.sparse import CsrRows, dropped_linear
 
 __all__ = ["MLP"]
 
@@ -66,11 +66,13 @@ class MLP(Student):
         )
         self.sparse: bool | None = None
 
-    def forward(self, x: Tensor) -> StudentOutput:
+    def forward(self, x: Tensor, *, csr: CsrRows | None = None) -> StudentOutput:
         """Run the MLP.
 
         Args:
             x: node features, shape (B, d).
+            csr: the CSR of ``x``'s rows, if the caller has it (sparse features,
+                :mod:`rbm_tune.models.sparse`): the first layer multiplies it.
 
         Returns:
             ``StudentOutput(embedding (B, D_emb), logits (B, C), aux = 0)``.
@@ -79,7 +81,7 @@ class MLP(Student):
         embedding = x
         for i, layer in enumerate(self.layers):
             if i == 0:  # the features: the CSR path where they are sparse
-                h = dropped_linear(h, None, layer.weight, layer.bias, self.sparse)
+                h = dropped_linear(h, None, layer.weight, layer.bias, self.sparse, csr)
             else:
                 h = layer(h)
             if i == 0:
@@ -87,6 +89,15 @@ class MLP(Student):
             if i < self.num_layers - 1:
                 h = self.dropout(F.relu(self.norms[i](h)))
         return StudentOutput(embedding, h, h.new_zeros(()))
+
+    @property
+    def input_sparse(self) -> bool | None:
+        """The first layer's CSR-path switch (here :attr:`sparse`)."""
+        return self.sparse
+
+    @input_sparse.setter
+    def input_sparse(self, value: bool | None) -> None:
+        self.sparse = value
 
     def __repr__(self) -> str:
         return (

@@ -2,8 +2,9 @@
 
 Deviations from the reference, all deliberate:
 
-- The dispatch is dense (spec §10.3): every expert runs on the whole chunk in one GEMM and the
-  chosen ones are mixed with ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
+- The dispatch is dense (spec §10.3, :meth:`rbm_tune.models.experts.ExpertBank.mix`): every
+  expert runs on the whole chunk in one GEMM and the chosen ones are mixed with
+  ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
 - ``router="noisy_topk"`` offers the real Shazeer-style router the reference defines but never
   uses (spec §10.1 item 9); the default ``"reference"`` is the cosine router actually wired.
 """
@@ -19,13 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.losses import cv_squared
-from rbm_tune.models.base import (
-    ExpertBank,
-    ExpertStudent,
-    PhasedLayer,
-    check_expert_args,
-    clamped_exp,
-)
+from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
+from rbm_tune.models.experts import ExpertBank
+from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
 
@@ -216,11 +213,13 @@ class MoELayer(PhasedLayer):
         """Switch the learned router on; nothing is copied or re-initialised (spec §3.2)."""
         self._pretraining = False
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, csr: CsrRows | None = None) -> tuple[Tensor, Tensor]:
         """Mix the experts for a chunk.
 
         Args:
             x: shape (B, d_in).
+            csr: the CSR of ``x``'s rows, if the caller has it (the first layer on sparse
+                features, :mod:`rbm_tune.models.sparse`): the experts multiply it.
 
         Returns:
             Output (B, d_out) and the weighted balance loss (scalar tensor).
@@ -231,7 +230,7 @@ class MoELayer(PhasedLayer):
             index = _slice_experts(x.shape[0], self.num_experts, x.device).unsqueeze(1)
             ones = x.new_ones(x.shape[0], 1)
             y = self.experts.mix(
-                x, index, ones, dropout=self.dropout, per_pair=False, sparse=self.sparse
+                x, index, ones, dropout=self.dropout, per_pair=False, sparse=self.sparse, csr=csr
             )
             return scale * y, zero
         route = self.router(x)
@@ -243,6 +242,7 @@ class MoELayer(PhasedLayer):
             dropout=self.dropout,
             per_pair=per_pair,
             sparse=self.sparse,
+            csr=csr,
         )
         aux = zero
         if self.training and self.load_balance_coef > 0:
@@ -327,6 +327,7 @@ class MoE(ExpertStudent):
         self,
         x_all: Tensor | None = None,
         *,
+        csr: CsrRows | None = None,
         batch_size: int = -1,
         seed: int = 0,
         kmeans_restarts: int = 10,

@@ -3,20 +3,21 @@
 Deviations from the reference, all deliberate:
 
 - Vectorised (spec §10.3): the memory EMA as one matmul, the commitment loss without a loop
-  over k, cosines as ``(x M̂ᵀ) / ||x||``. Expert dispatch has two paths, both verified against a
-  per-expert loop in ``tests/test_rbm_equivalence.py``: *grouped* (:func:`grouped_mix`; the
-  (node, expert) pairs sorted by expert, one GEMM per expert on its own rows, k expert FLOPs
-  per node, one device-to-host sync) on the CPU and wherever per-pair dropout is active, and
-  *dense* (:meth:`ExpertBank.mix`; one GEMM over all E experts, no sync) on accelerators
-  otherwise. ``RbMLayer.grouped`` forces one.
+  over k, cosines as ``(x M̂ᵀ) / ||x||``. The experts and their two dispatch paths live in
+  :mod:`rbm_tune.models.experts`: *grouped* (:func:`~rbm_tune.models.experts.grouped_mix`,
+  k expert FLOPs per node, one device-to-host sync) on the CPU and wherever per-pair dropout
+  is active, *dense* (:meth:`~rbm_tune.models.experts.ExpertBank.mix`, one GEMM over all E
+  experts, no sync) on accelerators otherwise. ``RbMLayer.grouped`` forces one.
 - Sparse inputs (:mod:`rbm_tune.models.sparse`): on the CPU, a layer input without gradient
   and with at most 2 % non-zeros (bag-of-words features) reaches the grouped experts as CSR
-  rows, and per-pair dropout drops their non-zero values (the same distribution; a different
-  random stream from the dense path's). ``RbMLayer.sparse`` forces or forbids it.
+  rows (the first layer's from the caller, ``forward(x, csr=...)``), and per-pair dropout
+  drops their non-zero values (the same distribution; a different random stream from the
+  dense path's). ``RbMLayer.sparse`` forces or forbids it.
 - ``expert_dropout="shared"`` (opt-in) shares one dropout mask per node across its experts;
   the default ``"per_pair"`` draws one per (node, chosen expert), as the reference does. The
-  grouped path draws an ``nn.Dropout``'s per-pair masks itself, as ``U(0, 1) < p`` on the
-  gathered pair rows (same distribution as ``bernoulli_``, a different random stream).
+  grouped path draws an ``nn.Dropout``'s per-pair masks itself on the gathered pair rows
+  (:mod:`rbm_tune.models.dropout_mask`: the same distribution as ``bernoulli_``, a different
+  random stream).
 - The memory is overwritten in place (``copy_`` under ``no_grad``) and the self-similarity loss
   reads a clone of it, so a graph built by an earlier forward stays valid after the EMA.
 - k-means runs in torch (:func:`rbm_tune.kmeans.kmeans`), seeded per layer with ``seed + l``;
@@ -30,282 +31,25 @@ Deviations from the reference, all deliberate:
 from __future__ import annotations
 
 import math
-import threading
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from rbm_tune.kmeans import kmeans
 from rbm_tune.losses import cv_squared
-from rbm_tune.models.base import (
-    ExpertBank,
-    ExpertStudent,
-    PhasedLayer,
-    check_expert_args,
-    clamped_exp,
-)
-from rbm_tune.models.sparse import CsrRows, csr_rows, sparse_input
+from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
+
+# the kernels' helpers under their names from before they left this module (old imports)
+from rbm_tune.models.dropout_mask import keep_mask as _keep_mask  # noqa: F401
+from rbm_tune.models.dropout_mask import quantised as _quantised  # noqa: F401
+from rbm_tune.models.experts import ExpertBank, grouped_mix
+from rbm_tune.models.scratch import WORKSPACE_MAX as _WORKSPACE_MAX  # noqa: F401
+from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["RbM", "RbMLayer", "grouped_mix"]
-
-
-_WORKSPACE = threading.local()
-_WORKSPACE_MAX = 1 << 24  # elements (64 MiB of float32) per buffer; larger ones are not kept
-
-
-def _scratch(
-    name: str, shape: tuple[int, ...], like: Tensor, dtype: torch.dtype | None = None
-) -> Tensor:
-    """A reusable buffer for a temporary that never leaves :class:`_GroupedExperts`.
-
-    Fresh tensors above glibc's mmap threshold (32 MiB) are page-faulted in on every call, which
-    cost as much as a third of an expert GEMM of a 4096-row chunk on a 2-core CPU; these
-    buffers are kept per thread, device and dtype, up to ``_WORKSPACE_MAX`` elements.
-    """
-    dtype = like.dtype if dtype is None else dtype
-    numel = math.prod(shape)
-    if numel > _WORKSPACE_MAX:
-        return like.new_empty(shape, dtype=dtype)
-    pool = _WORKSPACE.__dict__.setdefault("pool", {})
-    key = (name, like.device, dtype)
-    buf = pool.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = pool[key] = like.new_empty(numel, dtype=dtype)
-    return buf[:numel].view(shape)
-
-
-def _sum_slots(rows: Tensor, inv: Tensor, k: int, name: str) -> Tensor:
-    """``Σ_j rows[inv[j·B + i]]`` for every node i: the k slots of each node summed."""
-    batch = inv.numel() // k
-    out = rows.index_select(0, inv[:batch])
-    if k > 1:
-        slot = _scratch(name, (batch, rows.shape[1]), rows)
-        for j in range(1, k):
-            out.add_(torch.index_select(rows, 0, inv[j * batch : (j + 1) * batch], out=slot))
-    return out
-
-
-_BITS = 16  # random bits per dropout decision
-
-
-def _quantised(p: float) -> float:
-    """The drop probability :func:`_keep_mask` realises: p rounded to a multiple of 2^-16."""
-    return round(p * 2**_BITS) / 2**_BITS
-
-
-def _keep_mask(shape: tuple[int, int], p: float, like: Tensor) -> Tensor:
-    """Dropout's keep mask: i.i.d., 0 with probability :func:`_quantised` (p); bool (one byte
-    an element, kept for backward) on accelerators, 0/1 in ``like``'s dtype on the CPU.
-
-    The CPU keeps four bytes: there, multiplying float32 by a bool mask took 5x as long as by a
-    float32 one (42 vs 8 ms for 12,288 x 1,024 on 2 cores, torch 2.13), a measurable share of a
-    routed epoch, while a trial's memory there is the host's.
-
-    Each decision reads 16 uniform random bits (four per 64-bit draw of the full int64 range)
-    and keeps the element where they are >= p·2^16, so p is realised to within 2^-17 (0.2 ->
-    0.199997; the caller scales by 1 / (1 - that p), so the expectation is exact). On a 2-core
-    CPU this and a multiply are about 4x faster than ``U(0, 1) < p`` and ``masked_fill_``, and
-    8x faster than ``bernoulli_`` (what ``nn.Dropout`` uses); the random stream differs.
-    """
-    n = shape[0] * shape[1]
-    bits = _scratch("bits", ((n + 3) // 4,), like, torch.int64)
-    bits.random_(-(2**63), 2**63 - 1)
-    lanes = bits.view(torch.int16)[:n].view(shape)
-    threshold = round(p * 2**_BITS) - 2 ** (_BITS - 1)  # int16 lanes are offset by -2^15
-    keep = like.new_empty(shape, dtype=torch.bool if like.device.type != "cpu" else None)
-    return torch.ge(lanes, threshold, out=keep)
-
-
-class _GroupedExperts(torch.autograd.Function):
-    """The expert GEMMs of :func:`grouped_mix` with a hand-written backward.
-
-    Forward, per expert e (its ``counts[e]`` rows of the pairs sorted by expert): gather its pair
-    rows ``xs_e = src[gather_e]``, optionally drop them (``p`` > 0: an independent mask per pair
-    row, the scale ``1 / (1 - p)`` folded into the GEMM), ``y_q = w_q (W_e xs_q + b_e)``; then
-    each node sums its k pairs (slot-major positions ``inv``). Backward mirrors it with row
-    gathers only (no scatter): ``gy = w ⊙ g[nodes]``, per-expert GEMMs, ``g_src`` by the inverse
-    gather (summed over the slots when ``src`` holds one row per node). Tensors are kept per
-    expert and temporaries live in reusable buffers (:func:`_scratch`), so that no tensor of
-    k·B rows is freshly allocated.
-    """
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        src: Tensor,
-        weight: Tensor,
-        bias: Tensor,
-        w_sorted: Tensor,
-        gather: Tensor,
-        nodes: Tensor,
-        inv: Tensor,
-        counts: list[int],
-        batch: int,
-        p: float,
-        sparse: bool,
-    ) -> Tensor:
-        k = inv.numel() // batch
-        alpha = 1.0 / (1.0 - _quantised(p))  # the p _keep_mask realises
-        needs_w = ctx.needs_input_grad[3]
-        shape = (inv.numel(), weight.shape[1])
-        y = src.new_empty(shape) if needs_w else _scratch("y", shape, src)
-        csr = csr_rows(src) if sparse else None
-        inputs, drops, sparse_inputs = [], [], []
-        start = 0
-        for e, count in enumerate(counts):
-            rows = slice(start, start + count)
-            drop = None
-            if csr is not None:  # the expert's rows as CSR; dropout drops their non-zeros
-                part = csr.take(gather[rows])
-                if count and p > 0:
-                    part.val.mul_(_keep_mask((1, part.val.numel()), p, part.val).view(-1))
-                xs = part.matrix()
-                sparse_inputs.append(part)
-            else:
-                xs = src.index_select(0, gather[rows])
-                if count and p > 0:
-                    drop = _keep_mask(xs.shape, p, xs)
-                    xs.mul_(drop)
-                inputs.append(xs)
-            if count:
-                torch.addmm(bias[e], xs, weight[e].t(), alpha=alpha, out=y[rows])
-            drops.append(drop)
-            start += count
-        ctx.save_for_backward(weight, w_sorted, nodes, inv, y if needs_w else None, *inputs)
-        # CSR inputs (they need no gradient) stay on ctx: save_for_backward takes strided ones
-        ctx.sparse_inputs = sparse_inputs
-        ctx.drops, ctx.counts, ctx.k, ctx.src_rows, ctx.alpha = (
-            drops,
-            counts,
-            k,
-            src.shape[0],
-            alpha,
-        )
-        y = y * w_sorted.unsqueeze(1) if needs_w else y.mul_(w_sorted.unsqueeze(1))
-        return _sum_slots(y, inv, k, "slot_out")
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        weight, w_sorted, nodes, inv, y, *inputs = ctx.saved_tensors
-        inputs = inputs or ctx.sparse_inputs
-        need_src, need_weight, need_bias, need_w = ctx.needs_input_grad[:4]
-        alpha = ctx.alpha
-        gy = _scratch("gy", (nodes.numel(), grad.shape[1]), grad)
-        torch.index_select(grad.contiguous(), 0, nodes, out=gy)
-        g_w = (gy * y).sum(1) if need_w else None
-        gy.mul_(w_sorted.unsqueeze(1))
-        g_xs = _scratch("g_xs", (nodes.numel(), weight.shape[2]), gy) if need_src else None
-        # every expert's slice is written below; only experts without rows need zeros
-        g_weight = torch.empty_like(weight) if need_weight else None
-        g_bias = weight.new_empty(weight.shape[:2]) if need_bias else None
-        for e, count in enumerate(ctx.counts):
-            if count == 0:
-                for g in (g_weight, g_bias):
-                    if g is not None:
-                        g[e].zero_()
-        start = 0
-        for e, (count, xs, drop) in enumerate(zip(ctx.counts, inputs, ctx.drops)):
-            if count:
-                rows = slice(start, start + count)
-                if g_xs is not None:
-                    out = g_xs[rows]
-                    torch.addmm(out, gy[rows], weight[e], beta=0, alpha=alpha, out=out)
-                    if drop is not None:
-                        out.mul_(drop)
-                if g_weight is not None and isinstance(xs, CsrRows):
-                    xs.weight_grad(gy[rows], g_weight[e], alpha)
-                elif g_weight is not None:
-                    out = g_weight[e]
-                    torch.addmm(out, gy[rows].t(), xs, beta=0, alpha=alpha, out=out)
-                if g_bias is not None:
-                    torch.sum(gy[rows], 0, out=g_bias[e])
-            start += count
-        g_src = None
-        if g_xs is not None:
-            if ctx.src_rows == inv.numel():  # one src row per pair, slot-major
-                g_src = g_xs.index_select(0, inv)
-            else:  # one src row per node: sum its k slots
-                g_src = _sum_slots(g_xs, inv, ctx.k, "slot_in")
-        return g_src, g_weight, g_bias, g_w, None, None, None, None, None, None, None
-
-
-def grouped_mix(
-    x: Tensor,
-    index: Tensor,
-    weight: Tensor,
-    *,
-    bank: ExpertBank,
-    dropout: nn.Module,
-    per_pair: bool,
-    gate: Tensor | None = None,
-    sparse: bool | None = None,
-) -> Tensor:
-    """``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)`` with ``e = index[i, j]``, grouped by expert.
-
-    The same function as :meth:`ExpertBank.mix`, computed the way spec §10.3 calls the exact
-    path: the B·k (node, chosen expert) pairs are sorted by expert and each expert runs one GEMM
-    on its own rows, so the expert FLOPs are k per node (the dense path: E, and k·E with
-    per-pair dropout). Costs one device-to-host sync (the per-expert row counts).
-
-    Dropout: with ``per_pair`` (and k > 1) every (node, chosen expert) pair gets its own mask.
-    A plain ``nn.Dropout`` is not called: its i.i.d. mask is drawn directly on the gathered pair
-    rows (same distribution, no k-fold copy of the chunk; the random stream differs from
-    :meth:`ExpertBank.mix`'s). Any other dropout module is applied, as in
-    :meth:`ExpertBank.mix`, to a (k, B, d_in) expanded view with slot j of node i at ``[j, i]``.
-    Otherwise one mask per node is shared by its experts.
-
-    Args:
-        x: layer inputs, shape (B, d_in).
-        index: chosen experts, shape (B, k), long.
-        weight: mixing weights of the chosen experts, shape (B, k).
-        bank: the experts.
-        dropout: the layer's dropout module.
-        per_pair: draw an independent dropout mask per (node, chosen expert).
-        gate: optional per-expert input gates g, shape (E, d_in).
-        sparse: multiply CSR copies of the expert rows (:mod:`rbm_tune.models.sparse`); None
-            (default) decides by :func:`~rbm_tune.models.sparse.sparse_input`: inputs that need
-            no gradient with at most 2 % non-zeros, on the CPU. Forced on, it still needs an
-            input without gradient. Under autocast the CSR products run in float32.
-
-    Returns:
-        Shape (B, d_out).
-    """
-    batch, k = index.shape
-    flat = index.t().reshape(-1)  # pair p = j * B + i: slot j of node i
-    order = torch.argsort(flat, stable=True)  # pairs sorted by expert
-    inv = torch.empty_like(order)
-    inv[order] = torch.arange(order.numel(), device=order.device)
-    counts = torch.bincount(flat, minlength=bank.num_experts).tolist()
-    nodes = order % batch
-    p = 0.0
-    if per_pair and k > 1 and type(dropout) is nn.Dropout:
-        # i.i.d. masks: drawn on the gathered pair rows inside the GEMM step (no k-fold copy)
-        src, gather, p = x, nodes, dropout.p if dropout.training else 0.0
-    elif per_pair and k > 1:
-        src = dropout(x.unsqueeze(0).expand(k, batch, x.shape[1])).reshape(k * batch, -1)
-        gather = order
-    else:
-        src, gather = dropout(x), nodes
-    w_stack = bank.weight if gate is None else bank.weight * gate.unsqueeze(1)
-    w_sorted = weight.t().reshape(-1)[order]
-    bias = bank.bias
-    device = x.device.type
-    use_sparse = gather is nodes and sparse_input(src, sparse)
-    if torch.is_autocast_enabled(device) and not use_sparse:  # CSR products stay float32
-        # autocast does not reach into the Function (its GEMMs write into preallocated
-        # buffers): run it in the autocast dtype explicitly; the casts carry the gradients back
-        dtype = torch.get_autocast_dtype(device)
-        src, w_stack, bias, w_sorted = (t.to(dtype) for t in (src, w_stack, bias, w_sorted))
-    with torch.autocast(device, enabled=False):
-        out = _GroupedExperts.apply(
-            src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p, use_sparse
-        )
-    return cast(Tensor, out)
 
 
 class RbMLayer(PhasedLayer):
@@ -409,18 +153,21 @@ class RbMLayer(PhasedLayer):
         self.experts.copy_first_to_all()
         self._pretraining = False
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, csr: CsrRows | None = None) -> tuple[Tensor, Tensor]:
         """Route, mix, update the memory and compute the aux loss for a chunk.
 
         Args:
             x: shape (B, d_in).
+            csr: the CSR of ``x``'s rows, if the caller has it (the first layer on sparse
+                features, :mod:`rbm_tune.models.sparse`): the experts multiply it.
 
         Returns:
             Output (B, d_out) and the weighted aux loss (scalar tensor).
         """
         zero = x.new_zeros(())
         if self._pretraining:
-            return self.experts.single(x, dropout=self.dropout, sparse=self.sparse), zero
+            single = self.experts.single(x, dropout=self.dropout, sparse=self.sparse, csr=csr)
+            return single, zero
         # Cosines as (x M̂ᵀ) / ||x||: F.normalize's max(||x||, 1e-12) without a B × d_in pass
         inv_norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()
         with torch.no_grad():
@@ -430,9 +177,9 @@ class RbMLayer(PhasedLayer):
         gate = clamped_exp(self.gate_logit) if self.gate_logit is not None else None
         per_pair = self.expert_dropout == "per_pair"
         if self._use_grouped(x, per_pair):
-            mix = partial(grouped_mix, bank=self.experts, sparse=self.sparse)
+            mix = partial(grouped_mix, bank=self.experts, sparse=self.sparse, csr=csr)
         else:
-            mix = partial(self.experts.mix, sparse=self.sparse)
+            mix = partial(self.experts.mix, sparse=self.sparse, csr=csr)
         y = mix(x, top_i, w.detach(), dropout=self.dropout, per_pair=per_pair, gate=gate)
         out = clamped_exp(self.scale_logit) * y
         if not self.training:
@@ -576,6 +323,7 @@ class RbM(ExpertStudent):
         self,
         x_all: Tensor | None = None,
         *,
+        csr: CsrRows | None = None,
         batch_size: int = -1,
         seed: int = 0,
         kmeans_restarts: int = 10,
@@ -594,6 +342,8 @@ class RbM(ExpertStudent):
         Args:
             x_all: features of every training-graph node, shape (N, d); moved to the model's
                 device (k-means runs there).
+            csr: the CSR of ``x_all``'s rows (on its device), if the caller has it: the first
+                layer's forwards multiply its blocks (:mod:`rbm_tune.models.sparse`).
             batch_size: rows per chunk for the forward passes; -1 = all at once.
             seed: k-means seed.
             kmeans_restarts: k-means restarts.
@@ -630,9 +380,9 @@ class RbM(ExpertStudent):
                         step = batch_size if batch_size > 0 else h.shape[0]
                         nxt = h.new_empty(h.shape[0], layer.out_dim)
                         for start in range(0, h.shape[0], step):
-                            nxt[start : start + step] = self._after(
-                                i, layer(h[start : start + step])[0]
-                            )
+                            stop = min(start + step, h.shape[0])
+                            rows = csr.block(start, stop) if i == 0 and csr is not None else None
+                            nxt[start:stop] = self._after(i, layer(h[start:stop], rows)[0])
                         h = nxt
         finally:
             self.train(was_training)

@@ -4,18 +4,20 @@ Bag-of-words features are mostly zeros (non-zero shares: Cora 1.3 %, CiteSeer 0.
 Coauthor CS 0.9 %, Coauthor Physics 0.4 %; Amazon 35 %, ogbn-arxiv and demo dense), and the
 first layer, ``d -> h`` with d up to 8,415, is the widest GEMM of a student. When a layer's
 input needs no gradient (raw features do not) and at most :data:`SPARSE_MAX_DENSITY` of it is
-non-zero, the layer multiplies a CSR copy of its rows instead: the forward
+non-zero, the layer multiplies a CSR copy of its rows (:class:`CsrRows`) instead: the forward
 ``X W^T + b`` and the weight gradient ``G^T X`` cost ``nnz · h`` instead of ``B · d · h``.
 The result is the same function (float sums in another order: equal to ~1e-6 relative);
 dropout on such rows drops their non-zero values, which is the same distribution as dropping
 every element (a dropped zero is still zero), from a different random stream.
 
 Finding the non-zeros of a dense matrix is a pass over all of it (Coauthor CS: 0.2 s for
-18,333 x 6,805, more than the sparse GEMMs themselves), so the training loop registers its
-feature matrices (:func:`registered`): a layer input that is a block of consecutive rows of a
-registered matrix (the chunks ``x[a:b]``, the full batch) reuses the matrix's CSR, and its
-transpose for the weight gradient, without touching the dense rows; :func:`gathered` does the
-same for a fixed set of rows (the evaluated nodes). Anything else is scanned when it arrives.
+18,333 x 6,805, more than the sparse GEMMs themselves). So the caller that owns the features
+hands their CSR in explicitly: a student's ``forward(x, csr=...)`` and ``end_pretraining(x,
+csr=...)`` take the CSR of exactly the rows of ``x``, and the first layer multiplies it
+without touching the dense rows. The training loop keeps one :class:`SparseFeatures` per
+feature matrix: the CSR built once, the CSR of the row blocks it feeds (cached, with the
+transpose the weight gradient reads) and of gathered rows. A layer input handed in without a
+CSR is scanned when it arrives (one counting pass, then :meth:`CsrRows.of`).
 
 Only the CPU takes this path on its own (``torch.sparse`` CSR times dense runs on MKL here; on
 a 2-core CPU it breaks even with the dense GEMM near 4 % non-zeros, hence the 2 % threshold);
@@ -24,10 +26,7 @@ CUDA keeps the dense GEMMs, which nothing here has measured against cuSPARSE.
 
 from __future__ import annotations
 
-import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -38,11 +37,9 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "SPARSE_MAX_DENSITY",
     "CsrRows",
-    "csr_rows",
+    "SparseFeatures",
     "dropped_linear",
     "forbid_sparse",
-    "gathered",
-    "registered",
     "sparse_input",
     "sparse_linear",
 ]
@@ -138,136 +135,83 @@ class CsrRows:
         return out.copy_(t.t())
 
 
-# -- registered feature matrices ----------------------------------------------------------------
-class _Entry:
-    """A registered matrix: its CSR (None: too dense) and the CSR of row blocks asked for."""
-
-    __slots__ = ("tensor", "version", "csr", "blocks")
-
-    def __init__(self, tensor: Tensor, csr: CsrRows | None) -> None:
-        self.tensor, self.version, self.csr = tensor, tensor._version, csr
-        self.blocks: dict[tuple[int, int], CsrRows] = {}
-
-
-_LOCAL = threading.local()
-
-
-def _entries() -> list[_Entry]:
-    return _LOCAL.__dict__.setdefault("entries", [])
-
-
-def _find(x: Tensor) -> tuple[_Entry, int] | None:
-    """The registered matrix ``x`` is a block of consecutive rows of, and the first row."""
-    if x.dim() != 2 or x.layout != torch.strided:
-        return None
-    for entry in _entries():
-        base = entry.tensor
-        width = base.shape[1]
-        if (
-            x.dtype != base.dtype
-            or x.device != base.device
-            or x.shape[1] != width
-            or (width > 1 and x.stride(1) != 1)  # a column or a broadcast is not a row block
-            or (x.shape[0] > 1 and x.stride(0) != width)
-            or base._version != entry.version  # written to since: its CSR is stale
-            or x.untyped_storage().data_ptr() != base.untyped_storage().data_ptr()
-        ):
-            continue
-        offset = x.storage_offset() - base.storage_offset()
-        if offset % width == 0 and 0 <= offset // width <= base.shape[0] - x.shape[0]:
-            return entry, offset // width
-    return None
-
-
-def _register(x: Tensor, csr: CsrRows | None) -> _Entry:
-    entry = _Entry(x, csr)
-    _entries().append(entry)
-    return entry
-
-
-def _unregister(entry: _Entry) -> None:
-    entries = _entries()
-    for i, e in enumerate(entries):
-        if e is entry:
-            del entries[i]
-            return
-
-
 def _dense(x: Tensor) -> bool:
+    """More than :data:`SPARSE_MAX_DENSITY` of ``x`` is non-zero (one counting pass)."""
     return int(torch.count_nonzero(x)) > SPARSE_MAX_DENSITY * x.numel()
 
 
-@contextmanager
-def registered(*matrices: Tensor) -> Iterator[None]:
-    """While active, layer inputs that are row blocks of these CPU matrices find their CSR
-    (and its transpose) without a pass over the dense rows. Each matrix is counted once here:
-    above :data:`SPARSE_MAX_DENSITY` non-zeros it is registered as dense (no CSR is built).
-    A matrix written to in place afterwards is ignored (its version changed); writes that
-    bypass autograd's version counter (``.data``, a NumPy view of it) are not noticed, so do
-    not make them while it is registered. Inference-mode tensors (no version counter) are
-    not registered: they are scanned on each use."""
-    added = []
-    for x in matrices:
-        if x.dim() != 2 or x.layout != torch.strided or x.device.type != "cpu" or x.numel() == 0:
-            continue
-        if x.dtype not in (torch.float32, torch.float64) or not x.is_contiguous():
-            continue
-        if x.is_inference():  # no version counter: an in-place write could not be noticed
-            continue
-        if _find(x) is not None:
-            continue
-        added.append(_register(x, None if _dense(x) else CsrRows.of(x)))
-    try:
-        yield
-    finally:
-        for entry in added:
-            _unregister(entry)
+class SparseFeatures:
+    """A feature matrix and, where the CSR path would take it, its CSR, built once.
+
+    The training loop keeps one per feature matrix and hands the first layer the CSR of
+    exactly the rows it forwards: :meth:`block` for consecutive rows (cached per block, with
+    the transpose its weight gradient reads), :meth:`take` for any rows. Both are None when the
+    matrix has no CSR: with ``enabled=False``, off the CPU, not a 2-D float32/float64 matrix,
+    empty, or above :data:`SPARSE_MAX_DENSITY` non-zeros (counted once here). The CSR is taken
+    at construction: do not write to ``x`` afterwards.
+
+    Args:
+        x: the features, shape (N, d).
+        enabled: build the CSR at all (False: every lookup is None, nothing is counted).
+    """
+
+    __slots__ = ("x", "csr", "_blocks")
+
+    def __init__(self, x: Tensor, *, enabled: bool = True) -> None:
+        self.x = x
+        eligible = (
+            enabled
+            and x.dim() == 2
+            and x.layout == torch.strided
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and x.numel() > 0
+        )
+        self.csr = CsrRows.of(x) if eligible and not _dense(x) else None
+        self._blocks: dict[tuple[int, int], CsrRows] = {}
+
+    @property
+    def is_sparse(self) -> bool:
+        """Whether the matrix has a CSR (the first layer then takes the CSR path)."""
+        return self.csr is not None
+
+    def block(self, start: int, stop: int) -> CsrRows | None:
+        """The CSR of rows ``start:stop`` (``x[start:stop]``), the same object on every call."""
+        if self.csr is None:
+            return None
+        key = (start, stop)
+        rows = self._blocks.get(key)
+        if rows is None:
+            rows = self._blocks[key] = self.csr.block(start, stop)
+        return rows
+
+    def take(self, rows: Tensor) -> CsrRows | None:
+        """The CSR of ``x[rows]`` (any index ``x[rows]`` accepts: negative, boolean)."""
+        if self.csr is None:
+            return None
+        picked = torch.arange(self.x.shape[0], device=self.x.device)[rows]
+        return self.csr.take(picked.to(self.csr.crow.device))
+
+    def gather(self, rows: Tensor) -> SparseFeatures:
+        """``x[rows]`` with its CSR taken from this one's (not counted again)."""
+        out = SparseFeatures.__new__(SparseFeatures)
+        out.x, out.csr, out._blocks = self.x[rows], self.take(rows), {}
+        return out
+
+    def __repr__(self) -> str:
+        nnz = "dense" if self.csr is None else f"{self.csr.val.numel()} non-zeros"
+        return f"{type(self).__name__}({tuple(self.x.shape)}, {nnz})"
 
 
-@contextmanager
-def gathered(base: Tensor, rows: Tensor) -> Iterator[Tensor]:
-    """``base[rows]``, registered while the block is active when ``base`` is (row block of) a
-    registered matrix, with its CSR gathered from the matrix's instead of scanned."""
-    x = base[rows]
-    hit = _find(base)
-    if hit is None:
-        yield x
-        return
-    entry, start = hit
-    csr = None
-    if entry.csr is not None:
-        # what base[rows] selects (negative indices, a boolean mask) as plain row numbers
-        picked = torch.arange(base.shape[0], device=base.device)[rows]
-        csr = entry.csr.take(picked.to(entry.csr.crow.device) + start)
-    mine = _register(x, csr)  # holds x: its address is not reused while registered
-    try:
-        yield x
-    finally:
-        _unregister(mine)
-
-
-def csr_rows(x: Tensor) -> CsrRows:
-    """``x``'s CSR: from the registry when ``x`` is a row block of a registered sparse matrix
-    (cached per block, with its transpose), else by a pass over ``x``."""
-    hit = _find(x)
-    if hit is not None and hit[0].csr is not None:
-        entry, start = hit
-        key = (start, start + x.shape[0])
-        block = entry.blocks.get(key)
-        if block is None:
-            block = entry.blocks[key] = entry.csr.block(*key)
-        return block
-    return CsrRows.of(x)
-
-
-def sparse_input(x: Tensor, force: bool | None = None) -> bool:
+def sparse_input(x: Tensor, force: bool | None = None, csr: CsrRows | None = None) -> bool:
     """Whether ``x`` (a layer's input) should go through the CSR path.
 
     It must need no gradient and be a dense float32/float64 matrix, outside
     ``torch.compile`` and ``torch.jit.trace``; then ``force`` decides if given, else: on the
-    CPU and at most :data:`SPARSE_MAX_DENSITY` non-zero (known for registered matrices,
-    otherwise one counting pass over ``x``). Under autocast the CSR products run in the
-    input's dtype (they are cheap; bf16 CSR kernels are not), the layers after in autocast's.
+    CPU and at most :data:`SPARSE_MAX_DENSITY` non-zero, which a ``csr`` (the CSR of ``x``'s
+    rows, handed in by the caller) vouches for without a pass over ``x``; without one, one
+    counting pass decides. Under autocast the CSR products run in the input's dtype (they are
+    cheap; bf16 CSR kernels are not), the layers after in autocast's.
     """
     if force is False or x.dim() != 2 or x.layout != torch.strided or x.numel() == 0:
         return False
@@ -281,10 +225,7 @@ def sparse_input(x: Tensor, force: bool | None = None) -> bool:
         return True
     if x.device.type != "cpu":
         return False
-    hit = _find(x)
-    if hit is not None:
-        return hit[0].csr is not None
-    return not _dense(x)
+    return csr is not None or not _dense(x)
 
 
 class _SparseLinear(torch.autograd.Function):
@@ -292,9 +233,9 @@ class _SparseLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, p: float
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, p: float, csr: CsrRows | None
     ) -> Tensor:
-        rows = csr_rows(x)
+        rows = CsrRows.of(x) if csr is None else csr
         if p > 0:  # nn.Dropout's mask and 1/(1-p) scale, on the non-zeros only
             rows = CsrRows(rows.crow, rows.col, F.dropout(rows.val, p), rows.width)
         ctx.rows = rows
@@ -307,22 +248,31 @@ class _SparseLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        _, need_weight, need_bias, _ = ctx.needs_input_grad
+        _, need_weight, need_bias, _, _ = ctx.needs_input_grad
         g_weight = g_bias = None
         if need_weight:
             out = grad.new_empty(grad.shape[1], ctx.rows.width)
             g_weight = ctx.rows.weight_grad(grad.contiguous(), out)
         if need_bias and ctx.has_bias:
             g_bias = grad.sum(0)
-        return None, g_weight, g_bias, None
+        return None, g_weight, g_bias, None, None
 
 
-def sparse_linear(x: Tensor, weight: Tensor, bias: Tensor | None, p: float = 0.0) -> Tensor:
+def sparse_linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    p: float = 0.0,
+    *,
+    csr: CsrRows | None = None,
+) -> Tensor:
     """``F.linear(F.dropout(x, p), weight, bias)`` through the CSR path (``x`` must need no
-    gradient). Dropout drops the non-zeros only: the same distribution as dropping every
-    element, without a dense copy of ``x``. Runs in ``x``'s dtype, also under autocast."""
+    gradient), multiplying ``csr`` (the CSR of ``x``'s rows) when given, else ``x``'s CSR
+    found by a pass over it. Dropout drops the non-zeros only: the same distribution as
+    dropping every element, without a dense copy of ``x``. Runs in ``x``'s dtype, also under
+    autocast."""
     with torch.autocast(x.device.type, enabled=False):
-        return _SparseLinear.apply(x, weight, bias, p)  # type: ignore[no-any-return]
+        return _SparseLinear.apply(x, weight, bias, p, csr)  # type: ignore[no-any-return]
 
 
 def dropped_linear(
@@ -331,12 +281,13 @@ def dropped_linear(
     weight: Tensor,
     bias: Tensor | None,
     sparse: bool | None,
+    csr: CsrRows | None = None,
 ) -> Tensor:
     """``F.linear(dropout(x), weight, bias)``, through the CSR path where
-    :func:`sparse_input` (x, sparse) says so and ``dropout`` is None or a plain
-    ``nn.Dropout``."""
+    :func:`sparse_input` (x, sparse, csr) says so and ``dropout`` is None or a plain
+    ``nn.Dropout``; ``csr``: the CSR of ``x``'s rows, if the caller has it."""
     plain = dropout is None or type(dropout) is nn.Dropout
-    if plain and sparse_input(x, sparse):
+    if plain and sparse_input(x, sparse, csr):
         p = dropout.p if isinstance(dropout, nn.Dropout) and dropout.training else 0.0
-        return sparse_linear(x, weight, bias, p)
+        return sparse_linear(x, weight, bias, p, csr=csr)
     return F.linear(x if dropout is None else dropout(x), weight, bias)
