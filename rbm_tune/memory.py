@@ -53,7 +53,7 @@ F32 = 4
 # the process around the tensors: a CUDA context on a GPU; torch + Ray Tune imported on a CPU
 # (benchmarks/results/bench_memory-cpu-fast.md: 0.38 GiB after the imports)
 RUNTIME_BYTES = {"cuda": 600 * 2**20, "cpu": 400 * 2**20}
-_SCRATCH_MAX = (1 << 24) * F32  # rbm_tune.models.rbm._WORKSPACE_MAX elements of float32
+_SCRATCH_MAX = (1 << 24) * F32  # rbm_tune.models.scratch.WORKSPACE_MAX elements of float32
 TRAIN_ACC_SAMPLE = 4096  # rbm_tune.distill.TRAIN_ACC_SAMPLE (no torch import here)
 
 
@@ -186,7 +186,7 @@ def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: s
     k = {"mlp": 1, "rbm": student.k, "moe": min(student.k + 1, e)}[student.model]
     kept, work, scratch = 0, 0, 0
     grouped = _grouped(student, device, training=True)
-    mask = 1 if device == "cuda" else F32  # rbm_tune.models.rbm._keep_mask's dtype there
+    mask = 1 if device == "cuda" else F32  # rbm_tune.models.dropout_mask.keep_mask's dtype there
     if student.dropout == 0:
         mask = 0
     for i, (a, out) in enumerate(dims):

@@ -132,10 +132,10 @@ def test_dataset_sizes_match_the_loaded_files(shared_data: Path) -> None:
 def test_constants_mirrored_without_torch_match_their_sources() -> None:
     """rbm_tune.memory imports no torch, so it restates two numbers: they must not drift."""
     from rbm_tune import distill, memory
-    from rbm_tune.models import rbm
+    from rbm_tune.models import scratch
 
     assert memory.TRAIN_ACC_SAMPLE == distill.TRAIN_ACC_SAMPLE
-    assert memory._SCRATCH_MAX == rbm._WORKSPACE_MAX * 4  # float32 bytes
+    assert memory._SCRATCH_MAX == scratch.WORKSPACE_MAX * 4  # float32 bytes
 
 
 def test_trial_share() -> None:

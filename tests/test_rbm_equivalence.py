@@ -14,8 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rbm_tune.models.base import ExpertBank
+from rbm_tune.models.dropout_mask import keep_mask as _keep_mask
+from rbm_tune.models.dropout_mask import quantised as _quantised
+from rbm_tune.models.experts import grouped_mix
 from rbm_tune.models.moe import MoELayer
-from rbm_tune.models.rbm import RbMLayer, _keep_mask, _quantised, grouped_mix
+from rbm_tune.models.rbm import RbMLayer
 
 ATOL = 1e-5
 

@@ -43,10 +43,7 @@ from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
 
 # the kernels' helpers under their names from before they left this module (old imports)
-from rbm_tune.models.dropout_mask import keep_mask as _keep_mask  # noqa: F401
-from rbm_tune.models.dropout_mask import quantised as _quantised  # noqa: F401
 from rbm_tune.models.experts import ExpertBank, grouped_mix
-from rbm_tune.models.scratch import WORKSPACE_MAX as _WORKSPACE_MAX  # noqa: F401
 from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["RbM", "RbMLayer", "grouped_mix"]
