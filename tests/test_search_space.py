@@ -53,7 +53,7 @@ student:
   k: {int: [1, num_experts - 1]}
   hidden_dim: {categorical: [32, 64]}
   input_attention: {categorical: [false, true]}
-  vq_coeff: {float: [1.0e-4, 0.3], log: true, or_zero: true}
+  vq_coef: {float: [1.0e-4, 0.3], log: true, or_zero: true}
 distill:
   lr: {float: [1.0e-3, 0.1], log: true}
   max_epochs: 10
@@ -113,7 +113,7 @@ def test_dataset_space_defaults_are_table_a(name: str) -> None:
         "student.num_experts",
         "student.k",
         "student.momentum",
-        "student.vq_coeff",
+        "student.vq_coef",
         "distill.lr",
         "distill.weight_decay",
         "distill.label_weight",
@@ -139,8 +139,8 @@ def test_fixed_trial_round_trip(tmp_path: Path) -> None:
         "student.k": 3,
         "student.hidden_dim": 64,
         "student.input_attention": True,
-        "student.vq_coeff.is_zero": False,
-        "student.vq_coeff": 0.02,
+        "student.vq_coef.is_zero": False,
+        "student.vq_coef": 0.02,
         "distill.lr": 0.005,
         "distill.pretrain_epochs": 2,
     }
@@ -149,7 +149,7 @@ def test_fixed_trial_round_trip(tmp_path: Path) -> None:
     config = space.config_for(sampled)
     assert (config.student.num_experts, config.student.k) == (5, 3)
     assert config.student.hidden_dim == 64 and config.student.input_attention is True
-    assert config.student.vq_coeff == 0.02 and config.distill.lr == 0.005
+    assert config.student.vq_coef == 0.02 and config.distill.lr == 0.005
     assert config.distill.pretrain_epochs == 2 and config.distill.max_epochs == 10
     assert config.teacher.hidden_dim == 32 and config.dataset == "demo"
     # fixed + final values is exactly the config, under the same flat names (one name, R3)
@@ -160,13 +160,13 @@ def test_fixed_trial_round_trip(tmp_path: Path) -> None:
 def test_or_zero_switch_gives_zero_and_skips_the_value(tmp_path: Path) -> None:
     space = load_space(write(tmp_path, GOOD))
     chosen = {p.name: space.default_params()[p.name] for p in space.params if not p.or_zero}
-    chosen["student.vq_coeff.is_zero"] = True
+    chosen["student.vq_coef.is_zero"] = True
     sampled = space.define_by_run(FixedTrial(chosen))
-    assert sampled == {**chosen, "student.vq_coeff": 0.0}
-    assert space.config_for(sampled).student.vq_coeff == 0.0
+    assert sampled == {**chosen, "student.vq_coef": 0.0}
+    assert space.config_for(sampled).student.vq_coef == 0.0
     # the switch alone is enough: Ray's config holds what define_by_run returned, but be lenient
-    del sampled["student.vq_coeff"]
-    assert space.config_for(sampled).student.vq_coeff == 0.0
+    del sampled["student.vq_coef"]
+    assert space.config_for(sampled).student.vq_coef == 0.0
 
 
 def test_config_for_rejects_unknown_and_missing_keys(tmp_path: Path) -> None:
@@ -196,8 +196,8 @@ def test_dependent_bound_holds_for_every_sampled_trial(
         assert 1 <= config.student.k < config.student.num_experts
         assert config.student.k <= 4 and 2 <= config.student.num_experts <= 16
         assert set(trial.params) <= set(sampled)
-        zeros += config.student.vq_coeff == 0
-        nonzeros += config.student.vq_coeff > 0
+        zeros += config.student.vq_coef == 0
+        nonzeros += config.student.vq_coef > 0
         # a made-up objective, so TPE leaves its random start-up phase
         study.tell(trial, config.student.num_experts - config.student.k + config.distill.lr)
     assert zeros and nonzeros
@@ -210,7 +210,7 @@ def test_default_params_can_be_enqueued(tmp_path: Path) -> None:
     study.enqueue_trial(space.default_params())
     config = space.config_for(space.define_by_run(study.ask()))
     assert config == space.default_config()
-    assert (config.student.num_experts, config.student.k, config.student.sim_coeff) == (7, 2, 0)
+    assert (config.student.num_experts, config.student.k, config.student.sim_coef) == (7, 2, 0)
 
 
 def test_space_pickles_for_ray(tmp_path: Path) -> None:
@@ -414,3 +414,79 @@ def test_bad_space_fails_before_anything_else(tmp_path: Path) -> None:
     """The good base space really is good, so each BAD_SPACES failure is its edit's."""
     space = load_space(write(tmp_path, GOOD))
     assert isinstance(space, SearchSpace) and len(space.params) == 7
+
+
+def test_study_defaults_are_the_field_defaults(tmp_path: Path) -> None:
+    """StudySettings' fields are the one place a study default is written (keys included)."""
+    import dataclasses
+
+    from rbm_tune.search_space import STUDY_KEYS
+
+    assert STUDY_KEYS == {
+        **{k: None for k in ("name", "num_trials", "seed", "sampler_seed", "metric", "mode")},
+        **{k: None for k in ("max_concurrent", "max_failures", "report_every_s")},
+        "objectives": None,
+        "plots": None,
+        "asha": ("grace_period", "reduction_factor"),
+        "resources": ("cpus_per_trial", "gpus_per_trial", "memory_per_trial"),
+    }
+    bare = GOOD.split("dataset: demo", 1)[1]
+    space = load_space(write(tmp_path, "dataset: demo" + bare, "bare.yaml"))
+    expected = StudySettings(name="bare", asha_max_t=space.study.asha_max_t)
+    assert space.study == expected
+    defaults = {f.name: f.default for f in dataclasses.fields(StudySettings)}
+    got = space.study.to_dict()
+    assert all(got[k] == v for k, v in defaults.items() if k not in ("name", "asha_max_t"))
+    # the defaults that depend on the file: sampler_seed follows seed, mode follows metric
+    text = "study: {seed: 3, metric: train_loss}\ndataset: demo" + bare
+    study = load_space(write(tmp_path, text, "derived.yaml")).study
+    assert (study.seed, study.sampler_seed, study.metric, study.mode) == (
+        3,
+        3,
+        "train_loss",
+        "min",
+    )
+    text = "study: {objectives: {best_val_acc: max, num_params: min}}\ndataset: demo" + bare
+    study = load_space(write(tmp_path, text, "multi.yaml")).study
+    assert (study.metric, study.mode) == ("best_val_acc", "max")
+    text = "study: {resources: {memory_per_trial: 1GiB}}\ndataset: demo" + bare
+    assert load_space(write(tmp_path, text, "mem.yaml")).study.memory_per_trial == 2**30
+
+
+def test_renamed_keys_in_a_space_and_in_resumed_trials(tmp_path: Path) -> None:
+    """vq_coeff (before the rename) is read as vq_coef, with one warning naming the file."""
+    path = write(tmp_path, GOOD.replace("  vq_coef:", "  vq_coeff:"), "old.yaml")
+    with pytest.warns(FutureWarning, match=f"{path}: student.vq_coeff is deprecated"):
+        space = load_space(path)
+    new = load_space(write(tmp_path, GOOD))
+    assert (space.params, space.fixed) == (new.params, new.fixed)
+    assert "student.vq_coef" in space.param_names
+    # a trial sampled before the rename, as a resumed study's Ray config holds it
+    sampled = space.define_by_run(FixedTrial(space.default_params()))
+    old = {k.replace("vq_coef", "vq_coeff"): v for k, v in sampled.items()}
+    assert "student.vq_coeff.is_zero" in old
+    assert space.config_for(old) == space.config_for(sampled)
+
+
+def test_old_import_path_and_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A searcher pickled before the split names rbm_tune.search_space.SearchSpace & co."""
+    import rbm_tune.search_space as old
+    from rbm_tune import space as package
+
+    for name in package.__all__:
+        assert getattr(old, name) is getattr(package, name), name
+    space = load_space(write(tmp_path, GOOD))
+    for cls in (SearchSpace, StudySettings, old.Param, old.Bound):
+        monkeypatch.setattr(cls, "__module__", "rbm_tune.search_space")
+    data = pickle.dumps(space)
+    monkeypatch.undo()
+    assert b"rbm_tune.search_space" in data and b"rbm_tune.space." not in data
+    assert pickle.loads(data) == space
+
+
+def test_space_modules_stay_small() -> None:
+    from rbm_tune import space
+
+    folder = Path(space.__file__).parent
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert len(sizes) >= 6 and max(sizes.values()) <= 400, sizes

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rbm_tune.config import ROUTERS
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import (
     ExpertBank,
@@ -28,8 +29,6 @@ from rbm_tune.models.base import (
 )
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
-
-ROUTERS = ("reference", "noisy_topk")
 
 
 class Route(NamedTuple):
