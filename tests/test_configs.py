@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ GENERATOR = Path(__file__).resolve().parents[1] / "tools" / "generate_configs.py
 _spec = importlib.util.spec_from_file_location("generate_configs", GENERATOR)
 assert _spec is not None and _spec.loader is not None
 _generate = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("generate_configs", _generate)
 _spec.loader.exec_module(_generate)
 DEMO_FILES = {
     "demo-transductive-sage-rbm.yaml",

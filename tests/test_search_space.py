@@ -6,6 +6,7 @@ in-memory study's ``ask()``.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import textwrap
 from pathlib import Path
@@ -14,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
+from rbm_tune import yamlio
 from rbm_tune.config import TrialConfig, load_config
 from rbm_tune.errors import SpaceError
 from rbm_tune.search_space import (
@@ -87,11 +89,19 @@ def test_every_shipped_space_loads(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DATASET_SPACES))
-def test_dataset_space_defaults_are_table_a(name: str) -> None:
-    """Every fixed value and default is the Table A trial config's (1e-7 coefficients -> 0)."""
-    space = load_space(SHIPPED_DIR / name)
+def test_dataset_space_is_its_table_a_base(name: str) -> None:
+    """Each dataset space says ``base:`` its Table A trial config and copies none of it: every
+    fixed value and default comes from the base (1e-7 coefficients -> 0, scale settings)."""
     dataset = DATASET_SPACES[name]
-    reference = load_config(CONFIGS / f"{dataset}-transductive-sage-rbm.yaml").flat()
+    base = f"{dataset}-transductive-sage-rbm"
+    written = yamlio.read(SHIPPED_DIR / name)[0]
+    assert written["base"] == base and not {"dataset", "setting", "seed", "teacher"} & set(written)
+    reference = load_config(CONFIGS / f"{base}.yaml").flat()
+    for section in ("student", "distill"):
+        for key, value in written[section].items():
+            copied = value.get("default") if isinstance(value, dict) else value
+            assert copied is None or copied != reference[f"{section}.{key}"], (key, value)
+    space = load_space(SHIPPED_DIR / name)
     default = space.default_config().flat()
     differ = {k: (v, reference[k]) for k, v in default.items() if v != reference[k]}
     if dataset.startswith("ogbn-"):  # batched, chunked training at scale (issue 20); the
@@ -490,3 +500,100 @@ def test_space_modules_stay_small() -> None:
     folder = Path(space.__file__).parent
     sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
     assert len(sizes) >= 6 and max(sizes.values()) <= 400, sizes
+
+
+@pytest.mark.parametrize("name", sorted({"demo.yaml", *DATASET_SPACES}))
+def test_shipped_space_defaults_unchanged_by_base(name: str) -> None:
+    """The default point of every shipped space, as it was before the spaces said ``base:``
+    (tests/data/shipped_space_defaults.json: written from the spaces at commit 882a7dc, with
+    vq_coeff / sim_coeff renamed)."""
+    import json
+
+    before = json.loads(
+        (Path(__file__).parent / "data" / "shipped_space_defaults.json").read_text()
+    )
+    space = load_space(SHIPPED_DIR / name)
+    assert space.default_params() == before[name]["default_params"]
+    assert space.default_config().flat() == before[name]["default_config"]
+
+
+BASE_SPACE = """\
+study: {num_trials: 4}
+base: BASE
+student:
+  hidden_dim: 32
+  num_experts: {int: [2, 6]}
+  k: {int: [1, num_experts - 1]}
+  dropout: {float: [0.0, 0.5], default: 0.1}
+distill:
+  lr: {float: [1.0e-3, 0.1], log: true}
+  max_epochs: 10
+"""
+
+
+def test_base_by_name_and_by_path(tmp_path: Path) -> None:
+    shipped = "demo-transductive-sage-rbm"
+    base = load_config(CONFIGS / f"{shipped}.yaml")
+    space = load_space(write(tmp_path, BASE_SPACE.replace("BASE", shipped)))
+    default = space.default_config()
+    # not written: the base's; a scalar overrides; a searched key defaults to the base's value
+    assert default.teacher == base.teacher and default.dataset == base.dataset
+    assert default.student.momentum == base.student.momentum
+    assert default.student.hidden_dim == 32 and default.distill.max_epochs == 10
+    assert default.student.num_experts == base.student.num_experts == 4
+    assert default.distill.lr == base.distill.lr and default.student.dropout == 0.1
+    assert space.fixed["student.vq_coef"] == base.student.vq_coef
+    # a path, relative to the space file, and the digest covers the base
+    (tmp_path / "bases").mkdir()
+    mine = tmp_path / "bases" / "mine.yaml"
+    mine.write_text((CONFIGS / f"{shipped}.yaml").read_text().replace("k: 2", "k: 1"))
+    other = load_space(write(tmp_path, BASE_SPACE.replace("BASE", "bases/mine.yaml"), "o.yaml"))
+    assert other.default_config().student.k == 1 and other.digest != space.digest
+    assert other.params == tuple(
+        dataclasses.replace(p, default=1) if p.name == "student.k" else p for p in space.params
+    )
+
+
+def test_bound_may_name_a_base_value(tmp_path: Path) -> None:
+    text = BASE_SPACE.replace("BASE", "demo-transductive-sage-rbm")
+    text = text.replace("  num_experts: {int: [2, 6]}\n", "")
+    space = load_space(write(tmp_path, text))
+    k = next(p for p in space.params if p.name == "student.k")
+    assert k.range(space.fixed) == (1, 3) and space.fixed["student.num_experts"] == 4
+
+
+@pytest.mark.parametrize(
+    ("base", "edit", "message"),
+    [
+        (
+            "nosuch-config",
+            ("", ""),
+            "base: no trial config 'nosuch-config' next to this file or among the shipped ones; "
+            "write a path relative to this file or a name 'rbm-tune configs' lists",
+        ),
+        ("demo.yaml", ("", ""), "base: "),  # a space is not a trial config
+        (
+            "demo-transductive-sage-rbm",
+            ("[0.0, 0.5], default: 0.1", "[0.4, 0.5]"),
+            "student.dropout: the base's value 0.3 lies off [0.4, 0.5]; widen the range or "
+            "write default: <a value in the range>",
+        ),
+        (
+            "demo-transductive-sage-rbm",
+            ("hidden_dim: 32", "hidden_dim: {categorical: [16, 32]}"),
+            "student.hidden_dim: the base's value 64 is not a choice",
+        ),
+    ],
+    ids=["unknown", "a-space", "off-range", "not-a-choice"],
+)
+def test_bad_base_is_one_line(
+    tmp_path: Path, base: str, edit: tuple[str, str], message: str
+) -> None:
+    if base == "demo.yaml":
+        (tmp_path / "demo.yaml").write_text((SHIPPED_DIR / "demo.yaml").read_text())
+    text = BASE_SPACE.replace("BASE", base).replace(*edit)
+    path = write(tmp_path, text, "bad.yaml")
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text and "; " in text, text

@@ -165,7 +165,7 @@ class Parser:
                 )
             return dataclasses.replace(param, default=value)
         if param.or_zero and value == 0:
-            return dataclasses.replace(param, default=0)
+            return dataclasses.replace(param, default=0.0 if param.kind == "float" else 0)
         if not param.refs:
             lo, hi = checked_range(self.path, param, {})
             if not (lo <= value <= hi and on_grid(value - lo, param.step)):
