@@ -476,6 +476,11 @@ def test_renamed_keys_in_a_space_and_in_resumed_trials(tmp_path: Path) -> None:
     old = {k.replace("vq_coef", "vq_coeff"): v for k, v in sampled.items()}
     assert "student.vq_coeff.is_zero" in old
     assert space.config_for(old) == space.config_for(sampled)
+    from rbm_tune.plots import study_from_trials  # the end-of-study plots replay the trials
+
+    (trial,) = study_from_trials(space, [(old, [0.5])], ["maximize"]).trials
+    assert trial.params == {k: v for k, v in sampled.items() if k in trial.params}
+    assert "student.vq_coef.is_zero" in trial.params
 
 
 def test_old_import_path_and_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
