@@ -81,7 +81,8 @@ def reachability_error(
     names = {p.name for p in params}
     match = re.search(r"\b(?:teacher|student|distill)\.\w+", message)
     key = match.group(0) if match else next(iter(picks), "config")
-    k, experts = known.get("student.k"), known.get("student.num_experts")
+    k: Any = known.get("student.k")
+    experts: Any = known.get("student.num_experts")
     if key == "student.k" and is_int(k) and is_int(experts) and k >= experts:
         if "student.k" in names:
             return SpaceError(
@@ -95,8 +96,8 @@ def reachability_error(
             f"{k + 1} or search k: {{int: [1, num_experts - 1]}}"
         )
     kinds = {p.name: p.kind for p in params}
-    fix = {None: f"change {key}", "categorical": f"drop that choice of {key}"}
-    fix = "" if "; " in message else f"; {fix.get(kinds.get(key), f'narrow the range of {key}')}"
+    fixes = {None: f"change {key}", "categorical": f"drop that choice of {key}"}
+    fix = "" if "; " in message else f"; {fixes.get(kinds.get(key), f'narrow the range of {key}')}"
     if key not in names and not picks:  # a fixed value that is wrong by itself
         return SpaceError(f"{path}: {key}: {message}{fix}")
     ends = {"default": "its default", "low": "its lower end", "high": "its upper end"}[base]
@@ -113,9 +114,9 @@ def corner_points(
     ends or choices with the others at their lower or upper ends."""
     corners: list[tuple[str, dict[str, Any]]] = [("default", {}), ("low", {}), ("high", {})]
     for p in params:
-        picks: list[Any] = list(range(len(p.choices))) if p.choices else ["lo", "hi"]
-        picks += ["zero"] if p.or_zero else []
-        corners += [(base, {p.name: pick}) for pick in picks for base in ("low", "high")]
+        ends: list[Any] = list(range(len(p.choices))) if p.choices else ["lo", "hi"]
+        ends += ["zero"] if p.or_zero else []
+        corners += [(base, {p.name: end}) for end in ends for base in ("low", "high")]
     seen: set[str] = set()
     for base, picks in corners:
         values = pick_values(path, params, fixed, base, picks)

@@ -71,7 +71,7 @@ class Param:
         lo, hi = self.low.value(known), self.high.value(known)
         return (int(lo), int(hi)) if self.kind == "int" else (float(lo), float(hi))
 
-    def suggest(self, trial: optuna.Trial, known: Mapping[str, Any]) -> dict[str, Any]:
+    def suggest(self, trial: optuna.trial.BaseTrial, known: Mapping[str, Any]) -> dict[str, Any]:
         """Draw this parameter with ``trial.suggest_*`` calls only (Ray's define-by-run rule)."""
         if self.kind == "categorical":
             return {self.name: trial.suggest_categorical(self.name, list(self.choices))}

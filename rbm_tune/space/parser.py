@@ -218,11 +218,11 @@ class Parser:
         kind, options = kinds[0], {k: spec[k] for k in _OPTIONS if k in spec}
         fits = {bool: ("categorical",), int: ("int", "categorical"), str: ("categorical",)}
         if kind not in fits.get(hint, _KINDS):
-            fix = {bool: "{categorical: [false, true]}", int: "{int: [lo, hi]}"}.get(hint)
+            use = {bool: "{categorical: [false, true]}", int: "{int: [lo, hi]}"}.get(hint)
             raise self.fail(
                 name,
                 f"a {kind} range does not fit this {_FIELD_KIND[hint]} field; "
-                f"use {fix or '{categorical: [...]}'}",
+                f"use {use or '{categorical: [...]}'}",
             )
         for opt in ("log", "or_zero"):
             if opt in options and not isinstance(options[opt], bool):

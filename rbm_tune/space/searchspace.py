@@ -44,7 +44,7 @@ class SearchSpace:
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
 
-    def define_by_run(self, trial: optuna.Trial) -> dict[str, Any]:
+    def define_by_run(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Optuna/Ray define-by-run: draw every parameter in file order.
 
         Returns:
