@@ -116,10 +116,12 @@ def teacher_state(features: int, classes: int, hidden: int = 1024) -> dict[str, 
 def all_switches_space(folder: Path) -> Any:
     from rbm_tune.search_space import load_space
 
-    text = load_space("arxiv").path.read_text()
+    space = load_space("arxiv")
+    text = space.path.read_text()  # distill: is its last section; the switches are its base's
+    assert text.rstrip().rpartition("\ndistill:\n")[2].startswith("  ")
     for switch in ("reliable_sampling", "positional_encoding", "similarity_distill"):
-        assert text.count(f"{switch}: false") == 1, switch
-        text = text.replace(f"{switch}: false", f"{switch}: {{categorical: [false, true]}}")
+        assert f"{switch}:" not in text and space.fixed[f"distill.{switch}"] is False, switch
+        text += f"  {switch}: {{categorical: [false, true]}}\n"
     path = folder / "arxiv-all.yaml"
     path.write_text(text)
     return load_space(path)

@@ -100,7 +100,7 @@ SIZES = {
 # coefficients / lr / λ from rbm_tune/configs/ogbn-arxiv-transductive-sage-rbm.yaml).
 HIDDEN, EXPERTS, K, LAYERS, BATCH = 1024, 5, 3, 3, 4096
 DROPOUT, NORM = 0.2, "batch"
-COEFFS = dict(momentum=0.9, vq_coeff=0.05, sim_coeff=0.01, load_balance_coef=1e-7)
+COEFFS = dict(momentum=0.9, vq_coef=0.05, sim_coef=0.01, load_balance_coef=1e-7)
 LR, LABEL_WEIGHT, TEMPERATURE = 0.005, 0.2, 1.0
 
 

@@ -412,28 +412,39 @@ def _peak(device: Any, base: int) -> int:
     return rss("VmHWM") - base
 
 
+def default_config_from_yaml(path: Path) -> Any:
+    """A space's default point read from its YAML without Optuna: each searched key's
+    ``default:``, else the value of the space's ``base:`` config (the shipped spaces give one
+    of the two for every searched key)."""
+    from rbm_tune import yamlio
+    from rbm_tune.config import TrialConfig, find_config
+
+    data = yamlio.read(path)[0]
+    data.pop("study", None)
+    base_name = data.pop("base", None)
+    base: dict[str, Any] = {}
+    if base_name is not None:
+        base_path = find_config(base_name, path.parent)
+        assert base_path is not None, f"{path}: base {base_name!r} not found"
+        base = TrialConfig.from_mapping(yamlio.read(base_path)[0]).to_dict()
+    merged = {**base, **{k: v for k, v in data.items() if not isinstance(v, dict)}}
+    for section in ("teacher", "student", "distill"):
+        values = dict(base.get(section, {}))
+        for key, value in (data.get(section) or {}).items():
+            if isinstance(value, dict):
+                value = value.get("default", values.get(key))
+            values[key] = value
+        merged[section] = values
+    return TrialConfig.from_mapping(merged)
+
+
 def default_config(space: str) -> Any:
-    """The shipped space's default point; without Optuna (the lent GPU's image has none), its
-    ``default:`` values read from the YAML."""
+    """The shipped space's default point; without Optuna (the lent GPU's image has none), read
+    from the YAML (:func:`default_config_from_yaml`)."""
     try:
         import optuna  # noqa: F401
     except ImportError:
-        import yaml
-
-        from rbm_tune.config import TrialConfig
-
-        path = ROOT / "rbm_tune" / "search_spaces" / f"{space}.yaml"
-        data = yaml.safe_load(path.read_text())
-        data.pop("study", None)
-
-        def pick(v: Any) -> Any:
-            if isinstance(v, dict) and "default" in v:
-                return v["default"]
-            if isinstance(v, dict):
-                return {k: pick(x) for k, x in v.items()}
-            return v
-
-        return TrialConfig.from_mapping(pick(data))
+        return default_config_from_yaml(ROOT / "rbm_tune" / "search_spaces" / f"{space}.yaml")
     from rbm_tune.search_space import load_space
 
     return load_space(space).default_config()

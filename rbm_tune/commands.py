@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
+from rbm_tune.config import find_config, shipped_configs
 from rbm_tune.errors import ConfigError
 from rbm_tune.paths import resolve_storage
+from rbm_tune.space.study import STUDY_NAME
 
 __all__ = [
     "cache_list",
@@ -25,17 +26,13 @@ __all__ = [
     "train",
 ]
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-# The same rule as a space's study.name (search_space._STUDY_NAME): no '/', no leading '.'.
-_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
 
 # -- checks that run before anything is written or started -----------------------------------
 
 
 def check_study_name(name: str | None) -> None:
     """``--name`` becomes a folder and an MLflow experiment: refuse paths and odd characters."""
-    if name is not None and not _STUDY_NAME.fullmatch(name):
+    if name is not None and not STUDY_NAME.fullmatch(name):
         raise ConfigError(
             f"--name {name!r} cannot name a study (a folder and an MLflow experiment); use "
             "letters, digits, '.', '_' and '-', starting with a letter or digit"
@@ -135,19 +132,16 @@ def list_datasets(data_root: str | None) -> int:
 
 def list_configs() -> int:
     """Print the names of the shipped trial configs."""
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
-        print(path.stem)
+    for name in shipped_configs():
+        print(name)
     return 0
 
 
 def resolve_config_path(value: str) -> Path:
     """A path to a YAML file, or the name of a shipped config (``cora-transductive-sage-rbm``)."""
-    path = Path(value)
-    if path.is_file():
-        return path
-    shipped = CONFIG_DIR / f"{value.removesuffix('.yaml')}.yaml"
-    if shipped.is_file():
-        return shipped
+    found = find_config(value)
+    if found is not None:
+        return found
     raise ConfigError(
         f"no config file {value!r}; give a path to a YAML file or a name listed by "
         "'rbm-tune configs'"

@@ -5,7 +5,12 @@ A trial config has three scalars (``dataset``, ``setting``, ``seed``) and three 
 unchanged by the YAML configs, the search spaces, the dataclass fields and the MLflow params
 (flattened as ``section.key``). Unknown keys are errors. A few keys of the reference
 implementation's ``parameters.yaml`` are accepted as aliases (``lambda``, ``tau``,
-``adv_weigth``, ``pretrain_epoch``, ``max_epoch``) so its values can be pasted in.
+``adv_weigth``, ``pretrain_epoch``, ``max_epoch``) so its values can be pasted in, and renamed
+keys are read under their old names with a one-line deprecation warning (``vq_coeff`` ->
+``vq_coef``, ``sim_coeff`` -> ``sim_coef``: studies logged to MLflow before the rename use them).
+
+The allowed values of every choice field (``NORM_TYPES``, ``ROUTERS``, ...) are defined here,
+and the models import them.
 
 This module imports neither torch nor Ray.
 """
@@ -15,24 +20,37 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-import yaml
-
+from rbm_tune import yamlio
 from rbm_tune.errors import ConfigError
 
 __all__ = [
+    "CONFIG_DIR",
     "DATASETS",
+    "EXPERT_DROPOUTS",
+    "NORM_TYPES",
+    "RENAMED",
+    "ROUTERS",
+    "SECTIONS",
     "SETTINGS",
     "DistillSpec",
     "StudentSpec",
     "TeacherSpec",
     "TrialConfig",
+    "find_config",
     "load_config",
+    "shipped_configs",
+    "warn_renamed",
 ]
+
+# The shipped trial configs (``rbm-tune configs`` lists them; tools/generate_configs.py writes
+# all but the demo ones).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DATASETS = (
     "demo",
@@ -51,6 +69,8 @@ NORM_TYPES = ("none", "batch", "layer")
 TEACHERS = ("gcn", "sage", "gat")
 STUDENTS = ("mlp", "moe", "rbm")
 PRECISIONS = ("float32", "tf32", "bf16")
+ROUTERS = ("reference", "noisy_topk")  # MoE: as wired in the reference (§3.2), or Shazeer's
+EXPERT_DROPOUTS = ("per_pair", "shared")  # one mask per (node, expert) as the reference, or node
 
 # Keys of the reference implementation's parameters.yaml -> our one name (spec §7, §11.5).
 ALIASES = {
@@ -60,6 +80,17 @@ ALIASES = {
     "pretrain_epoch": "pretrain_epochs",
     "max_epoch": "max_epochs",
 }
+# Our own keys renamed since a release: old name -> new name. Still read, with a warning.
+RENAMED = {"vq_coeff": "vq_coef", "sim_coeff": "sim_coef"}
+
+
+def warn_renamed(where: str, new: str) -> None:
+    """One line: ``where`` (``<file>: student.vq_coeff``) uses an old name; ``new`` replaces it."""
+    warnings.warn(
+        f"{where} is deprecated: renamed {new}; write {new} (read as {new} until then)",
+        FutureWarning,
+        stacklevel=3,
+    )
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -104,18 +135,21 @@ class _Section:
     """Shared ``from_mapping`` / ``to_dict`` for the frozen spec dataclasses."""
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> Any:
+    def from_mapping(cls, values: Mapping[str, Any] | None, *, source: str = "") -> Any:
+        """A validated section; ``source`` (``"<file>: "``) prefixes a deprecation warning."""
         values = dict(values or {})
-        for old, new in ALIASES.items():
+        section = cls.__name__.removesuffix("Spec").lower()
+        for old, new in (*ALIASES.items(), *RENAMED.items()):
             if old in values:
                 if new in values:
                     raise ConfigError(
                         f"both {old!r} and its new name {new!r} are set; keep {new!r}"
                     )
+                if old in RENAMED:
+                    warn_renamed(f"{source}{section}.{old}", new)
                 values[new] = values.pop(old)
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(values) - names)
-        section = cls.__name__.removesuffix("Spec").lower()
         if unknown:
             raise ConfigError(f"unknown {section} keys {unknown}; allowed: {sorted(names)}")
         coerced = {k: _coerce(cls, k, v) for k, v in values.items()}
@@ -164,18 +198,18 @@ class StudentSpec(_Section):
     num_experts: int = 4
     k: int = 2
     momentum: float = 0.9  # beta of the memory EMA
-    vq_coeff: float = 0.05  # commitment loss weight
-    sim_coeff: float = 0.01  # memory self-similarity loss weight
+    vq_coef: float = 0.05  # commitment loss weight (was vq_coeff)
+    sim_coef: float = 0.01  # memory self-similarity loss weight (was sim_coeff)
     load_balance_coef: float = 0.01
     input_attention: bool = False
-    router: str = "reference"  # MoE only: "reference" (as wired, §3.2) or "noisy_topk"
-    expert_dropout: str = "per_pair"  # RbM/MoE: "per_pair" (reference) or "shared" (fast)
+    router: str = "reference"  # MoE only: one of ROUTERS
+    expert_dropout: str = "per_pair"  # RbM/MoE: one of EXPERT_DROPOUTS ("shared" is fast)
 
     def __post_init__(self) -> None:
         _choice("student.model", self.model, STUDENTS)
         _choice("student.norm_type", self.norm_type, NORM_TYPES)
-        _choice("student.router", self.router, ("reference", "noisy_topk"))
-        _choice("student.expert_dropout", self.expert_dropout, ("per_pair", "shared"))
+        _choice("student.router", self.router, ROUTERS)
+        _choice("student.expert_dropout", self.expert_dropout, EXPERT_DROPOUTS)
         _in_range("student.num_layers", self.num_layers, 1, 16)
         _in_range("student.dropout", self.dropout, 0.0, 0.99)
         _in_range("student.momentum", self.momentum, 0.0, 1.0)
@@ -192,7 +226,7 @@ class StudentSpec(_Section):
                     f"student.k={self.k} must satisfy 1 <= k < num_experts={self.num_experts}; "
                     "lower k or raise num_experts"
                 )
-        for name in ("vq_coeff", "sim_coeff", "load_balance_coef"):
+        for name in ("vq_coef", "sim_coef", "load_balance_coef"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"student.{name} must be >= 0")
 
@@ -290,6 +324,14 @@ class DistillSpec(_Section):
             raise ConfigError("distill.pe_* values must be >= 1")
 
 
+# The sections of a trial config, by their YAML key.
+SECTIONS: dict[str, type[TeacherSpec | StudentSpec | DistillSpec]] = {
+    "teacher": TeacherSpec,
+    "student": StudentSpec,
+    "distill": DistillSpec,
+}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs: data, teacher, student, distillation."""
@@ -309,14 +351,15 @@ class TrialConfig:
             raise ConfigError(f"seed={self.seed!r} must be a non-negative integer")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrialConfig:
+    def from_mapping(cls, values: Mapping[str, Any], *, source: str = "") -> TrialConfig:
+        """A validated config; ``source`` (``"<file>: "``) prefixes a deprecation warning."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"a trial config must be a mapping, got {type(values).__name__}")
         allowed = {"dataset", "setting", "seed", "teacher", "student", "distill"}
         unknown = sorted(set(values) - allowed)
         if unknown:
             raise ConfigError(f"unknown top-level keys {unknown}; allowed: {sorted(allowed)}")
-        for section in ("teacher", "student", "distill"):
+        for section in SECTIONS:
             sub = values.get(section)
             if sub is not None and not isinstance(sub, Mapping):
                 raise ConfigError(f"{section} must be a mapping of keys to values")
@@ -327,9 +370,9 @@ class TrialConfig:
             dataset=str(values.get("dataset", "demo")),
             setting=str(values.get("setting", "transductive")),
             seed=seed,
-            teacher=TeacherSpec.from_mapping(values.get("teacher")),
-            student=StudentSpec.from_mapping(values.get("student")),
-            distill=DistillSpec.from_mapping(values.get("distill")),
+            teacher=TeacherSpec.from_mapping(values.get("teacher"), source=source),
+            student=StudentSpec.from_mapping(values.get("student"), source=source),
+            distill=DistillSpec.from_mapping(values.get("distill"), source=source),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,30 +403,33 @@ class TrialConfig:
         return TrialConfig.from_mapping(data)
 
 
+def shipped_configs() -> list[str]:
+    """Names of the shipped trial configs (``cora-transductive-sage-rbm``, ...), sorted."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_config(value: str | Path, folder: Path | None = None) -> Path | None:
+    """A trial config file: ``value`` as a path (relative to ``folder``, by default the working
+    directory), else a shipped config's name (with or without ``.yaml``); None if neither."""
+    path = Path(value)
+    if not path.is_absolute() and folder is not None:
+        path = folder / path
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{str(value).removesuffix('.yaml')}.yaml"
+    return shipped if Path(value).name == str(value) and shipped.is_file() else None
+
+
 def load_config(path: str | Path) -> TrialConfig:
-    """Read a trial config YAML file.
+    """Read a trial config YAML file (the dialect of :mod:`rbm_tune.yamlio`).
 
     Raises:
-        ConfigError: the file is missing, is not YAML, or holds invalid values.
+        ConfigError: the file is missing, is not YAML, writes a key twice, or holds invalid
+            values; one line naming the file.
     """
     path = Path(path)
+    values, _ = yamlio.read(path, ConfigError, "config")
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}; check the path") from None
-    try:
-        values = yaml.safe_load(text)  # safe: a config never constructs Python objects
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = str(getattr(err, "problem", None) or "")
-        if "for the tag" in problem:
-            raise ConfigError(
-                f"{path}{where}: {problem}; a config is plain YAML, without !!python or other "
-                "tags; remove the tag"
-            ) from None
-        raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
-    try:
-        return TrialConfig.from_mapping(values or {})
+        return TrialConfig.from_mapping(values or {}, source=f"{path}: ")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -48,10 +48,13 @@ def study_from_trials(
     from optuna.distributions import FloatDistribution, IntDistribution
     from optuna.trial import FixedTrial, create_trial
 
+    from rbm_tune.space.corners import current_name
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     drawn: list[tuple[dict, dict, list[float]]] = []
     for config, values in trials:
-        fixed = FixedTrial(dict(config))
+        # a trial sampled before a key's rename (a resumed study) under its current name
+        fixed = FixedTrial({current_name(k): v for k, v in config.items()})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FixedTrial warns about out-of-range zeros
             space.define_by_run(fixed)

@@ -25,10 +25,15 @@ KRD = {"observed_edge_index", "krd_delta"}
 
 
 def _cora_with(tmp_path: Path, old: str, new: str) -> object:
-    text = load_space("cora").path.read_text()
-    assert text.count(old) == 1, old
+    """The shipped cora space with the distill key ``old`` (``key: value``, its base's value)
+    written as ``new``."""
+    space = load_space("cora")
+    key, _, value = old.partition(": ")
+    assert str(space.fixed[f"distill.{key}"]).lower() == value, old
+    text = space.path.read_text()
+    assert f"{key}:" not in text and text.rpartition("\ndistill:\n")[2].startswith("  ")
     path = tmp_path / "cora.yaml"
-    path.write_text(text.replace(old, new))
+    path.write_text(text + f"  {new}\n")  # distill: is the last section
     return load_space(path)
 
 

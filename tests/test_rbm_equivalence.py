@@ -36,7 +36,7 @@ class LoopRbMLayer(nn.Module):
         self.k = layer.k
         self.num_experts = layer.num_experts
         self.momentum = layer.momentum
-        self.coeffs = (layer.vq_coeff, layer.sim_coeff, layer.load_balance_coef)
+        self.coeffs = (layer.vq_coef, layer.sim_coef, layer.load_balance_coef)
         self.memory = nn.Parameter(layer.memory.detach().clone())
         self.experts = nn.ModuleList()
         for e in range(self.num_experts):
@@ -80,13 +80,13 @@ class LoopRbMLayer(nn.Module):
                 a = torch.softmax(attention[rows, e], dim=0)
                 averages.append((a[:, None] * x_hat[rows]).sum(0))
             self.memory.data = self.momentum * memory + (1 - self.momentum) * torch.stack(averages)
-        vq_coeff, sim_coeff, lb_coeff = self.coeffs  # step 7
+        vq_coef, sim_coef, lb_coeff = self.coeffs  # step 7
         vq = 0.0
         for j in range(self.k):
             vq = vq + w[:, j] * (-x_hat * memory[top_i[:, j]]).sum(-1)
-        aux = vq_coeff * vq.mean()
+        aux = vq_coef * vq.mean()
         m = F.normalize(self.memory, dim=1)
-        aux = aux + sim_coeff * (m @ m.T.detach()).mean()
+        aux = aux + sim_coef * (m @ m.T.detach()).mean()
         aux = aux + lb_coeff * _cv_squared(attention.sum(0))
         return out, aux
 
@@ -111,8 +111,8 @@ def _layer(*, input_attention: bool, k: int = 2, num_experts: int = 4) -> RbMLay
         num_experts=num_experts,
         k=k,
         momentum=0.9,
-        vq_coeff=0.05,
-        sim_coeff=0.02,
+        vq_coef=0.05,
+        sim_coef=0.02,
         load_balance_coef=0.03,
         input_attention=input_attention,
         dropout=0.0,
@@ -224,8 +224,8 @@ def test_real_dropout_per_pair_masks_differ_between_a_nodes_experts() -> None:
         8,
         num_experts=3,
         k=2,
-        vq_coeff=0.0,
-        sim_coeff=0.0,
+        vq_coef=0.0,
+        sim_coef=0.0,
         load_balance_coef=0.0,
         dropout=0.5,
         pretraining=False,

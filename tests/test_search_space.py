@@ -6,6 +6,7 @@ in-memory study's ``ask()``.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import textwrap
 from pathlib import Path
@@ -14,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import FixedTrial
 
+from rbm_tune import yamlio
 from rbm_tune.config import TrialConfig, load_config
 from rbm_tune.errors import SpaceError
 from rbm_tune.search_space import (
@@ -53,7 +55,7 @@ student:
   k: {int: [1, num_experts - 1]}
   hidden_dim: {categorical: [32, 64]}
   input_attention: {categorical: [false, true]}
-  vq_coeff: {float: [1.0e-4, 0.3], log: true, or_zero: true}
+  vq_coef: {float: [1.0e-4, 0.3], log: true, or_zero: true}
 distill:
   lr: {float: [1.0e-3, 0.1], log: true}
   max_epochs: 10
@@ -87,11 +89,19 @@ def test_every_shipped_space_loads(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DATASET_SPACES))
-def test_dataset_space_defaults_are_table_a(name: str) -> None:
-    """Every fixed value and default is the Table A trial config's (1e-7 coefficients -> 0)."""
-    space = load_space(SHIPPED_DIR / name)
+def test_dataset_space_is_its_table_a_base(name: str) -> None:
+    """Each dataset space says ``base:`` its Table A trial config and copies none of it: every
+    fixed value and default comes from the base (1e-7 coefficients -> 0, scale settings)."""
     dataset = DATASET_SPACES[name]
-    reference = load_config(CONFIGS / f"{dataset}-transductive-sage-rbm.yaml").flat()
+    base = f"{dataset}-transductive-sage-rbm"
+    written = yamlio.read(SHIPPED_DIR / name)[0]
+    assert written["base"] == base and not {"dataset", "setting", "seed", "teacher"} & set(written)
+    reference = load_config(CONFIGS / f"{base}.yaml").flat()
+    for section in ("student", "distill"):
+        for key, value in written[section].items():
+            copied = value.get("default") if isinstance(value, dict) else value
+            assert copied is None or copied != reference[f"{section}.{key}"], (key, value)
+    space = load_space(SHIPPED_DIR / name)
     default = space.default_config().flat()
     differ = {k: (v, reference[k]) for k, v in default.items() if v != reference[k]}
     if dataset.startswith("ogbn-"):  # batched, chunked training at scale (issue 20); the
@@ -113,7 +123,7 @@ def test_dataset_space_defaults_are_table_a(name: str) -> None:
         "student.num_experts",
         "student.k",
         "student.momentum",
-        "student.vq_coeff",
+        "student.vq_coef",
         "distill.lr",
         "distill.weight_decay",
         "distill.label_weight",
@@ -139,8 +149,8 @@ def test_fixed_trial_round_trip(tmp_path: Path) -> None:
         "student.k": 3,
         "student.hidden_dim": 64,
         "student.input_attention": True,
-        "student.vq_coeff.is_zero": False,
-        "student.vq_coeff": 0.02,
+        "student.vq_coef.is_zero": False,
+        "student.vq_coef": 0.02,
         "distill.lr": 0.005,
         "distill.pretrain_epochs": 2,
     }
@@ -149,7 +159,7 @@ def test_fixed_trial_round_trip(tmp_path: Path) -> None:
     config = space.config_for(sampled)
     assert (config.student.num_experts, config.student.k) == (5, 3)
     assert config.student.hidden_dim == 64 and config.student.input_attention is True
-    assert config.student.vq_coeff == 0.02 and config.distill.lr == 0.005
+    assert config.student.vq_coef == 0.02 and config.distill.lr == 0.005
     assert config.distill.pretrain_epochs == 2 and config.distill.max_epochs == 10
     assert config.teacher.hidden_dim == 32 and config.dataset == "demo"
     # fixed + final values is exactly the config, under the same flat names (one name, R3)
@@ -160,13 +170,13 @@ def test_fixed_trial_round_trip(tmp_path: Path) -> None:
 def test_or_zero_switch_gives_zero_and_skips_the_value(tmp_path: Path) -> None:
     space = load_space(write(tmp_path, GOOD))
     chosen = {p.name: space.default_params()[p.name] for p in space.params if not p.or_zero}
-    chosen["student.vq_coeff.is_zero"] = True
+    chosen["student.vq_coef.is_zero"] = True
     sampled = space.define_by_run(FixedTrial(chosen))
-    assert sampled == {**chosen, "student.vq_coeff": 0.0}
-    assert space.config_for(sampled).student.vq_coeff == 0.0
+    assert sampled == {**chosen, "student.vq_coef": 0.0}
+    assert space.config_for(sampled).student.vq_coef == 0.0
     # the switch alone is enough: Ray's config holds what define_by_run returned, but be lenient
-    del sampled["student.vq_coeff"]
-    assert space.config_for(sampled).student.vq_coeff == 0.0
+    del sampled["student.vq_coef"]
+    assert space.config_for(sampled).student.vq_coef == 0.0
 
 
 def test_config_for_rejects_unknown_and_missing_keys(tmp_path: Path) -> None:
@@ -196,8 +206,8 @@ def test_dependent_bound_holds_for_every_sampled_trial(
         assert 1 <= config.student.k < config.student.num_experts
         assert config.student.k <= 4 and 2 <= config.student.num_experts <= 16
         assert set(trial.params) <= set(sampled)
-        zeros += config.student.vq_coeff == 0
-        nonzeros += config.student.vq_coeff > 0
+        zeros += config.student.vq_coef == 0
+        nonzeros += config.student.vq_coef > 0
         # a made-up objective, so TPE leaves its random start-up phase
         study.tell(trial, config.student.num_experts - config.student.k + config.distill.lr)
     assert zeros and nonzeros
@@ -210,7 +220,7 @@ def test_default_params_can_be_enqueued(tmp_path: Path) -> None:
     study.enqueue_trial(space.default_params())
     config = space.config_for(space.define_by_run(study.ask()))
     assert config == space.default_config()
-    assert (config.student.num_experts, config.student.k, config.student.sim_coeff) == (7, 2, 0)
+    assert (config.student.num_experts, config.student.k, config.student.sim_coef) == (7, 2, 0)
 
 
 def test_space_pickles_for_ray(tmp_path: Path) -> None:
@@ -414,3 +424,181 @@ def test_bad_space_fails_before_anything_else(tmp_path: Path) -> None:
     """The good base space really is good, so each BAD_SPACES failure is its edit's."""
     space = load_space(write(tmp_path, GOOD))
     assert isinstance(space, SearchSpace) and len(space.params) == 7
+
+
+def test_study_defaults_are_the_field_defaults(tmp_path: Path) -> None:
+    """StudySettings' fields are the one place a study default is written (keys included)."""
+    import dataclasses
+
+    from rbm_tune.search_space import STUDY_KEYS
+
+    assert STUDY_KEYS == {
+        **{k: None for k in ("name", "num_trials", "seed", "sampler_seed", "metric", "mode")},
+        **{k: None for k in ("max_concurrent", "max_failures", "report_every_s")},
+        "objectives": None,
+        "plots": None,
+        "asha": ("grace_period", "reduction_factor"),
+        "resources": ("cpus_per_trial", "gpus_per_trial", "memory_per_trial"),
+    }
+    bare = GOOD.split("dataset: demo", 1)[1]
+    space = load_space(write(tmp_path, "dataset: demo" + bare, "bare.yaml"))
+    expected = StudySettings(name="bare", asha_max_t=space.study.asha_max_t)
+    assert space.study == expected
+    defaults = {f.name: f.default for f in dataclasses.fields(StudySettings)}
+    got = space.study.to_dict()
+    assert all(got[k] == v for k, v in defaults.items() if k not in ("name", "asha_max_t"))
+    # the defaults that depend on the file: sampler_seed follows seed, mode follows metric
+    text = "study: {seed: 3, metric: train_loss}\ndataset: demo" + bare
+    study = load_space(write(tmp_path, text, "derived.yaml")).study
+    assert (study.seed, study.sampler_seed, study.metric, study.mode) == (
+        3,
+        3,
+        "train_loss",
+        "min",
+    )
+    text = "study: {objectives: {best_val_acc: max, num_params: min}}\ndataset: demo" + bare
+    study = load_space(write(tmp_path, text, "multi.yaml")).study
+    assert (study.metric, study.mode) == ("best_val_acc", "max")
+    text = "study: {resources: {memory_per_trial: 1GiB}}\ndataset: demo" + bare
+    assert load_space(write(tmp_path, text, "mem.yaml")).study.memory_per_trial == 2**30
+
+
+def test_renamed_keys_in_a_space_and_in_resumed_trials(tmp_path: Path) -> None:
+    """vq_coeff (before the rename) is read as vq_coef, with one warning naming the file."""
+    path = write(tmp_path, GOOD.replace("  vq_coef:", "  vq_coeff:"), "old.yaml")
+    with pytest.warns(FutureWarning, match=f"{path}: student.vq_coeff is deprecated"):
+        space = load_space(path)
+    new = load_space(write(tmp_path, GOOD))
+    assert (space.params, space.fixed) == (new.params, new.fixed)
+    assert "student.vq_coef" in space.param_names
+    # a trial sampled before the rename, as a resumed study's Ray config holds it
+    sampled = space.define_by_run(FixedTrial(space.default_params()))
+    old = {k.replace("vq_coef", "vq_coeff"): v for k, v in sampled.items()}
+    assert "student.vq_coeff.is_zero" in old
+    assert space.config_for(old) == space.config_for(sampled)
+    from rbm_tune.plots import study_from_trials  # the end-of-study plots replay the trials
+
+    (trial,) = study_from_trials(space, [(old, [0.5])], ["maximize"]).trials
+    assert trial.params == {k: v for k, v in sampled.items() if k in trial.params}
+    assert "student.vq_coef.is_zero" in trial.params
+
+
+def test_old_import_path_and_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A searcher pickled before the split names rbm_tune.search_space.SearchSpace & co."""
+    import rbm_tune.search_space as old
+    from rbm_tune import space as package
+
+    for name in package.__all__:
+        assert getattr(old, name) is getattr(package, name), name
+    space = load_space(write(tmp_path, GOOD))
+    for cls in (SearchSpace, StudySettings, old.Param, old.Bound):
+        monkeypatch.setattr(cls, "__module__", "rbm_tune.search_space")
+    data = pickle.dumps(space)
+    monkeypatch.undo()
+    assert b"rbm_tune.search_space" in data and b"rbm_tune.space." not in data
+    assert pickle.loads(data) == space
+
+
+def test_space_modules_stay_small() -> None:
+    from rbm_tune import space
+
+    folder = Path(space.__file__).parent
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert len(sizes) >= 6 and max(sizes.values()) <= 400, sizes
+
+
+@pytest.mark.parametrize("name", sorted({"demo.yaml", *DATASET_SPACES}))
+def test_shipped_space_defaults_unchanged_by_base(name: str) -> None:
+    """The default point of every shipped space, as it was before the spaces said ``base:``
+    (tests/data/shipped_space_defaults.json: written from the spaces at commit 882a7dc, with
+    vq_coeff / sim_coeff renamed)."""
+    import json
+
+    before = json.loads(
+        (Path(__file__).parent / "data" / "shipped_space_defaults.json").read_text()
+    )
+    space = load_space(SHIPPED_DIR / name)
+    assert space.default_params() == before[name]["default_params"]
+    assert space.default_config().flat() == before[name]["default_config"]
+
+
+BASE_SPACE = """\
+study: {num_trials: 4}
+base: BASE
+student:
+  hidden_dim: 32
+  num_experts: {int: [2, 6]}
+  k: {int: [1, num_experts - 1]}
+  dropout: {float: [0.0, 0.5], default: 0.1}
+distill:
+  lr: {float: [1.0e-3, 0.1], log: true}
+  max_epochs: 10
+"""
+
+
+def test_base_by_name_and_by_path(tmp_path: Path) -> None:
+    shipped = "demo-transductive-sage-rbm"
+    base = load_config(CONFIGS / f"{shipped}.yaml")
+    space = load_space(write(tmp_path, BASE_SPACE.replace("BASE", shipped)))
+    default = space.default_config()
+    # not written: the base's; a scalar overrides; a searched key defaults to the base's value
+    assert default.teacher == base.teacher and default.dataset == base.dataset
+    assert default.student.momentum == base.student.momentum
+    assert default.student.hidden_dim == 32 and default.distill.max_epochs == 10
+    assert default.student.num_experts == base.student.num_experts == 4
+    assert default.distill.lr == base.distill.lr and default.student.dropout == 0.1
+    assert space.fixed["student.vq_coef"] == base.student.vq_coef
+    # a path, relative to the space file, and the digest covers the base
+    (tmp_path / "bases").mkdir()
+    mine = tmp_path / "bases" / "mine.yaml"
+    mine.write_text((CONFIGS / f"{shipped}.yaml").read_text().replace("k: 2", "k: 1"))
+    other = load_space(write(tmp_path, BASE_SPACE.replace("BASE", "bases/mine.yaml"), "o.yaml"))
+    assert other.default_config().student.k == 1 and other.digest != space.digest
+    assert other.params == tuple(
+        dataclasses.replace(p, default=1) if p.name == "student.k" else p for p in space.params
+    )
+
+
+def test_bound_may_name_a_base_value(tmp_path: Path) -> None:
+    text = BASE_SPACE.replace("BASE", "demo-transductive-sage-rbm")
+    text = text.replace("  num_experts: {int: [2, 6]}\n", "")
+    space = load_space(write(tmp_path, text))
+    k = next(p for p in space.params if p.name == "student.k")
+    assert k.range(space.fixed) == (1, 3) and space.fixed["student.num_experts"] == 4
+
+
+@pytest.mark.parametrize(
+    ("base", "edit", "message"),
+    [
+        (
+            "nosuch-config",
+            ("", ""),
+            "base: no trial config 'nosuch-config' next to this file or among the shipped ones; "
+            "write a path relative to this file or a name 'rbm-tune configs' lists",
+        ),
+        ("demo.yaml", ("", ""), "base: "),  # a space is not a trial config
+        (
+            "demo-transductive-sage-rbm",
+            ("[0.0, 0.5], default: 0.1", "[0.4, 0.5]"),
+            "student.dropout: the base's value 0.3 lies off [0.4, 0.5]; widen the range or "
+            "write default: <a value in the range>",
+        ),
+        (
+            "demo-transductive-sage-rbm",
+            ("hidden_dim: 32", "hidden_dim: {categorical: [16, 32]}"),
+            "student.hidden_dim: the base's value 64 is not a choice",
+        ),
+    ],
+    ids=["unknown", "a-space", "off-range", "not-a-choice"],
+)
+def test_bad_base_is_one_line(
+    tmp_path: Path, base: str, edit: tuple[str, str], message: str
+) -> None:
+    if base == "demo.yaml":
+        (tmp_path / "demo.yaml").write_text((SHIPPED_DIR / "demo.yaml").read_text())
+    text = BASE_SPACE.replace("BASE", base).replace(*edit)
+    path = write(tmp_path, text, "bad.yaml")
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text and "; " in text, text

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rbm_tune.config import EXPERT_DROPOUTS
 from rbm_tune.models.experts import ExpertBank  # its former home: old imports keep working
 from rbm_tune.models.norm import NORM_TYPES, make_norm
 from rbm_tune.models.sparse import CsrRows
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 LOG_100 = math.log(100.0)
-EXPERT_DROPOUTS = ("per_pair", "shared")
 
 
 class StudentOutput(NamedTuple):

@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rbm_tune.config import ROUTERS
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
 from rbm_tune.models.experts import ExpertBank
 from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
-
-ROUTERS = ("reference", "noisy_topk")
 
 
 class Route(NamedTuple):

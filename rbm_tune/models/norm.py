@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["NORM_TYPES", "SafeBatchNorm1d", "make_norm"]
+from rbm_tune.config import NORM_TYPES
 
-NORM_TYPES = ("none", "batch", "layer")
+__all__ = ["NORM_TYPES", "SafeBatchNorm1d", "make_norm"]
 
 
 class SafeBatchNorm1d(nn.BatchNorm1d):

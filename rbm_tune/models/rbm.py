@@ -56,7 +56,7 @@ class RbMLayer(PhasedLayer):
     route by cosine to the pre-update memory (top-k, softmax weights w) -> output
     ``s · Σ_j sg(w_ij) (W_j drop(g_j ⊙ x_i) + b_j)`` -> in training, the memory EMA
     ``M ← β M̂ + (1 - β) μ`` -> in training, the aux loss
-    ``vq_coeff · L_commit + sim_coeff · L_sim + load_balance_coef · L_lb`` (each term skipped
+    ``vq_coef · L_commit + sim_coef · L_sim + load_balance_coef · L_lb`` (each term skipped
     when its coefficient is 0; L_sim reads the post-EMA memory). In eval mode the routing is
     deterministic with the frozen memory and there is no EMA and no aux.
 
@@ -69,8 +69,8 @@ class RbMLayer(PhasedLayer):
         num_experts: E.
         k: experts per node, ``1 <= k < E``.
         momentum: β of the memory EMA.
-        vq_coeff: commitment loss weight.
-        sim_coeff: memory self-similarity loss weight.
+        vq_coef: commitment loss weight.
+        sim_coef: memory self-similarity loss weight.
         load_balance_coef: load-balance loss weight.
         input_attention: learn per-expert input gates ``g_e = exp(min(Φ_e, ln 100))``, Φ init
             ln 1.1.
@@ -96,8 +96,8 @@ class RbMLayer(PhasedLayer):
         num_experts: int,
         k: int,
         momentum: float = 0.9,
-        vq_coeff: float = 0.05,
-        sim_coeff: float = 0.01,
+        vq_coef: float = 0.05,
+        sim_coef: float = 0.01,
         load_balance_coef: float = 0.01,
         input_attention: bool = False,
         dropout: float = 0.0,
@@ -113,8 +113,8 @@ class RbMLayer(PhasedLayer):
         self.num_experts = num_experts
         self.k = k
         self.momentum = momentum
-        self.vq_coeff = vq_coeff
-        self.sim_coeff = sim_coeff
+        self.vq_coef = vq_coef
+        self.sim_coef = sim_coef
         self.load_balance_coef = load_balance_coef
         self.input_attention = input_attention
         self.expert_dropout = expert_dropout
@@ -184,12 +184,12 @@ class RbMLayer(PhasedLayer):
         if self.update_memory:
             self._ema(x.detach(), inv_norm.detach(), m_hat, top_i, w.detach())
         aux = zero
-        if self.vq_coeff > 0:
-            aux = aux + self.vq_coeff * -(w * top_v).sum(1).mean()
-        if self.sim_coeff > 0:
+        if self.vq_coef > 0:
+            aux = aux + self.vq_coef * -(w * top_v).sum(1).mean()
+        if self.sim_coef > 0:
             # Clone: the graph keeps the clone, not the parameter the next EMA overwrites.
             m = F.normalize(self.memory.clone(), dim=1)
-            aux = aux + self.sim_coeff * (m @ m.detach().T).mean()
+            aux = aux + self.sim_coef * (m @ m.detach().T).mean()
         if self.load_balance_coef > 0:
             g = w.new_zeros(x.shape[0], self.num_experts).scatter(1, top_i, w)
             aux = aux + self.load_balance_coef * cv_squared(g.sum(0))
@@ -242,8 +242,8 @@ class RbM(ExpertStudent):
         num_experts: E per layer.
         k: experts per node, ``1 <= k < E``.
         momentum: β of the memory EMA.
-        vq_coeff: commitment loss weight.
-        sim_coeff: memory self-similarity loss weight.
+        vq_coef: commitment loss weight.
+        sim_coef: memory self-similarity loss weight.
         load_balance_coef: load-balance loss weight.
         input_attention: per-expert learned input gates.
         expert_dropout: ``"per_pair"`` (reference) or ``"shared"`` (fast, a deviation).
@@ -266,8 +266,8 @@ class RbM(ExpertStudent):
         num_experts: int = 4,
         k: int = 2,
         momentum: float = 0.9,
-        vq_coeff: float = 0.05,
-        sim_coeff: float = 0.01,
+        vq_coef: float = 0.05,
+        sim_coef: float = 0.01,
         load_balance_coef: float = 0.01,
         input_attention: bool = False,
         expert_dropout: str = "per_pair",
@@ -282,8 +282,8 @@ class RbM(ExpertStudent):
                 num_experts=num_experts,
                 k=k,
                 momentum=momentum,
-                vq_coeff=vq_coeff,
-                sim_coeff=sim_coeff,
+                vq_coef=vq_coef,
+                sim_coef=sim_coef,
                 load_balance_coef=load_balance_coef,
                 input_attention=input_attention,
                 dropout=dropout,

@@ -4,16 +4,18 @@ The tables below are ``parameters.yaml`` of the reference implementation as tran
 rbm-spec.md §7: Table A (RbM student), Table B (MLP student), Table C (vanilla MoE student), one
 row per (dataset, setting, teacher), and Table D (per-dataset component parameters). Every row
 of Tables A, B and C becomes one YAML file ``<dataset>-<setting>-<teacher>-<student>.yaml`` in
-this folder (27 rows x 3 students = 81 files). Rows are kept one per line, in the spec's column
+``rbm_tune/configs/`` (27 rows x 3 students = 81 files). Rows are kept one per line, in the spec's column
 order and with the spec's names (``tran``/``ind``, ``amazon-com``, ``academic-*``), so that each
 can be compared with the spec line by line; slash-joined spec cells are tuples.
 
 Regenerate the shipped files with::
 
-    python -m rbm_tune.configs._generate            # into rbm_tune/configs/
-    python -m rbm_tune.configs._generate OUT_DIR    # anywhere else
+    python tools/generate_configs.py            # into rbm_tune/configs/
+    python tools/generate_configs.py OUT_DIR    # anywhere else
 
-The hand-written ``demo-*.yaml`` files are not produced here.
+The hand-written ``demo-*.yaml`` files are not produced here. A development tool, not part of
+the installed package: the generated files are shipped, the generator is not
+(tests/test_configs.py checks that it still reproduces them byte for byte).
 """
 
 # ruff: noqa: E501  (table rows stay one per line, as in the spec)
@@ -25,13 +27,10 @@ import textwrap
 from pathlib import Path
 from typing import Any, get_type_hints
 
-import yaml
-
-from rbm_tune.config import DistillSpec, StudentSpec, TeacherSpec, TrialConfig
+from rbm_tune import yamlio
+from rbm_tune.config import CONFIG_DIR, DistillSpec, StudentSpec, TeacherSpec, TrialConfig
 
 __all__ = ["TABLE_A", "TABLE_B", "TABLE_C", "TABLE_D", "main", "render_all"]
-
-CONFIG_DIR = Path(__file__).resolve().parent
 
 DATASETS = {
     "cora": "cora",
@@ -280,8 +279,8 @@ def _rbm(row: tuple) -> tuple[dict[str, Any], dict[str, str]]:
             "num_experts": num_experts,
             "k": k,
             "momentum": momentum,
-            "vq_coeff": vq,
-            "sim_coeff": sim,
+            "vq_coef": vq,
+            "sim_coef": sim,
             "load_balance_coef": lb,
             "input_attention": {"Y": True, "N": False}[in_att],
         },
@@ -357,7 +356,7 @@ def _moe(row: tuple) -> tuple[dict[str, Any], dict[str, str]]:
             "for amazon-com, else 5e-4 (spec §2.2, §7.5)"
         ),
         "student.num_experts": (
-            "momentum, vq_coeff, sim_coeff, input_attention are RbM-only: left out, so the "
+            "momentum, vq_coef, sim_coef, input_attention are RbM-only: left out, so the "
             "defaults apply (unused by the MoE student). k is parameters.yaml's value; the "
             "reference router picks the top k+1 experts (spec §3.2)"
         ),
@@ -380,7 +379,7 @@ def _scalar(value: Any) -> str:
         if "." not in mantissa:  # PyYAML reads '1e-07' as a string, '1.0e-07' as a float
             mantissa += ".0"
         return mantissa + (f"e{exponent}" if exponent else "")
-    if isinstance(value, str) and yaml.safe_load(value) == value:
+    if isinstance(value, str) and yamlio.parse(value) == value:
         return value
     raise TypeError(f"cannot write {value!r} as a plain YAML scalar")
 
@@ -415,7 +414,7 @@ def _header(table: str, row: tuple) -> list[str]:
     return [
         f"Generated from rbm-spec.md §7 Table {table}, row {dataset} | {setting} | {teacher}",
         f"(+ Table D, row {dataset}, for the component parameters).",
-        "Do not edit by hand; regenerate with `python -m rbm_tune.configs._generate`.",
+        "Do not edit by hand; regenerate with `python tools/generate_configs.py`.",
     ]
 
 
@@ -425,7 +424,7 @@ def _check_reads_back(name: str, config: dict[str, Any], text: str) -> None:
     Raises:
         ConfigError: the row does not pass the schema's validation (reported, never fixed here).
     """
-    loaded = TrialConfig.from_mapping(yaml.safe_load(text)).to_dict()
+    loaded = TrialConfig.from_mapping(yamlio.parse(text)).to_dict()
     for key, value in config.items():
         pairs = (
             [(f"{key}.{sub}", exp, loaded[key][sub]) for sub, exp in value.items()]
