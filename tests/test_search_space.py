@@ -81,7 +81,7 @@ def test_every_shipped_space_loads(name: str) -> None:
     assert space.study.metric == "val_acc" and space.study.mode == "max"
     assert space.study.plots is True  # every shipped study ends with its plots
     # ASHA's max_t: the longest trial, max_epochs + the largest pretrain_epochs
-    assert space.study.asha_max_t == (33 if name == "demo.yaml" else 500 + 50)
+    assert space.study.asha_max_t == (30 if name == "demo.yaml" else 500)  # post-switch epochs
     names = [p.name for p in space.params]
     assert names.index("student.num_experts") < names.index("student.k")
     assert not set(space.fixed) & set(names)
@@ -286,7 +286,7 @@ def test_study_settings() -> None:
         metrics.TRAIN_LOSS,
     }
     study = load_space("demo").study
-    assert study.asha_max_t == 33 and study.sampler_seed == study.seed == 0
+    assert study.asha_max_t == 30 and study.sampler_seed == study.seed == 0
     assert study.replace(num_trials=2).num_trials == 2
     with pytest.raises(SpaceError, match="study.num_trials"):
         study.replace(num_trials=0)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rbm_tune.errors import ConfigError, SpaceError
+from rbm_tune.metrics import COST_METRICS, SEARCH_METRICS  # imports no torch
 from rbm_tune.space.values import is_int, is_num, one_line
 
 __all__ = [
@@ -29,13 +30,6 @@ __all__ = [
     "study_settings",
 ]
 
-# The per-epoch metrics a study may search on and their direction. A test accuracy is never
-# one of them. (Spelled out here so that loading a space never imports torch; a test checks
-# them against rbm_tune.metrics.)
-SEARCH_METRICS = {"val_acc": "max", "best_val_acc": "max", "train_acc": "max", "train_loss": "min"}
-# Second objectives of a multi-objective study: properties of a student's architecture, known
-# before it trains and reported with every epoch (rbm_tune.tune). Always minimised.
-COST_METRICS = {"num_params": "min", "inference_ms_per_1k_nodes": "min"}
 # What may name a study: it becomes a folder and an MLflow experiment (no '/', no leading '.').
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -47,8 +41,9 @@ _DERIVED = "derived"  # field metadata: computed from the file, never written in
 class StudySettings:
     """The ``study:`` block, flattened (``asha.grace_period`` -> ``grace_period``).
 
-    ``asha_max_t`` is derived: the longest reachable trial in epochs (ASHA's ``time_attr`` is
-    the reported epoch, which counts pretraining epochs too).
+    ``asha_max_t`` is derived: the longest reachable trial in ASHA's time, the epochs after the
+    pretraining switch (``post_switch_epoch``), i.e. the largest reachable
+    ``distill.max_epochs``: a rung past it would never be met.
     """
 
     name: str  # left out of the file: the file's stem (MLflow experiment, Ray folder)
@@ -64,6 +59,11 @@ class StudySettings:
     report_every_s: float = 1.0
     objectives: tuple[tuple[str, str], ...] = ()  # () or ((metric, mode), (cost, "min"))
     plots: bool = True  # Optuna's plots of the trials at the end
+    # false: no ASHA, every trial runs to its end (the FIFO baseline of benchmarks/)
+    early_stopping: bool = True
+    # a trial (or teacher task) Ray gave a GPU whose process finds no CUDA: false fails it in one
+    # line (not retried); true trains it on its CPUs with a warning
+    cpu_fallback: bool = False
     grace_period: int = field(default=10, metadata={_BLOCK: "asha"})
     reduction_factor: float = field(default=2, metadata={_BLOCK: "asha"})
     asha_max_t: int = field(default=1, metadata={_DERIVED: True})
@@ -73,6 +73,8 @@ class StudySettings:
     # a trial whose estimate (rbm_tune.memory) exceeds its share is not trained. Written in the
     # file as a size, e.g. 8GiB.
     memory_per_trial: int = field(default=0, metadata={_BLOCK: "resources"})
+    # CPUs of a teacher trained on CPUs by its Ray task (0: all of the largest node's)
+    teacher_cpus: float = field(default=0, metadata={_BLOCK: "resources"})
 
     def __post_init__(self) -> None:
         metric, gpus, grace = self.metric, self.gpus_per_trial, self.grace_period
@@ -104,10 +106,18 @@ class StudySettings:
              f"{sorted(COST_METRICS)} with min, e.g. {{{metric}: {self.mode}, num_params: min}}"),
             ("plots", isinstance(self.plots, bool),
              "is not true or false; use false to end a study without Optuna's plots"),
+            ("early_stopping", isinstance(self.early_stopping, bool),
+             "is not true or false; use false to run every trial to its end (no ASHA)"),
+            ("cpu_fallback", isinstance(self.cpu_fallback, bool),
+             "is not true or false; use true to train on CPUs where a GPU has no CUDA"),
+            ("resources.teacher_cpus", is_num(self.teacher_cpus) and self.teacher_cpus >= 0,
+             "is not a number >= 0; use e.g. 8 (0: all of the largest node's CPUs)"),
             ("asha.grace_period", is_int(grace) and grace >= 1, positive),
-            ("asha.grace_period", not is_int(grace) or grace <= self.asha_max_t,
-             f"exceeds the longest trial ({self.asha_max_t} epochs: distill.max_epochs + "
-             f"pretrain_epochs); use at most {self.asha_max_t}"),
+            ("asha.grace_period",
+             not is_int(grace) or not self.early_stopping or grace < self.asha_max_t,
+             f"is not below the longest trial ({self.asha_max_t} epochs after the pretraining "
+             "switch: distill.max_epochs), so ASHA would never stop a trial early; use at most "
+             f"{self.asha_max_t - 1}, or early_stopping: false to run every trial to its end"),
             ("asha.reduction_factor", is_num(factor) and factor > 1,
              "is not a number > 1; use e.g. 2"),
             ("resources.cpus_per_trial", is_num(self.cpus_per_trial) and self.cpus_per_trial > 0,

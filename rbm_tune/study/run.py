@@ -118,7 +118,7 @@ def run_study(
         task = ray.remote(
             num_cpus=1 if gpu_for_teacher else _teacher_cpus(study), num_gpus=gpu_for_teacher
         )(_resolve_teacher)
-        fallback = bool(getattr(study, "cpu_fallback", False))
+        fallback = study.cpu_fallback
         try:
             teacher, trained = ray.get(
                 task.remote(cache, key, base.teacher, graph, base.seed, fallback)
@@ -207,7 +207,7 @@ def _teacher_cpus(study: Any) -> float:
     alive node's (nothing else runs before the teacher exists)."""
     import ray
 
-    wanted = getattr(study, "teacher_cpus", None)
+    wanted = study.teacher_cpus
     if wanted:
         return float(wanted)
     sizes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]

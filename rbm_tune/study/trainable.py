@@ -144,7 +144,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, payload: Any) -> None:
     seed_everything(cfg.seed)
     node = _node_id()
     try:  # the device Ray assigned, not whatever CUDA this process happens to see
-        placement = from_ray(cpu_fallback=getattr(space.study, "cpu_fallback", False))
+        placement = from_ray(cpu_fallback=space.study.cpu_fallback)
     except NoCudaError as err:  # fails in one line, not retried (a retry finds no CUDA either)
         tune.report(_skipped("no_cuda", space.study, 0, 0, node, why=str(err)))
         return
@@ -167,7 +167,11 @@ def _trial_fn(config: dict[str, Any], *, space: Any, payload: Any) -> None:
     # as reporting every epoch) and otherwise at most every study.report_every_s seconds; the
     # epochs in between ride along (HELD_EPOCHS) and MlflowTrials logs each at its own step.
     study = space.study
-    rungs = rung_epochs(study.grace_period, study.reduction_factor, study.asha_max_t + 1)
+    rungs = (
+        rung_epochs(study.grace_period, study.reduction_factor, study.asha_max_t + 1)
+        if study.early_stopping
+        else frozenset()
+    )
     every = float(study.report_every_s)
     held: list[dict[str, float]] = []
     last = time.monotonic()

@@ -46,7 +46,7 @@ def fit_and_summarize(
 ) -> StudyResult:
     import optuna
     import ray
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from rbm_tune.payload import TrialPayload
     from rbm_tune.study.searcher import TrialSearch
@@ -118,14 +118,18 @@ def fit_and_summarize(
             # the first trial is the space's default point (the paper's config in shipped spaces)
             points_to_evaluate=[space.default_params()],
         )
-        scheduler = ASHAScheduler(
-            time_attr=POST_SWITCH_EPOCH,
-            metric=study.metric,
-            mode=study.mode,
-            # +1: reaching the last epoch must not stop a trial before its final report
-            max_t=study.asha_max_t + 1,
-            grace_period=study.grace_period,
-            reduction_factor=study.reduction_factor,
+        scheduler = (
+            ASHAScheduler(
+                time_attr=POST_SWITCH_EPOCH,
+                metric=study.metric,
+                mode=study.mode,
+                # +1: reaching the last epoch must not stop a trial before its final report
+                max_t=study.asha_max_t + 1,
+                grace_period=study.grace_period,
+                reduction_factor=study.reduction_factor,
+            )
+            if study.early_stopping
+            else FIFOScheduler()  # every trial runs to its end
         )
         tuner = tune.Tuner(
             trainable,

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import write_space
@@ -139,10 +140,37 @@ def test_study_against_mlflow_server(workdir: Path, mlflow_server: str) -> None:
     assert (result.storage_path / "results.csv").is_file()
 
 
+def _logical_gpu_space(workdir: Path, name: str, *, fallback: bool) -> Any:
+    path = write_space(workdir, name, trials=4, concurrent=4, gpus=0.5, epochs=25)
+    if fallback:
+        path.write_text(path.read_text().replace("study:\n", "study:\n  cpu_fallback: true\n"))
+    return load_space(path)
+
+
+def test_a_gpu_without_cuda_is_refused_in_one_line(workdir: Path) -> None:
+    """Logical GPUs on this CUDA-less machine, no study.cpu_fallback: the teacher task Ray gives
+    a GPU (or, with a cached teacher, every trial) finds no CUDA, and the study ends in one
+    line naming the fix instead of training on CPUs as if it had GPUs."""
+    from rbm_tune.errors import RbmTuneError
+
+    space = _logical_gpu_space(workdir, "nocuda", fallback=False)
+    assert not space.study.cpu_fallback
+    import ray
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)  # logical GPUs
+    with pytest.raises(RbmTuneError) as err:
+        run_study(space, gpus=2, verbose=0)
+    text = str(err.value)
+    assert "\n" not in text and "CUDA is not available" in text
+    assert "study.cpu_fallback: true" in text
+
+
 def test_fractional_gpus_pack_four_trials(workdir: Path) -> None:
-    """--gpus 2 and 0.5 GPU per trial: 4 trials at once on 2 logical GPUs; CPU fallback here.
-    The teacher is trained by a Ray task that asks for a whole GPU (and falls back to the CPU)."""
-    space = load_space(write_space(workdir, "gpus", trials=4, concurrent=4, gpus=0.5, epochs=25))
+    """--gpus 2 and 0.5 GPU per trial: 4 trials at once on 2 logical GPUs; the space allows the
+    CPU fallback (study.cpu_fallback: true). The teacher is trained by a Ray task that asks for
+    a whole GPU (and falls back to the CPU too)."""
+    space = _logical_gpu_space(workdir, "gpus", fallback=True)
     import ray
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
