@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_cache_dir", "resolve_storage"]
+__all__ = ["default_cache_dir", "local_cache_dir", "resolve_storage"]
 
 
 def default_cache_dir() -> Path:
@@ -16,6 +16,22 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rbm-tune"
+
+
+def local_cache_dir(cache_dir: str | Path | None) -> Path:
+    """The local folder for what must live on this machine's disk (processed datasets):
+    ``cache_dir`` when it is a directory or a ``file://`` URI, else :func:`default_cache_dir`
+    (``None``, or an object store such as ``s3://``, which PyG and OGB cannot write to)."""
+    if cache_dir is None or str(cache_dir) == "":
+        return default_cache_dir()
+    text = str(cache_dir)
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(text).path))
+    if "://" in text:
+        return default_cache_dir()
+    return Path(text).expanduser()
 
 
 def resolve_storage(storage_path: str | Path | None) -> Path:
