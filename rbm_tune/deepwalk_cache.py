@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rbm_tune.paths import cache_subdir
 from rbm_tune.positional import DEEPWALK_VERSION
-from rbm_tune.store import PAYLOAD, ContentStore, CorruptEntry, Entry, content_digest, store_root
+from rbm_tune.store import PAYLOAD, ContentStore, CorruptEntry, Entry, content_digest
 
 __all__ = ["cached_deepwalk", "deepwalk_cache_key", "deepwalk_store"]
 
@@ -58,7 +59,7 @@ def deepwalk_store(cache_dir: str | Path | None = None) -> ContentStore:
         cache_dir: the rbm-tune cache (``--cache-dir``: a directory or URI); ``None``:
             ``RBM_TUNE_CACHE``, else the user cache.
     """
-    return _store(store_root(cache_dir, "deepwalk"))
+    return _store(cache_subdir(cache_dir, "deepwalk"))
 
 
 def _store(root: str | Path) -> ContentStore:

@@ -15,22 +15,11 @@ sha256, then the caller's ``decode`` (which raises :class:`CorruptEntry` for a p
 use). A corrupt entry is reported in one warning line, moved aside to
 ``<digest>.corrupt-<time>`` (never deleted, never used) and made again.
 
-**Storage faults.** A store that cannot be written (read-only, full, no permission) never stops a
-run: :meth:`ContentStore.get_or_create` makes the value, says in one warning line that it could
-not be stored and returns it; nothing half-written is left. ``require=True`` makes that a
-:class:`~rbm_tune.errors.CacheError` instead.
-
-**Exactly-once creation.** :meth:`ContentStore.get_or_create` creates under a per-digest lock:
-when N processes want the same missing entry, one creates it and the others wait, then load it.
-The lock (``filelock.SoftFileLease`` in ``<root>/.locks/``) is a file made with
-``O_CREAT | O_EXCL`` recording host, pid and process start time, refreshed by a heartbeat
-thread. It works across processes on one machine and across nodes on a shared filesystem whose
-exclusive create is atomic for every client (local disks, NFSv3+, Lustre; ``flock`` may fail on
-NFS). A dead holder is replaced at once when it ran on this host, and after ``lock_lease``
-seconds without a heartbeat (timed on the waiter's clock) when it ran elsewhere. A holder
-stalled longer than its lease may let a second process create the same entry; that costs time,
-not correctness, since entries publish atomically and the first stays. Every process sharing a
-store must use the same ``lock_lease``. Object stores have no atomic create, hence no lock.
+**Faults and races.** A store that cannot be written (read-only, full) costs
+:meth:`ContentStore.get_or_create` one warning line, not the run. It creates under a per-digest
+lock in ``<root>/.locks/`` (:func:`rbm_tune.locks.lease_lock` says what that guarantees): of N
+processes wanting one missing entry, one creates it and the others wait, then load it. Object
+stores have no atomic create, hence no lock.
 """
 
 from __future__ import annotations
@@ -41,7 +30,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import time
 import uuid
@@ -51,7 +39,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from rbm_tune.atomic import atomic_write_bytes, publish_dir
 from rbm_tune.errors import CacheError
+from rbm_tune.locks import LOCK_LEASE_SECONDS, lease_lock
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -68,10 +58,8 @@ __all__ = [
     "content_digest",
     "is_digest",
     "reason",
-    "store_root",
 ]
 
-LOCK_LEASE_SECONDS = 60.0
 META, PAYLOAD, LOCKS = "meta.json", "payload.pt", ".locks"
 T = TypeVar("T")
 
@@ -102,25 +90,6 @@ def is_digest(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (R8).
-
-    The bytes go to a fresh temp file in the same directory (mode from the umask, so a shared
-    cache stays readable by the group), are fsynced, then ``os.replace`` the target.
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def reason(err: BaseException) -> str:
     """The OS's words for an error (``No space left on device``), else its text."""
     cause = err.__cause__ if isinstance(err, CacheError) and err.__cause__ else err
@@ -131,20 +100,6 @@ def reason(err: BaseException) -> str:
     if found:
         return os.strerror(int(found.group(1)))
     return text or type(cause).__name__
-
-
-def store_root(cache_dir: str | Path | None, folder: str) -> str | Path:
-    """``<cache_dir>/<folder>``; ``cache_dir`` is what ``--cache-dir`` and ``RBM_TUNE_CACHE``
-    name (a directory or URI; a URI keeps its ``?query``); ``None`` or ``""``: the default
-    cache (:func:`rbm_tune.paths.default_cache_dir`)."""
-    if cache_dir is None or str(cache_dir) == "":
-        from rbm_tune.paths import default_cache_dir
-
-        return default_cache_dir() / folder
-    base, query, rest = str(cache_dir).partition("?")  # s3://b/p?region=x keeps its query
-    if "://" not in base:
-        return Path(base) / folder
-    return f"{base.rstrip('/')}/{folder}{query}{rest}"
 
 
 class ContentStore:
@@ -314,7 +269,7 @@ class ContentStore:
         entry = self.entry_dir(digest)
         try:
             if self.is_local:
-                self._publish_local(Path(entry), payload, meta_bytes)
+                publish_dir(Path(entry), {PAYLOAD: payload, META: meta_bytes})
             else:  # one PUT per object; meta.json last marks the entry complete
                 self.fs.create_dir(entry, recursive=True)
                 for name, data in ((PAYLOAD, payload), (META, meta_bytes)):
@@ -460,69 +415,25 @@ class ContentStore:
             return
         self._warn(f"{self.what} entry {entry} is corrupt ({why}); moved aside to {aside}{then}")
 
-    def _publish_local(self, entry: Path, payload: bytes, meta: bytes) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.parent / f".tmp-{entry.name[:16]}-{uuid.uuid4().hex}"
-        tmp.mkdir()
-        try:
-            atomic_write_bytes(tmp / PAYLOAD, payload)
-            atomic_write_bytes(tmp / META, meta)
-            try:
-                os.rename(tmp, entry)  # one step: readers see the whole entry or none
-            except OSError:
-                if not entry.exists():
-                    raise
-                # another writer published this digest first; its entry stays (same content)
-            else:
-                dir_fd = os.open(entry.parent, os.O_RDONLY)
-                os.fsync(dir_fd)  # make the rename itself durable
-                os.close(dir_fd)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # left only when the rename did not happen
-
-    @contextlib.contextmanager
-    def locked(self, digest: str, say: Callable[[str], None] | None) -> Iterator[bool]:
+    def locked(
+        self, digest: str, say: Callable[[str], None] | None
+    ) -> contextlib.AbstractContextManager[bool]:
         """Hold ``digest``'s lock (POSIX roots); a no-op on object stores (module docstring).
 
         Yields whether the lock is held: ``False`` when the lock file cannot be created at all
         (a read-only or full store), where no other process can publish an entry either.
         """
         if not self.is_local:
-            yield True
-            return
-        from filelock import LeaseSettingsMismatch, SoftFileLease, Timeout
-
-        lock_dir = Path(self.path) / LOCKS
-        lock = SoftFileLease(lock_dir / f"{digest}.lock", lease_duration=self.lock_lease)
-        try:
-            lock_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                lock.acquire(blocking=False)
-            except Timeout:
-                owner = lock.owner
-                holder = f"pid {owner.pid} on {owner.hostname}" if owner else "another process"
-                if say is not None:
-                    say(f"{self.noun}: waiting for {holder} to {self.verbs[0]} {digest[:12]}")
-                lock.acquire(timeout=self.lock_timeout)
-        except Timeout:
-            raise CacheError(
-                f"timed out after {self.lock_timeout:.0f}s waiting for the {self.noun} lock "
-                f"{lock.lock_file}; if no process is {self.verbs[1]} this {self.noun}, delete "
-                "that file"
-            ) from None
-        except LeaseSettingsMismatch:
-            raise CacheError(
-                f"the {self.noun} lock {lock.lock_file} uses another lease; give every process "
-                "sharing the cache the same lock_lease"
-            ) from None
-        except OSError:  # Timeout is an OSError too: this clause must stay last
-            held = False
-        else:
-            held = True
-        if not held:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            lock.release()
+            return contextlib.nullcontext(True)
+        verb, verbing, _ = self.verbs
+        return lease_lock(
+            Path(self.path) / LOCKS / f"{digest}.lock",
+            lease=self.lock_lease,
+            timeout=self.lock_timeout,
+            waiting=None
+            if say is None
+            else f"{self.noun}: waiting for {{holder}} to {verb} {digest[:12]}",
+            say=say,
+            what=f"{self.noun} lock",
+            stale=f"if no process is {verbing} this {self.noun}, delete that file",
+        )

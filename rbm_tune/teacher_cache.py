@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rbm_tune.errors import CacheError
+from rbm_tune.paths import cache_subdir
 from rbm_tune.store import (
     LOCK_LEASE_SECONDS,
     PAYLOAD,
@@ -46,7 +47,6 @@ from rbm_tune.store import (
     CorruptEntry,
     Entry,
     atomic_write_bytes,
-    store_root,
 )
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class TeacherCache(ContentStore):
     def in_cache_dir(cls, cache_dir: str | Path | None = None, **options: Any) -> TeacherCache:
         """The cache in ``<cache_dir>/teachers``; ``cache_dir`` is what ``--cache-dir`` and
         ``RBM_TUNE_CACHE`` name (a directory or URI); ``None`` gives the default."""
-        return cls(store_root(cache_dir, "teachers"), **options)
+        return cls(cache_subdir(cache_dir, "teachers"), **options)
 
     def entry_path(self, key: TeacherKey) -> str:
         """Where ``key``'s entry lives, as a path inside ``self.fs``."""
