@@ -244,6 +244,4 @@ def test_unwritable_cache_warns_and_returns_the_embedding(
         got = cached_deepwalk(blocker / "deepwalk", "k", lambda: torch.ones(2, 2))
     assert torch.equal(got, torch.ones(2, 2))
     (record,) = caplog.records
-    assert record.getMessage().startswith(
-        "rbm-tune: warning: could not store DeepWalk embedding "
-    )
+    assert record.getMessage().startswith("rbm-tune: warning: could not store DeepWalk embedding ")
