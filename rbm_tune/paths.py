@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["default_cache_dir", "resolve_storage"]
+__all__ = ["cache_subdir", "default_cache_dir", "local_cache_dir", "resolve_storage"]
 
 
 def default_cache_dir() -> Path:
@@ -16,6 +16,34 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rbm-tune"
+
+
+def cache_subdir(cache_dir: str | Path | None, folder: str) -> str | Path:
+    """``<cache_dir>/<folder>``; ``cache_dir`` is what ``--cache-dir`` and ``RBM_TUNE_CACHE``
+    name (a directory or URI; a URI keeps its ``?query``); ``None`` or ``""``: the default
+    cache (:func:`default_cache_dir`)."""
+    if cache_dir is None or str(cache_dir) == "":
+        return default_cache_dir() / folder
+    base, query, rest = str(cache_dir).partition("?")  # s3://b/p?region=x keeps its query
+    if "://" not in base:
+        return Path(base) / folder
+    return f"{base.rstrip('/')}/{folder}{query}{rest}"
+
+
+def local_cache_dir(cache_dir: str | Path | None) -> Path:
+    """The local folder for what must live on this machine's disk (processed datasets):
+    ``cache_dir`` when it is a directory or a ``file://`` URI, else :func:`default_cache_dir`
+    (``None``, or an object store such as ``s3://``, which PyG and OGB cannot write to)."""
+    if cache_dir is None or str(cache_dir) == "":
+        return default_cache_dir()
+    text = str(cache_dir)
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(text).path))
+    if "://" in text:
+        return default_cache_dir()
+    return Path(text).expanduser()
 
 
 def resolve_storage(storage_path: str | Path | None) -> Path:

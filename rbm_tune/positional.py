@@ -21,22 +21,13 @@ Deviations from the reference, all deliberate:
 
 from __future__ import annotations
 
-import hashlib
-import io
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rbm_tune.errors import CacheError
-from rbm_tune.teacher_cache import atomic_write_bytes
-
 __all__ = [
-    "cached_deepwalk",
+    "DEEPWALK_VERSION",
     "deepwalk",
-    "deepwalk_cache_key",
     "edge_index_to_csr",
     "impute_heldout",
     "random_walks",
@@ -46,7 +37,6 @@ __all__ = [
 
 # Bump when the walk or skip-gram code changes what it computes: old cache entries then miss.
 DEEPWALK_VERSION = 1
-_MAGIC = b"RBMTUNE-PE1\n"
 
 
 def _positive(**values: int) -> None:
@@ -349,95 +339,3 @@ def impute_heldout(
     out = base.clone()
     out[held] = sums[held] / deg[held].unsqueeze(-1)
     return out
-
-
-def deepwalk_cache_key(
-    graph_fingerprint: str,
-    *,
-    seed: int,
-    walk_length: int,
-    num_walks: int,
-    window: int,
-    epochs: int,
-    dim: int,
-) -> str:
-    """Build the cache key of one DeepWalk embedding (R8; §10.1 item 14 keys by graph and seed).
-
-    Args:
-        graph_fingerprint: content hash of the graph that was walked (edges and node count).
-        seed: the seed passed to :func:`deepwalk`.
-        walk_length, num_walks, window, epochs, dim: the :func:`deepwalk` parameters.
-
-    Returns:
-        A string naming everything that changes the embedding, including the code version.
-    """
-    return (
-        f"deepwalk-v{DEEPWALK_VERSION}|graph={graph_fingerprint}|seed={seed}|"
-        f"walk_length={walk_length}|num_walks={num_walks}|window={window}|"
-        f"epochs={epochs}|dim={dim}"
-    )
-
-
-def cached_deepwalk(
-    cache_dir: Path,
-    key: str,
-    compute: Callable[[], Tensor],
-    *,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """Return the embedding stored under ``key``, computing and storing it on a miss (R8).
-
-    The file is ``cache_dir / "pe-<sha256(key)[:32]>.pt"``. It is written atomically (a temp
-    file in the same directory, then ``os.replace``), holds a SHA-256 of its payload and the key
-    itself, and both are checked on every read.
-
-    Args:
-        cache_dir: directory of the cache; created if missing.
-        key: what the embedding depends on, e.g. from :func:`deepwalk_cache_key`.
-        compute: called once on a miss; returns the embedding, shape (N, D).
-        device: where to put the result; defaults to CPU (the file always holds a CPU copy).
-
-    Returns:
-        The embedding, shape (N, D).
-
-    Raises:
-        CacheError: the file exists but is truncated, garbled or holds another key.
-    """
-    cache_dir = Path(cache_dir)
-    path = cache_dir / f"pe-{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
-    target = torch.device(device) if device is not None else torch.device("cpu")
-    if path.exists():
-        return _read_entry(path, key).to(target)
-    embedding = compute().detach().cpu().contiguous()
-    buffer = io.BytesIO()
-    torch.save({"key": key, "embedding": embedding}, buffer)
-    payload = buffer.getvalue()
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, _MAGIC + digest + b"\n" + payload)
-    return embedding.to(target)
-
-
-def _read_entry(path: Path, key: str) -> Tensor:
-    fix = f"delete {path} to recompute it"
-    blob = path.read_bytes()
-    head = len(_MAGIC) + 65
-    if len(blob) < head or not blob.startswith(_MAGIC) or blob[head - 1 : head] != b"\n":
-        raise CacheError(f"corrupt positional-encoding cache file {path} (bad header); {fix}")
-    digest, payload = blob[len(_MAGIC) : head - 1], blob[head:]
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
-        raise CacheError(f"corrupt positional-encoding cache file {path} (checksum); {fix}")
-    try:
-        entry = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CacheError(
-            f"unreadable positional-encoding cache file {path} ({err}); {fix}"
-        ) from err
-    if (
-        not isinstance(entry, dict)
-        or entry.get("key") != key
-        or not isinstance(entry.get("embedding"), Tensor)
-        or entry["embedding"].dim() != 2
-    ):
-        raise CacheError(f"positional-encoding cache file {path} holds another entry; {fix}")
-    return entry["embedding"]

@@ -80,19 +80,20 @@ class TrialResult:
 
 
 def student_features(
-    config: TrialConfig, graph: Graph, cache_dir: Path | None = None
+    config: TrialConfig, graph: Graph, cache_dir: str | Path | None = None
 ) -> torch.Tensor:
     """Node features the student sees: raw, plus DeepWalk columns when enabled (spec §4.7).
 
     The walk graph is the training graph; inductive held-out nodes get the mean of their
-    full-graph neighbours' embeddings. Embeddings are cached on disk per graph fingerprint,
-    seed and PE parameters.
+    full-graph neighbours' embeddings. Embeddings are cached per graph fingerprint, seed and
+    PE parameters in ``<cache_dir>/deepwalk`` (``cache_dir``: the rbm-tune cache, a directory
+    or URI, as ``--cache-dir`` gives it; ``None``: ``RBM_TUNE_CACHE``, else the user cache).
     """
     d = config.distill
     if not d.positional_encoding:
         return graph.x
-    from rbm_tune.data import default_cache_dir
-    from rbm_tune.positional import cached_deepwalk, deepwalk, deepwalk_cache_key, impute_heldout
+    from rbm_tune.deepwalk_cache import cached_deepwalk, deepwalk_cache_key, deepwalk_store
+    from rbm_tune.positional import deepwalk, impute_heldout
 
     key = deepwalk_cache_key(
         graph.fingerprint,
@@ -116,7 +117,7 @@ def student_features(
             seed=config.seed,
         )
 
-    pe = cached_deepwalk((cache_dir or default_cache_dir()) / "deepwalk", key, compute)
+    pe = cached_deepwalk(deepwalk_store(cache_dir), key, compute)
     if graph.is_inductive:
         pe = impute_heldout(
             pe, graph.observed_idx, graph.test_idx, graph.edge_index, graph.num_nodes
@@ -150,7 +151,8 @@ def run_trial(
         cache: the teacher cache; default ``TeacherCache.in_cache_dir(cache_dir)``.
         cache_dir: the rbm-tune cache root (``--cache-dir``; default ``RBM_TUNE_CACHE``, else
             the user cache): teachers in ``<cache_dir>/teachers``, DeepWalk embeddings in
-            ``<cache_dir>/deepwalk`` when it is a local directory.
+            ``<cache_dir>/deepwalk``, processed datasets in ``<cache_dir>/processed`` (on an
+            object store, those go to the default local cache).
     """
     start = time.perf_counter()
     say = log or (lambda _line: None)
@@ -163,6 +165,7 @@ def run_trial(
             setting=config.setting,
             seed=config.seed,
             download=download,
+            cache_dir=cache_dir,
         )
     say(f"data: {graph.summary()}; device {dev}")
     key = TeacherKey.of(graph, config.teacher, seed=config.seed)
@@ -183,8 +186,7 @@ def run_trial(
         f"{teacher.val_acc:.4f} (epoch {teacher.best_epoch}/{teacher.epochs}, "
         f"trained in {teacher.seconds:.1f}s)"
     )
-    is_local = cache_dir is not None and "://" not in str(cache_dir)
-    features = student_features(config, graph, Path(cache_dir) if is_local else None)
+    features = student_features(config, graph, cache_dir)
 
     def on_epoch(m: dict[str, float]) -> None:
         if report is not None:

@@ -215,22 +215,53 @@ def test_ogb_missing_release_file_is_a_data_error(tmp_path: Path) -> None:
         load_graph("ogbn-arxiv", root=tmp_path)
 
 
+def _assert_edge_ops_match_pyg(edges: torch.Tensor, n: int, nodes: torch.Tensor) -> None:
+    from torch_geometric import utils as pyg
+
+    from rbm_tune.data.splits import (
+        add_self_loops,
+        coalesce,
+        remove_self_loops,
+        subgraph,
+        to_undirected,
+    )
+
+    assert torch.equal(coalesce(edges, n), pyg.coalesce(edges, num_nodes=n))
+    assert torch.equal(to_undirected(edges, n), pyg.to_undirected(edges, num_nodes=n))
+    assert torch.equal(remove_self_loops(edges), pyg.remove_self_loops(edges)[0])
+    assert torch.equal(add_self_loops(edges, n), pyg.add_self_loops(edges, num_nodes=n)[0])
+    expected = pyg.subgraph(nodes, edges, relabel_nodes=True, num_nodes=n)[0]
+    assert torch.equal(subgraph(edges, nodes, n), expected)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_edge_ops_match_pyg(seed: int) -> None:
     """rbm_tune's torch-only edge operations give PyG's results (same edges, same order)."""
     from torch_geometric import utils as pyg
 
-    from rbm_tune.data.splits import add_self_loops, coalesce, remove_self_loops, to_undirected
+    from rbm_tune.data.splits import coalesce, to_undirected
 
     gen = torch.Generator().manual_seed(seed)
     n = 50 + 25 * seed
     edges = torch.randint(n, (2, 6 * n), generator=gen)  # duplicates, loops, one direction
     edges[:, :5] = edges[:, :1]  # a repeated edge
     edges[1, 5:9] = edges[0, 5:9]  # self-loops
-    assert torch.equal(coalesce(edges, n), pyg.coalesce(edges, num_nodes=n))
-    assert torch.equal(to_undirected(edges, n), pyg.to_undirected(edges, num_nodes=n))
-    assert torch.equal(remove_self_loops(edges), pyg.remove_self_loops(edges)[0])
-    assert torch.equal(add_self_loops(edges, n), pyg.add_self_loops(edges, num_nodes=n)[0])
+    nodes = torch.randperm(n, generator=gen)[: n // 2]  # unsorted, as inductive splits are
+    _assert_edge_ops_match_pyg(edges, n, nodes)
     empty = torch.empty(2, 0, dtype=torch.long)
     assert torch.equal(coalesce(empty, n), pyg.coalesce(empty, num_nodes=n))
     assert torch.equal(to_undirected(empty, n), pyg.to_undirected(empty, num_nodes=n))
+
+
+def test_edge_ops_match_pyg_on_cora(shared_data: Path) -> None:
+    """The same, on cora's real edges and its inductive observed nodes, shuffled."""
+    from rbm_tune.data import SOURCES
+    from rbm_tune.data.sources import read_source
+    from rbm_tune.paths import default_cache_dir
+
+    raw = read_source(SOURCES["cora"], shared_data, default_cache_dir(), download=False)
+    observed = _load("cora", str(shared_data), setting="inductive").observed_idx
+    observed = observed[
+        torch.randperm(observed.numel(), generator=torch.Generator().manual_seed(0))
+    ]
+    _assert_edge_ops_match_pyg(raw.edge_index.long(), raw.x.size(0), observed)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from rbm_tune.errors import CacheError
+from rbm_tune.deepwalk_cache import cached_deepwalk, deepwalk_cache_key, deepwalk_store
 from rbm_tune.positional import (
-    cached_deepwalk,
     deepwalk,
-    deepwalk_cache_key,
     edge_index_to_csr,
     impute_heldout,
     random_walks,
@@ -171,7 +170,9 @@ def test_cache_computes_once_and_reuses(tmp_path: Path) -> None:
     first = cached_deepwalk(tmp_path, key, compute)
     second = cached_deepwalk(tmp_path, key, compute)
     assert len(calls) == 1 and torch.equal(first, second)
-    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"]  # no temp file left behind
+    # one entry folder (payload.pt + meta.json) and the lock folder; no temp file left behind
+    (entry,) = (p for p in tmp_path.iterdir() if p.name != ".locks")
+    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "payload.pt"]
 
     other = key.replace("seed=0", "seed=1")
     assert other != key
@@ -179,18 +180,68 @@ def test_cache_computes_once_and_reuses(tmp_path: Path) -> None:
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
-def test_cache_rejects_a_corrupt_file(tmp_path: Path, damage: str) -> None:
-    cached_deepwalk(tmp_path, "k", lambda: torch.ones(5, 2))
-    (path,) = tmp_path.iterdir()
-    blob = path.read_bytes()
+def _embed(edges: torch.Tensor, n: int, calls: list[int]) -> torch.Tensor:
+    calls.append(1)
+    return deepwalk(edges, n, walk_length=8, num_walks=2, window=3, epochs=1, dim=4, seed=0)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "meta"])
+def test_corrupt_entry_is_set_aside_and_recomputed(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real cached DeepWalk file, damaged: one warning line, moved aside, computed again."""
+    edges, n, calls = cliques(2, 5), 10, []
+    store = deepwalk_store(tmp_path)  # entries in <cache_dir>/deepwalk, as trials use it
+    key = deepwalk_cache_key("g", seed=0, walk_length=8, num_walks=2, window=3, epochs=1, dim=4)
+    first = cached_deepwalk(store, key, lambda: _embed(edges, n, calls))
+    (entry,) = (p for p in (tmp_path / "deepwalk").iterdir() if p.name != ".locks")
+    target = entry / ("meta.json" if damage == "meta" else "payload.pt")
+    blob = target.read_bytes()
     if damage == "truncate":
         blob = blob[: len(blob) // 2]
     elif damage == "flip":
         blob = blob[:-10] + bytes([blob[-10] ^ 0xFF]) + blob[-9:]
     else:
         blob = b"not a cache file"
-    path.write_bytes(blob)
-    with pytest.raises(CacheError, match="delete") as err:
-        cached_deepwalk(tmp_path, "k", lambda: pytest.fail("must not recompute silently"))
-    assert str(path) in str(err.value)
+    target.write_bytes(blob)
+
+    with caplog.at_level(logging.WARNING, logger="rbm_tune.deepwalk_cache"):
+        again = cached_deepwalk(deepwalk_store(tmp_path), key, lambda: _embed(edges, n, calls))
+    assert len(calls) == 2 and torch.equal(first, again)  # recomputed: the same embedding
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message
+    assert message.startswith(f"rbm-tune: warning: DeepWalk cache entry {entry} is corrupt (")
+    (aside,) = (tmp_path / "deepwalk").glob(f"{entry.name}.corrupt-*")
+    assert message.endswith(f"moved aside to {aside} and recomputing")
+    assert (aside / target.name).read_bytes() == blob  # kept for inspection, never used
+    caplog.clear()
+    third = cached_deepwalk(deepwalk_store(tmp_path), key, lambda: _embed(edges, n, calls))
+    assert len(calls) == 2 and torch.equal(first, third) and not caplog.records
+
+
+def test_entry_of_another_key_is_not_served(tmp_path: Path) -> None:
+    """A checksummed entry whose payload names another key (copied by hand) is set aside."""
+    cached_deepwalk(tmp_path, "a", lambda: torch.ones(3, 2))
+    cached_deepwalk(tmp_path, "b", lambda: torch.zeros(3, 2))
+    entries = {p.name: p for p in tmp_path.iterdir() if p.name != ".locks"}
+    from rbm_tune.store import content_digest
+
+    a, b = entries[content_digest("a")], entries[content_digest("b")]
+    for name in ("payload.pt", "meta.json"):
+        (b / name).write_bytes((a / name).read_bytes())
+    got = cached_deepwalk(tmp_path, "b", lambda: torch.full((3, 2), 2.0))
+    assert torch.equal(got, torch.full((3, 2), 2.0))
+    assert len(list(tmp_path.glob(f"{b.name}.corrupt-*"))) == 1
+
+
+def test_unwritable_cache_warns_and_returns_the_embedding(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # the cache root lies under a regular file: nothing can be written
+    with caplog.at_level(logging.WARNING, logger="rbm_tune.deepwalk_cache"):
+        got = cached_deepwalk(blocker / "deepwalk", "k", lambda: torch.ones(2, 2))
+    assert torch.equal(got, torch.ones(2, 2))
+    (record,) = caplog.records
+    assert record.getMessage().startswith("rbm-tune: warning: could not store DeepWalk embedding ")

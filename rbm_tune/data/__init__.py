@@ -42,6 +42,7 @@ from rbm_tune.data.splits import (
     to_undirected,
 )
 from rbm_tune.errors import DataError
+from rbm_tune.paths import local_cache_dir
 
 __all__ = [
     "SOURCES",
@@ -151,7 +152,9 @@ def load_graph(
         seed: seeds the split where the spec seeds it (Amazon/Coauthor/demo 20/30 per class,
             the inductive hold-out of non-Planetoid data).
         download: let PyG / OGB download missing files (needs internet).
-        cache_dir: where processed copies go; default ``RBM_TUNE_CACHE`` or ``~/.cache``.
+        cache_dir: the rbm-tune cache (``--cache-dir``); processed copies go to its
+            ``processed/`` folder. ``None``, or an object-store URI (PyG writes only to local
+            disk): ``RBM_TUNE_CACHE``, else ``~/.cache/rbm-tune``.
 
     Raises:
         DataError: unknown name or setting, missing or unreadable files.
@@ -165,7 +168,7 @@ def load_graph(
         raw = read_source(
             source,
             resolve_data_root(root),
-            Path(cache_dir) if cache_dir else default_cache_dir(),
+            local_cache_dir(cache_dir),
             download=download,
         )
     _check_consistent(source, raw)
