@@ -76,7 +76,8 @@ def _add_cache_arg(p: argparse.ArgumentParser) -> None:
         "--cache-dir",
         metavar="DIR",
         help="rbm-tune cache: a directory (may be shared by a cluster) or a file://, s3:// or "
-        "gs:// URI; teachers live in DIR/teachers (default: $RBM_TUNE_CACHE, else "
+        "gs:// URI: teachers, DeepWalk embeddings and processed datasets (a local DIR only) "
+        "live under it (default: $RBM_TUNE_CACHE, else "
         "~/.cache/rbm-tune)",
     )
 

@@ -210,6 +210,7 @@ def pretrain_teachers(args: argparse.Namespace) -> int:
             setting=config.setting,
             seed=seed,
             download=args.download,
+            cache_dir=args.cache_dir,
         )
         key = TeacherKey.of(graph, config.teacher, seed=seed)
         trained: list[TeacherOutputs] = []

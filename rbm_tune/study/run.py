@@ -73,7 +73,12 @@ def run_study(
         check_address(address)
     base = space.default_config()
     graph = load_graph(
-        base.dataset, root=data_root, setting=base.setting, seed=base.seed, download=download
+        base.dataset,
+        root=data_root,
+        setting=base.setting,
+        seed=base.seed,
+        download=download,
+        cache_dir=cache_dir,
     )
     from ray.tune import Tuner
 
@@ -147,6 +152,7 @@ def run_study(
         verbose=verbose,
         log=log,
         on_cluster=bool(address) and address != "local",
+        cache_dir=None if cache_dir is None else str(cache_dir),
     )
 
 

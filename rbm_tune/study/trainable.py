@@ -113,11 +113,14 @@ def _inference_ms(model: Any, x: Any) -> float:
     return (time.perf_counter() - start) * 1000 / max(len(x), 1) * 1000
 
 
-def _trial_fn(config: dict[str, Any], *, space: Any, payload: Any) -> None:
+def _trial_fn(
+    config: dict[str, Any], *, space: Any, payload: Any, cache_dir: str | None = None
+) -> None:
     """One trial: sampled constants -> TrialConfig -> train_student, reporting to Ray Tune.
 
     ``payload``: a ``rbm_tune.payload.TrialPayload``, read-only arrays shared by the node's
-    trials; ``graph`` and ``teacher`` hold only the fields the space can use.
+    trials; ``graph`` and ``teacher`` hold only the fields the space can use. ``cache_dir``: the
+    study's ``--cache-dir`` (DeepWalk embeddings), None for the default cache.
     """
     import torch
 
@@ -157,7 +160,7 @@ def _trial_fn(config: dict[str, Any], *, space: Any, payload: Any) -> None:
     if need > share:  # never started: PRUNED in Optuna, tagged in MLflow, no retry
         tune.report(_skipped("memory", space.study, need, share, node))
         return
-    features = student_features(cfg, graph)
+    features = student_features(cfg, graph, cache_dir)  # DeepWalk columns: cached there
     # a multi-objective study's cost objectives, in every report (an ASHA-stopped trial too)
     costs = _costs(cfg, graph, features, device) if space.study.objectives else {}
 

@@ -43,6 +43,7 @@ def fit_and_summarize(
     verbose: int,
     log: Callable[[str], None],
     on_cluster: bool = False,
+    cache_dir: str | None = None,
 ) -> StudyResult:
     import optuna
     import ray
@@ -67,7 +68,7 @@ def fit_and_summarize(
     # put in the object store once; each trial maps its arrays read-only (rbm_tune/payload.py)
     payload = TrialPayload.of(space, graph, teacher)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_fn, space=space, payload=payload),
+        tune.with_parameters(_trial_fn, space=space, payload=payload, cache_dir=cache_dir),
         {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
     )
     mirror = MlflowTrials(
