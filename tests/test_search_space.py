@@ -80,7 +80,7 @@ def test_every_shipped_space_loads(name: str) -> None:
     assert space.study.name == name.removesuffix(".yaml")
     assert space.study.metric == "val_acc" and space.study.mode == "max"
     assert space.study.plots is True  # every shipped study ends with its plots
-    # ASHA's max_t: the longest trial, max_epochs + the largest pretrain_epochs
+    # ASHA's max_t: the longest trial after the pretraining switch, the largest max_epochs
     assert space.study.asha_max_t == (30 if name == "demo.yaml" else 500)  # post-switch epochs
     names = [p.name for p in space.params]
     assert names.index("student.num_experts") < names.index("student.k")
@@ -437,10 +437,13 @@ def test_study_defaults_are_the_field_defaults(tmp_path: Path) -> None:
         **{k: None for k in ("max_concurrent", "max_failures", "report_every_s")},
         "objectives": None,
         "plots": None,
+        "early_stopping": None,
+        "cpu_fallback": None,
         "asha": ("grace_period", "reduction_factor"),
-        "resources": ("cpus_per_trial", "gpus_per_trial", "memory_per_trial"),
+        "resources": ("cpus_per_trial", "gpus_per_trial", "memory_per_trial", "teacher_cpus"),
     }
-    bare = GOOD.split("dataset: demo", 1)[1]
+    # max_epochs above the default grace period (10), which must be below it
+    bare = GOOD.split("dataset: demo", 1)[1].replace("  max_epochs: 10\n", "  max_epochs: 12\n")
     space = load_space(write(tmp_path, "dataset: demo" + bare, "bare.yaml"))
     expected = StudySettings(name="bare", asha_max_t=space.study.asha_max_t)
     assert space.study == expected
@@ -523,7 +526,7 @@ def test_shipped_space_defaults_unchanged_by_base(name: str) -> None:
 
 
 BASE_SPACE = """\
-study: {num_trials: 4}
+study: {num_trials: 4, asha: {grace_period: 4}}
 base: BASE
 student:
   hidden_dim: 32
@@ -602,3 +605,18 @@ def test_bad_base_is_one_line(
         load_space(path)
     text = str(info.value)
     assert text.startswith(f"{path}: {message}") and "\n" not in text and "; " in text, text
+
+
+def test_asha_counts_post_switch_epochs_and_early_stopping_may_be_off(tmp_path: Path) -> None:
+    """ASHA's time is epochs after the pretraining switch: the longest trial is max_epochs, and
+    a grace period at or past it (which ASHA could only meet at a trial's last epoch) is an
+    error naming the fix; early_stopping: false runs every trial to its end (no rung)."""
+    text = BASE_SPACE.replace("BASE", "demo-transductive-sage-rbm")  # pretrain_epochs: 3
+    space = load_space(write(tmp_path, text))
+    assert space.study.asha_max_t == 10 and space.study.early_stopping
+    late = text.replace("grace_period: 4", "grace_period: 10")
+    with pytest.raises(SpaceError, match=r"grace_period: 10 is not below the longest trial "
+                       r"\(10 epochs after the pretraining switch"):
+        load_space(write(tmp_path, late, "late.yaml"))
+    fifo = late.replace("study: {", "study: {early_stopping: false, ")
+    assert not load_space(write(tmp_path, fifo, "fifo.yaml")).study.early_stopping

@@ -64,8 +64,11 @@ Rules:
   calls and TPE sees a clean conditional space: ``<name>.is_zero`` (categorical
   ``[False, True]``) and, only when it is False, ``<name>`` itself. The dict
   :meth:`SearchSpace.define_by_run` returns always holds the final value under ``<name>``.
-- ASHA's ``max_t`` is derived, never written: the largest reachable
-  ``distill.max_epochs + distill.pretrain_epochs`` (``time_attr`` is the reported epoch).
+- ASHA's ``max_t`` is derived, never written: the largest reachable ``distill.max_epochs``
+  (``time_attr`` is ``post_switch_epoch``: pretraining epochs do not count). A grace period
+  must be below it; ``early_stopping: false`` turns ASHA off (every trial runs to its end).
+- ``cpu_fallback: true`` lets a trial Ray gave a GPU train on its CPUs when its process has no
+  CUDA (default: it fails in one line); ``resources.teacher_cpus`` sizes a CPU teacher's task.
 
 :func:`load_space` validates the whole file before anything runs: syntax, unknown keys, types,
 ranges, bounds, the study block, and every reachable corner of the space (all parameters low,
