@@ -12,12 +12,12 @@ import pickle
 from pathlib import Path
 
 import pytest
-from helpers import write_space
 from mlflow.tracking import MlflowClient
 
 from rbm_tune.search_space import load_space
 from rbm_tune.teacher_cache import TeacherCache
 from rbm_tune.tune import run_study
+from tests.support.spaces import write_space
 
 pytestmark = pytest.mark.integration
 
