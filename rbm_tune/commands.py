@@ -6,7 +6,9 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rbm_tune.errors import ConfigError
 from rbm_tune.paths import resolve_storage
@@ -282,7 +284,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _teacher_name(teacher: dict) -> str:
+def _teacher_name(teacher: Mapping[str, Any]) -> str:
     """``sage:2x64``: model, layers and width of a teacher spec dict."""
     return f"{teacher.get('model')}:{teacher.get('num_layers')}x{teacher.get('hidden_dim')}"
 

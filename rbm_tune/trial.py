@@ -183,8 +183,8 @@ def run_trial(
         f"{teacher.val_acc:.4f} (epoch {teacher.best_epoch}/{teacher.epochs}, "
         f"trained in {teacher.seconds:.1f}s)"
     )
-    is_local = cache_dir is not None and "://" not in str(cache_dir)
-    features = student_features(config, graph, Path(cache_dir) if is_local else None)
+    local_cache = None if cache_dir is None or "://" in str(cache_dir) else Path(cache_dir)
+    features = student_features(config, graph, local_cache)
 
     def on_epoch(m: dict[str, float]) -> None:
         if report is not None:
