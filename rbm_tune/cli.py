@@ -58,7 +58,7 @@ _positive = _number_type(int, "an integer", lambda v: v >= 1, "an integer >= 1")
 _non_negative = _number_type(int, "an integer", lambda v: v >= 0, "an integer >= 0")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--data-root",
         metavar="DIR",
@@ -71,7 +71,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_cache_arg(p: argparse.ArgumentParser) -> None:
+def _add_cache_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--cache-dir",
         metavar="DIR",

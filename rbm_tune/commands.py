@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from rbm_tune.config import find_config, shipped_configs
 from rbm_tune.errors import ConfigError
@@ -277,7 +279,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _teacher_name(teacher: dict) -> str:
+def _teacher_name(teacher: Mapping[str, Any]) -> str:
     """``sage:2x64``: model, layers and width of a teacher spec dict."""
     return f"{teacher.get('model')}:{teacher.get('num_layers')}x{teacher.get('hidden_dim')}"
 

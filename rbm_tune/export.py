@@ -34,7 +34,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rbm_tune.errors import ConfigError
 
@@ -130,7 +130,7 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
         if hasattr(module, "grouped"):
             # the grouped dispatch sizes its GEMMs from per-expert row counts read on the host,
             # which a trace would freeze; the dense path is the same function, traceable
-            module.grouped = False
+            cast(Any, module).grouped = False  # RbMLayer.grouped
     forbid_sparse(model)  # the CSR path counts non-zeros on the host: not traceable
 
     class Logits(nn.Module):

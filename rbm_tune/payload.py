@@ -156,10 +156,10 @@ class TrialPayload:
 
     def graph(self) -> Graph:
         """The ``Graph``, its tensors sharing the payload's arrays."""
-        return Graph(**self.graph_info, **{k: self._field(k) for k in GRAPH_ARRAYS})
+        arrays: dict[str, Any] = {k: self._field(k) for k in GRAPH_ARRAYS}
+        return Graph(**self.graph_info, **arrays)
 
     def teacher(self) -> TeacherOutputs:
         """The ``TeacherOutputs`` (without ``state_dict``), sharing the payload's arrays."""
-        return TeacherOutputs(
-            **{k: self._field(k) for k in TEACHER_ARRAYS}, **self.teacher_info, state_dict=None
-        )
+        arrays: dict[str, Any] = {k: self._field(k) for k in TEACHER_ARRAYS}
+        return TeacherOutputs(**arrays, **self.teacher_info, state_dict=None)

@@ -69,13 +69,15 @@ def study_from_trials(
             elif isinstance(dist, (IntDistribution, FloatDistribution)) and type(old) is type(
                 dist
             ):
-                union[name] = type(dist)(
+                kind: Any = type(dist)  # low/high are int for IntDistribution, float otherwise
+                union[name] = kind(
                     low=min(old.low, dist.low),
                     high=max(old.high, dist.high),
                     log=dist.log,
                     step=dist.step if old.step == dist.step else None,
                 )
-    study = optuna.create_study(directions=list(directions))
+    objectives: list[Any] = list(directions)  # Optuna checks the strings ("maximize"/"minimize")
+    study = optuna.create_study(directions=objectives)
     if names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,20 @@ def test_datasets_honours_env_root(tmp_path: Path) -> None:
 
 
 def test_configs_lists_shipped_configs() -> None:
+    """``rbm-tune configs`` prints every YAML file the package ships, one name a line, sorted,
+    and each name is one ``--config`` accepts."""
+    from rbm_tune.commands import resolve_config_path
+
     proc = run("configs")
-    names = proc.stdout.split()
-    assert "cora-transductive-sage-rbm" in names and "demo-transductive-sage-rbm" in names
+    assert proc.returncode == 0, proc.stderr
+    names = proc.stdout.splitlines()
+    folder = resources.files("rbm_tune") / "configs"
+    shipped = sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+    assert names == shipped
+    assert {"cora-transductive-sage-rbm", "demo-transductive-sage-rbm"} <= set(names)
+    assert [resolve_config_path(name).stem for name in names] == names
 
 
 def test_unknown_dataset_is_one_line(tmp_path: Path) -> None:
@@ -164,7 +176,7 @@ def test_missing_space_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_unreachable_tracking_server_is_one_line(tmp_path: Path) -> None:
-    from helpers import free_port
+    from tests.support.processes import free_port
 
     space = tmp_path / "s.yaml"
     space.write_text(GOOD_SPACE)
@@ -186,7 +198,7 @@ def test_best_of_unknown_study_is_one_line(tmp_path: Path) -> None:
 
 
 def test_unreachable_ray_is_one_line(tmp_path: Path) -> None:
-    from helpers import free_port
+    from tests.support.processes import free_port
 
     space = tmp_path / "s.yaml"
     space.write_text(GOOD_SPACE)

@@ -155,7 +155,7 @@ def test_shared_data_is_left_untouched(shared_data: Path) -> None:
 
 
 def test_pubmed_through_planetoid(tmp_path: Path) -> None:
-    from synthetic_files import PUBMED_NUM_NODES, write_planetoid_pubmed
+    from tests.support.synthetic_files import PUBMED_NUM_NODES, write_planetoid_pubmed
 
     write_planetoid_pubmed(tmp_path, num_features=20)
     g = load_graph("pubmed", root=tmp_path)
@@ -168,7 +168,7 @@ def test_pubmed_through_planetoid(tmp_path: Path) -> None:
 
 
 def test_truncated_planetoid_index_is_caught(tmp_path: Path) -> None:
-    from synthetic_files import write_planetoid_pubmed
+    from tests.support.synthetic_files import write_planetoid_pubmed
 
     folder = write_planetoid_pubmed(tmp_path)
     index = folder / "raw" / "ind.pubmed.test.index"
@@ -179,7 +179,7 @@ def test_truncated_planetoid_index_is_caught(tmp_path: Path) -> None:
 
 
 def test_ogbn_arxiv_through_ogb(tmp_path: Path) -> None:
-    from synthetic_files import arxiv_split_sizes, write_ogbn_arxiv
+    from tests.support.synthetic_files import arxiv_split_sizes, write_ogbn_arxiv
 
     write_ogbn_arxiv(tmp_path, num_nodes=600, num_features=16, num_classes=5)
     g = load_graph("ogbn-arxiv", root=tmp_path)
@@ -197,7 +197,7 @@ def test_ogbn_arxiv_through_ogb(tmp_path: Path) -> None:
 
 
 def test_ogbn_products_through_ogb(tmp_path: Path) -> None:
-    from synthetic_files import products_split_sizes, write_ogbn_products
+    from tests.support.synthetic_files import products_split_sizes, write_ogbn_products
 
     write_ogbn_products(tmp_path, num_nodes=600, num_features=12, num_classes=6)
     g = load_graph("ogbn-products", root=tmp_path)
@@ -208,7 +208,7 @@ def test_ogbn_products_through_ogb(tmp_path: Path) -> None:
 
 
 def test_ogb_missing_release_file_is_a_data_error(tmp_path: Path) -> None:
-    from synthetic_files import write_ogbn_arxiv
+    from tests.support.synthetic_files import write_ogbn_arxiv
 
     (write_ogbn_arxiv(tmp_path) / "RELEASE_v1.txt").unlink()
     with pytest.raises(DataError, match="missing RELEASE_v1.txt"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -75,34 +76,79 @@ def test_same_seed_same_metrics(tiny_graph: Graph, teacher) -> None:
     assert strip(a.history) != strip(c.history)
 
 
+# (base, switch): each switch is compared with the same run without it
+SWITCHES = [
+    ({}, {"reliable_sampling": True, "krd_min_update_epoch": 2}),
+    ({}, {"positional_encoding": True, "pe_dim": 8, "pe_walk_length": 10, "pe_num_walks": 2}),
+    ({}, {"adv_augment": True, "adv_iters": 2}),
+    ({"adv_augment": True, "adv_iters": 2}, {"memory_update": "clean_once"}),
+    ({}, {"similarity_distill": True}),
+    ({}, {"kd_form": "hinton", "temperature": 2.0}),
+    ({}, {"memory_weight_decay": False}),
+    ({}, {"batch_size": 16}),
+    ({}, {"mode": "fast"}),
+    ({"mode": "fast"}, {"adv_augment": True, "adv_iters": 2, "similarity_distill": True}),
+    ({"mode": "fast"}, {"reliable_sampling": True, "krd_min_update_epoch": 1}),
+]
+
+
+def _switch_id(base: dict, switch: dict) -> str:
+    """``adv_augment=True+adv_iters=2`` (on top of ``mode=fast``: ``...@mode=fast``)."""
+    name = "+".join(f"{k}={v}" for k, v in switch.items())
+    return name + "".join(f"@{k}={v}" for k, v in base.items())
+
+
+@pytest.fixture(scope="module")
+def teachers(tiny_graph: Graph, tiny_inductive_graph: Graph, teacher) -> dict[str, tuple]:
+    """setting -> (graph, its teacher)."""
+    spec = TeacherSpec.from_mapping(TEACHER)
+    return {
+        "transductive": (tiny_graph, teacher),
+        "inductive": (tiny_inductive_graph, train_teacher(spec, tiny_inductive_graph, seed=0)),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained() -> Callable[..., tuple]:
+    """``trained(setting, graph, teacher, distill)`` -> (DistillResult, reports), once each."""
+    from rbm_tune.trial import student_features
+
+    done: dict[tuple, tuple] = {}
+
+    def train(setting: str, graph: Graph, teacher: TeacherOutputs, distill: dict) -> tuple:
+        key = (setting, repr(sorted(distill.items())))
+        if key not in done:
+            cfg = config(distill=distill)
+            seen: list[dict] = []
+            features = student_features(cfg, graph)
+            result = train_student(
+                cfg, graph, teacher, report=seen.append, features=features, keep_model=True
+            )
+            done[key] = (result, seen)
+        return done[key]
+
+    return train
+
+
 @pytest.mark.parametrize(
-    "distill",
-    [
-        {"reliable_sampling": True, "krd_min_update_epoch": 2},
-        {"positional_encoding": True, "pe_dim": 8, "pe_walk_length": 10, "pe_num_walks": 2},
-        {"adv_augment": True, "adv_iters": 2},
-        {"adv_augment": True, "adv_iters": 2, "memory_update": "clean_once"},
-        {"similarity_distill": True},
-        {"kd_form": "hinton", "temperature": 2.0},
-        {"memory_weight_decay": False},
-        {"batch_size": 16},
-        {"mode": "fast"},
-        {"mode": "fast", "adv_augment": True, "adv_iters": 2, "similarity_distill": True},
-        {"mode": "fast", "reliable_sampling": True, "krd_min_update_epoch": 1},
-    ],
+    ("base", "switch"), SWITCHES, ids=[_switch_id(base, switch) for base, switch in SWITCHES]
 )
 @pytest.mark.parametrize("setting", ["transductive", "inductive"])
-def test_every_switch_trains(
-    distill: dict, setting: str, tiny_graph, tiny_inductive_graph
-) -> None:
-    from rbm_tune.trial import run_trial
-
-    graph = tiny_graph if setting == "transductive" else tiny_inductive_graph
-    seen: list[dict] = []
-    result = run_trial(config(distill=distill), graph=graph, device="cpu", report=seen.append)
+def test_every_switch_trains(base: dict, switch: dict, setting: str, teachers, trained) -> None:
+    """Each distillation switch trains a student that beats the majority class on validation
+    by a margin, and it changes the student: the best-validation weights differ from those of
+    the same run without the switch (same seed)."""
+    graph, teacher = teachers[setting]
+    result, seen = trained(setting, graph, teacher, {**base, **switch})
+    without, _ = trained(setting, graph, teacher, base)
     assert len(seen) == result.epochs >= 3
     assert all(math.isfinite(m["train_loss"]) for m in seen)
-    assert 0 < result.val_acc <= 1
+    majority = torch.bincount(graph.y[graph.val_idx]).max().item() / graph.val_idx.numel()
+    assert result.val_acc >= majority + 0.2, (result.val_acc, majority)
+    a, b = result.model.state_dict(), without.model.state_dict()
+    assert a.keys() != b.keys() or any(
+        a[k].shape != b[k].shape or not torch.equal(a[k], b[k]) for k in a
+    ), "the switch left every weight as it was without it"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_SPACE
 
 from rbm_tune.config import TeacherSpec, TrialConfig
 from rbm_tune.data import Graph
@@ -19,6 +18,7 @@ from rbm_tune.payload import ALWAYS, TrialPayload, can_be_on, needed_fields
 from rbm_tune.search_space import load_space
 from rbm_tune.teacher import TeacherOutputs, train_teacher
 from rbm_tune.trial import student_features
+from tests.support.spaces import TINY_SPACE
 
 EDGES = {"observed_edge_index"}
 KRD = {"observed_edge_index", "krd_delta"}

@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from synthetic_files import (
+from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+from torch_geometric.data.storage import GlobalStorage
+from torch_geometric.utils import contains_self_loops, degree, is_undirected
+
+from tests.support.synthetic_files import (
     PUBMED_NUM_ALLX,
     PUBMED_NUM_NODES,
     PUBMED_NUM_TEST,
@@ -22,9 +26,6 @@ from synthetic_files import (
     write_ogbn_products,
     write_planetoid_pubmed,
 )
-from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-from torch_geometric.data.storage import GlobalStorage
-from torch_geometric.utils import contains_self_loops, degree, is_undirected
 
 # ogb's torch.load of its processed file runs with weights_only=True on torch >= 2.6: its
 # loads here allow PyG's classes for the call only (torch.serialization.safe_globals), so that

@@ -409,10 +409,9 @@ def test_cli_train_twice_loads_the_teacher_from_the_cache(
 
 @pytest.mark.slow
 def test_cli_teacher_space_pretrains_the_study_teacher(tmp_path: Path) -> None:
-    from helpers import write_space
-
     from rbm_tune.data import load_graph
     from rbm_tune.search_space import load_space
+    from tests.support.spaces import write_space
 
     space = write_space(tmp_path, "pre", trials=2)
     cache_dir = str(tmp_path / "c")

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import free_port
 
 from rbm_tune.errors import TrackingError
 from rbm_tune.tracking import Tracker, check_reachable, resolve_tracking_uri
+from tests.support.processes import free_port
 
 
 def _exercise(uri: str, tmp_path: Path) -> None:

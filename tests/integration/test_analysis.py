@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import rbm_tune_cli, stop_process_group
 from mlflow.tracking import MlflowClient
 
 from rbm_tune.data import load_graph
+from tests.support.processes import rbm_tune_cli, stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def _cli(tmp: Path, *args: str, timeout: float = 400) -> str:
 def study(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_cache: Path) -> Path:
     tmp = tmp_path_factory.mktemp("analysis")
     (tmp / "multi.yaml").write_text(SPACE)
-    # the study's teacher (helpers.write_space's) is read, not trained: this module is about
+    # the study's teacher (spaces.write_space's) is read, not trained: this module is about
     # what comes after a search; evaluate's new seeds still train theirs
     shutil.copytree(tiny_teacher_cache, tmp / "cache")
     assert "(from cache)" in _cli(tmp, "--space", "multi.yaml", "--cpus", "2")

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import free_port
 from mlflow.tracking import MlflowClient
 
 from rbm_tune.teacher_cache import TeacherCache
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

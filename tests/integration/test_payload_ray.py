@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import TINY_SPACE
+
+from tests.support.spaces import TINY_SPACE
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import write_space
 from mlflow.tracking import MlflowClient
 
 from rbm_tune.search_space import load_space
 from rbm_tune.study import run_study
 from rbm_tune.teacher_cache import TeacherCache
+from tests.support.spaces import write_space
 
 pytestmark = pytest.mark.integration
 

@@ -20,11 +20,11 @@ import signal
 from pathlib import Path
 
 import pytest
-from helpers import rbm_tune_cli, stop_process_group
 from mlflow.tracking import MlflowClient
-from study_checks import all_runs, check_lost_nothing, describe, write_study
 
 from rbm_tune.teacher_cache import TeacherCache
+from tests.support.processes import rbm_tune_cli, stop_process_group
+from tests.support.study_checks import all_runs, check_lost_nothing, describe, write_study
 
 pytestmark = pytest.mark.integration
 

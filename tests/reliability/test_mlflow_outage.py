@@ -20,9 +20,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import free_port, rbm_tune_cli, start_mlflow_server, stop_process_group
 from mlflow.tracking import MlflowClient
-from study_checks import check_lost_nothing, write_study
+
+from tests.support.processes import (
+    free_port,
+    rbm_tune_cli,
+    start_mlflow_server,
+    stop_process_group,
+)
+from tests.support.study_checks import check_lost_nothing, write_study
 
 # the studies read their teacher from the cache (training it is not what is tested)
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("teacher_in_cache")]

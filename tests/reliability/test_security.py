@@ -408,12 +408,12 @@ ENV_LIKE = re.compile(r"^[A-Z][A-Z0-9_]{2,}$")
 @pytest.mark.integration
 @pytest.mark.usefixtures("teacher_in_cache")  # the teacher's run is logged by the driver anyway
 def test_no_planted_secret_reaches_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from helpers import write_space
     from mlflow.entities import ViewType
     from mlflow.tracking import MlflowClient
 
     from rbm_tune.search_space import load_space
     from rbm_tune.study import run_study
+    from tests.support.spaces import write_space
 
     for name, value in FAKE_SECRETS.items():
         monkeypatch.setenv(name, value)

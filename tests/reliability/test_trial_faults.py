@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import rbm_tune_cli, stop_process_group
-from study_checks import all_runs, check_lost_nothing, describe, results, write_study
+
+from tests.support.processes import rbm_tune_cli, stop_process_group
+from tests.support.study_checks import all_runs, check_lost_nothing, describe, results, write_study
 
 # the studies read their teacher from the cache (training it is not what is tested)
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("teacher_in_cache")]

@@ -11,8 +11,9 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from helpers import write_space
 from mlflow.tracking import MlflowClient
+
+from tests.support.spaces import write_space
 
 
 def write_study(
@@ -24,7 +25,7 @@ def write_study(
     concurrent: int = 2,
     max_failures: int = 2,
 ) -> Path:
-    """helpers.write_space's tiny demo study, with a retry budget."""
+    """spaces.write_space's tiny demo study, with a retry budget."""
     return write_space(
         folder,
         name,
