@@ -29,6 +29,7 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if not p.is_dir())
 
 
+@pytest.mark.slow
 def test_a_given_cache_dir_keeps_home_and_rbm_tune_cache_empty(
     shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,8 @@ import pickle
 import socket
 from pathlib import Path
 
+import pytest
+
 from rbm_tune.study.mlflow_callback import final_logged, logged
 from rbm_tune.tracking import Tracker
 from rbm_tune.tracking.outbox import Outbox
@@ -22,6 +24,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow  # MLflow's client retries the closed port for ~15 s
 def test_an_outage_keeps_every_write_in_order_until_mlflow_answers(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "s", study_tags={"rbm_tune.study": "s"})

@@ -45,6 +45,7 @@ def test_a_gpu_task_without_cuda_fails_in_one_line_naming_the_fix() -> None:
     assert "study.cpu_fallback: true" in text and "NVIDIA driver" in text
 
 
+@pytest.mark.slow
 def test_inside_ray_with_logical_gpus(tmp_path: object) -> None:
     """Real Ray, two logical GPUs declared on this CUDA-less machine: a task Ray gives a GPU
     sees its id and fails (or falls back when allowed); a task given none runs on its CPUs."""
