@@ -210,7 +210,7 @@ def build_parser() -> _Parser:
     )
     _add_address_arg(p)
     p.add_argument("--space", required=True, metavar="FILE", help="search-space YAML or name")
-    p.add_argument("--gpus", type=_gpus, default=None, help="passed to the study")
+    p.add_argument("--gpus", type=_gpus, default=None, help=argparse.SUPPRESS)  # an error
     p.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
     p.add_argument("--name", default=None, help="study name (default: the space's)")
     p.add_argument("--resume", action="store_true", help="continue the study on the cluster")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -312,6 +313,33 @@ def _freeze_imports() -> None:
     gc.freeze()
 
 
+LOGICAL_GPUS_ENV = "RBM_TUNE_LOGICAL_GPUS"
+
+
+def check_gpus(gpus: float | None, address: str | None) -> None:
+    """``--gpus`` declares a local Ray's GPUs: an error with ``--address`` (a cluster's GPUs are
+    its nodes'), and above this machine's CUDA devices (Ray would hand trials GPUs they cannot
+    use) unless ``$RBM_TUNE_LOGICAL_GPUS`` is set (logical GPUs on purpose, e.g. a test)."""
+    if gpus is None:
+        return
+    if address:
+        raise ConfigError(
+            f"--gpus {gpus:g} with --address: a cluster's GPUs are the ones its nodes have; "
+            "remove --gpus (resources.gpus_per_trial in the space sets each trial's share)"
+        )
+    if gpus == 0 or os.environ.get(LOGICAL_GPUS_ENV):
+        return
+    import torch
+
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus > cuda:
+        raise ConfigError(
+            f"--gpus {gpus:g}: this machine has {cuda} CUDA device(s); give at most {cuda} "
+            f"(or leave --gpus out: Ray counts them), or set {LOGICAL_GPUS_ENV}=1 to declare "
+            "logical GPUs on purpose"
+        )
+
+
 def search(args: argparse.Namespace) -> int:
     """``rbm-tune --space FILE``: validate everything, then run (or resume) the study."""
     from rbm_tune.search_space import load_space
@@ -328,6 +356,7 @@ def search(args: argparse.Namespace) -> int:
             f"--gpus {args.gpus:g}: a local Ray declares whole GPUs; give 0, 1, 2, ... (the "
             "space's resources.gpus_per_trial, e.g. 0.25, packs several trials on one GPU)"
         )
+    check_gpus(args.gpus, args.address)
     # Everything else that can be checked without writing: run_study writes the MLflow
     # experiment before it starts Ray and opens the teacher cache.
     check_study_name(args.name)

@@ -48,7 +48,6 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 _FORWARDED = (
     ("trials", "--trials"),
     ("name", "--name"),
-    ("gpus", "--gpus"),
     ("data_root", "--data-root"),
     ("cache_dir", "--cache-dir"),
 )
@@ -149,8 +148,11 @@ def submit(args: argparse.Namespace) -> int:
     space = load_space(args.space)  # one-line error before any network traffic
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: give at least 1")
-    if args.gpus is not None and args.gpus < 0:
-        raise ConfigError(f"--gpus {args.gpus}: give 0 or more")
+    if args.gpus is not None:
+        raise ConfigError(
+            f"rbm-tune submit --gpus {args.gpus:g}: a cluster's GPUs are the ones its nodes "
+            "have; remove --gpus (resources.gpus_per_trial in the space sets each trial's share)"
+        )
     check_study_name(args.name)
     client = _client(args.address)
     name = args.name or space.study.name

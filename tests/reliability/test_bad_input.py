@@ -106,6 +106,14 @@ CASES: dict[str, Case] = {
     "cli-gpus-fraction-local": Case(
         ("--space", SPACE, "--gpus", "0.5"), "a local Ray declares whole GPUs", GOOD
     ),
+    "cli-gpus-with-address": Case(
+        ("--space", SPACE, "--gpus", "2", "--address", "127.0.0.1:1"),
+        "a cluster's GPUs are the ones its nodes have; remove --gpus",
+        GOOD,
+    ),
+    "cli-gpus-above-cuda": Case(  # more than this machine's CUDA devices
+        ("--space", SPACE, "--gpus", "64"), "CUDA device(s); give at most", GOOD
+    ),
     "cli-cpus-zero": Case(("--space", SPACE, "--cpus", "0"), "argument --cpus: 0", GOOD),
     "cli-trials-zero": Case(("--space", SPACE, "--trials", "0"), "argument --trials: 0", GOOD),
     "cli-seeds-zero": Case(
@@ -252,6 +260,11 @@ CASES: dict[str, Case] = {
         ("--space", SPACE, "--address", "http://127.0.0.1:8265"), "is not a Ray address", GOOD
     ),
     # -- Ray jobs --------------------------------------------------------------------------------
+    "submit-gpus": Case(
+        ("submit", "--space", SPACE, "--gpus", "1", "--address", "http://127.0.0.1:1"),
+        "rbm-tune submit --gpus 1: a cluster's GPUs",
+        GOOD,
+    ),
     "submit-unsupported-scheme": Case(
         ("submit", "--space", SPACE, "--address", "ftp://127.0.0.1:1"),
         "is not a Ray dashboard address",
