@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rbm_tune.errors import ConfigError
+from rbm_tune.errors import ConfigError, RbmTuneError
 
 __all__ = ["evaluate_command", "evaluate_study", "format_table", "plain_mlp"]
 
@@ -44,18 +44,43 @@ def plain_mlp(config: Any) -> Any:
     )
 
 
-def _run(config_dict: dict[str, Any], data_root: str | None, cache_dir: str | None) -> dict:
-    """One Ray task: a whole trial (teacher from the cache or trained once, then the student)."""
-    import torch
+def _run(
+    config_dict: dict[str, Any],
+    data_root: str | None,
+    cache_dir: str | None,
+    cpu_fallback: bool = False,
+) -> dict:
+    """One Ray task: a whole trial (teacher from the cache or trained once, then the student),
+    on the device Ray assigned the task (rbm_tune.placement) with the CPUs it gave."""
+    import sys
 
     from rbm_tune.config import TrialConfig
+    from rbm_tune.placement import from_ray
     from rbm_tune.trial import run_trial
 
-    torch.set_num_threads(1)
+    placement = from_ray(cpu_fallback=cpu_fallback, what="evaluate task")
+    if placement.warning:
+        print(placement.warning, file=sys.stderr)
     result = run_trial(
-        TrialConfig.from_mapping(config_dict), data_root=data_root, cache_dir=cache_dir
+        TrialConfig.from_mapping(config_dict),
+        data_root=data_root,
+        cache_dir=cache_dir,
+        device=placement.device,
     )
     return result.to_dict()
+
+
+def study_resources(folder: Path) -> dict[str, Any]:
+    """The resources the study's trials asked for (``study.json``, written by its summary):
+    what each evaluation run asks Ray for. A study written before ``study.json`` existed: one
+    CPU, no GPU."""
+    path = folder / "study.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    return {
+        "num_cpus": float(settings.get("cpus_per_trial", 1)),
+        "num_gpus": float(settings.get("gpus_per_trial", 0)),
+        "cpu_fallback": bool(settings.get("cpu_fallback", False)),
+    }
 
 
 def _mean_std(values: list[float]) -> str:
@@ -149,8 +174,8 @@ def evaluate_study(
     from mlflow.tracking import MlflowClient
 
     from rbm_tune.config import TrialConfig
+    from rbm_tune.study.ray_session import check_address, init_ray
     from rbm_tune.tracking import ROLE_TAG, check_reachable, resolve_tracking_uri
-    from rbm_tune.tune import _check_address, _init_ray
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top {top} and --seeds {seeds} must both be >= 1")
@@ -172,22 +197,34 @@ def evaluate_study(
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     if address:
-        _check_address(address)
-    _init_ray(address, cpus, None)
+        check_address(address)
+    init_ray(address, cpus, None)
 
     cache = None if cache_dir is None else str(cache_dir)
     root = None if data_root is None else str(data_root)
-    task = ray.remote(num_cpus=1)(_run)
+    asked = study_resources(storage / name)
+    fallback = asked.pop("cpu_fallback")
+    if asked["num_gpus"] > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        asked["num_gpus"] = 0  # as the study did: a machine with no GPU runs it on CPUs
+    task = ray.remote(**asked)(_run)
     jobs: dict[tuple[int, int], Any] = {}
     variants = [plain_mlp(configs[0]), *configs]
     for seed in seed_list:
         for v, config in enumerate(variants):
-            jobs[(v, seed)] = task.remote(config.replace(seed=seed).to_dict(), root, cache)
+            config_dict = config.replace(seed=seed).to_dict()
+            jobs[(v, seed)] = task.remote(config_dict, root, cache, fallback)
     log(
         f"evaluating {len(configs)} config(s) + plain MLP over seeds {seed_list}: "
         f"{len(jobs)} runs as Ray tasks"
     )
-    done = {k: ray.get(ref) for k, ref in jobs.items()}
+    try:
+        done = {k: ray.get(ref) for k, ref in jobs.items()}
+    except ray.exceptions.RayTaskError as err:
+        from rbm_tune.placement import NoCudaError
+
+        if isinstance(err.cause, NoCudaError):  # one line naming the fix, not a traceback
+            raise RbmTuneError(str(err.cause)) from None
+        raise
 
     rows: list[tuple[str, str, list[dict[str, Any]]]] = [
         ("teacher", configs[0].teacher.model, [done[(1, s)] for s in seed_list]),

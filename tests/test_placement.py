@@ -84,3 +84,17 @@ def test_inside_ray_with_logical_gpus(tmp_path: object) -> None:
 
 def test_placement_is_a_plain_value() -> None:
     assert Placement("cpu") == Placement("cpu", None, None)
+
+
+def test_evaluate_asks_for_the_resources_the_study_s_trials_had(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from rbm_tune.evaluate import study_resources
+
+    folder = Path(str(tmp_path))
+    # a study folder from before study.json: one CPU, no GPU
+    assert study_resources(folder) == {"num_cpus": 1.0, "num_gpus": 0.0, "cpu_fallback": False}
+    settings = {"cpus_per_trial": 2, "gpus_per_trial": 0.25, "cpu_fallback": True, "seed": 0}
+    (folder / "study.json").write_text(json.dumps(settings))
+    assert study_resources(folder) == {"num_cpus": 2.0, "num_gpus": 0.25, "cpu_fallback": True}

@@ -145,6 +145,8 @@ def summarize(
         _write_results_csv(done, out_dir / "results.csv")
         tracker.log_artifact(tracker.parent_id, out_dir / "results.csv")
         _write_trials(space, done, out_dir / "trials.json")
+        # what rbm-tune evaluate asks Ray for per run: the resources the trials had
+        (out_dir / "study.json").write_text(json.dumps(study.to_dict(), indent=1, default=str))
         tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
         for path in _plots(space, done, study, out_dir / "plots", log):
             tracker.log_artifact(tracker.parent_id, path, "plots")

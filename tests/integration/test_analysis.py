@@ -66,6 +66,9 @@ def study(tmp_path_factory: pytest.TempPathFactory, tiny_teacher_cache: Path) ->
     # what comes after a search; evaluate's new seeds still train theirs
     shutil.copytree(tiny_teacher_cache, tmp / "cache")
     assert "(from cache)" in _cli(tmp, "--space", "multi.yaml", "--cpus", "2")
+    # the resources rbm-tune evaluate asks for per run: the trials'
+    settings = json.loads((tmp / "rbm-tune-runs" / "multi" / "study.json").read_text())
+    assert settings["cpus_per_trial"] == 1 and settings["gpus_per_trial"] == 0
     return tmp
 
 
