@@ -75,7 +75,9 @@ def init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
             ray.init(address=address, log_to_driver=True)
         else:
             _loopback_only()
-            ray.init(num_cpus=cpus, num_gpus=gpus, include_dashboard=False)
+            # whole GPUs (the CLI refuses a fraction for a local Ray)
+            num_gpus = None if gpus is None else int(gpus)
+            ray.init(num_cpus=cpus, num_gpus=num_gpus, include_dashboard=False)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
         first = first_line(err)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"

@@ -44,7 +44,7 @@ from rbm_tune.placement import NoCudaError, from_ray
 __all__ = ["HeldEpochs", "is_out_of_memory", "rung_epochs"]
 
 
-class HeldEpochs(tuple):  # type: ignore[type-arg]
+class HeldEpochs(tuple[dict[str, Any], ...]):
     """The per-epoch metrics a trial held back since its previous report (see :func:`_trial_fn`).
 
     A tuple of metric dicts that prints as ``<n epochs>``, so Ray Tune's result tables,
