@@ -120,7 +120,7 @@ def build_parser() -> _Parser:
         "--storage-path",
         default=None,
         metavar="DIR",
-        help="where Ray Tune keeps the study (default ./rbm-tune-runs)",
+        help="where Ray Tune keeps the study (default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs)",
     )
     _add_data_args(search)
     _add_cache_arg(search)
@@ -128,7 +128,12 @@ def build_parser() -> _Parser:
 
     p = sub.add_parser("best", help="print a finished study's best config as trial YAML")
     p.add_argument("--name", required=True, help="the study name")
-    p.add_argument("--storage-path", default=None, metavar="DIR", help="default ./rbm-tune-runs")
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        metavar="DIR",
+        help="default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs",
+    )
 
     p = sub.add_parser("datasets", help="list datasets, whether their files are present, sizes")
     _add_data_args(p)
@@ -269,7 +274,12 @@ def build_parser() -> _Parser:
     p.add_argument("--name", required=True, help="the study name")
     p.add_argument("--top", type=int, default=3, metavar="K", help="configs (default 3)")
     p.add_argument("--seeds", type=int, default=5, metavar="S", help="new seeds (default 5)")
-    p.add_argument("--storage-path", default=None, metavar="DIR", help="default ./rbm-tune-runs")
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        metavar="DIR",
+        help="default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs",
+    )
     p.add_argument("--tracking-uri", default=None, help="the study's MLflow URI")
     p.add_argument("--address", default=None, help="join this Ray cluster (as for a study)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of a local Ray")
@@ -283,7 +293,12 @@ def build_parser() -> _Parser:
     p.add_argument("--name", required=True, help="the study name")
     p.add_argument("--trial", default=None, metavar="ID", help="default: the best finished one")
     p.add_argument("--out", required=True, metavar="FILE", help="where to write, e.g. student.pt")
-    p.add_argument("--storage-path", default=None, metavar="DIR", help="default ./rbm-tune-runs")
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        metavar="DIR",
+        help="default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs",
+    )
     return parser
 
 

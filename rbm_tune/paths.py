@@ -46,6 +46,11 @@ def local_cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(text).expanduser()
 
 
+STORAGE_ENV = "RBM_TUNE_STORAGE"
+
+
 def resolve_storage(storage_path: str | Path | None) -> Path:
-    """Ray Tune's results folder: ``--storage-path``, else ``./rbm-tune-runs``; absolute."""
-    return Path(storage_path or Path.cwd() / "rbm-tune-runs").resolve()
+    """Ray Tune's results folder: ``--storage-path``, else ``$RBM_TUNE_STORAGE``, else
+    ``./rbm-tune-runs``; absolute."""
+    chosen = storage_path or os.environ.get(STORAGE_ENV) or Path.cwd() / "rbm-tune-runs"
+    return Path(chosen).expanduser().resolve()

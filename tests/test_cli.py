@@ -233,3 +233,20 @@ def test_the_executable_freezes_the_heap_before_exit_and_main_in_process_does_no
     before = gc.get_freeze_count()
     assert main(["configs"]) == 0
     assert gc.get_freeze_count() == before
+
+
+def test_storage_path_defaults_to_rbm_tune_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--storage-path, else $RBM_TUNE_STORAGE (what submit's jobs use on the head), else
+    ./rbm-tune-runs: the study, best, evaluate and export all look in the same place."""
+    from rbm_tune.paths import resolve_storage
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RBM_TUNE_STORAGE", raising=False)
+    assert resolve_storage(None) == tmp_path / "rbm-tune-runs"
+    monkeypatch.setenv("RBM_TUNE_STORAGE", str(tmp_path / "shared"))
+    assert resolve_storage(None) == tmp_path / "shared"
+    assert resolve_storage(tmp_path / "given") == tmp_path / "given"
+    monkeypatch.setenv("RBM_TUNE_STORAGE", "relative")
+    assert resolve_storage(None) == tmp_path / "relative"
