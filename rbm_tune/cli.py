@@ -114,7 +114,10 @@ def build_parser() -> _Parser:
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",
     )
     search.add_argument(
-        "--address", default=None, help="join this Ray cluster (e.g. auto, ray://head:10001)"
+        "--address",
+        default=None,
+        help="join this Ray cluster from one of its nodes (auto, or HEAD:6379); from another "
+        "machine use rbm-tune submit",
     )
     search.add_argument(
         "--storage-path",

@@ -361,6 +361,10 @@ def search(args: argparse.Namespace) -> int:
     # experiment before it starts Ray and opens the teacher cache.
     check_study_name(args.name)
     check_ray_address(args.address)
+    if args.address and args.address.startswith("ray://"):
+        from rbm_tune.study.ray_session import refuse_ray_client
+
+        refuse_ray_client(args.address)
     _check_cache_dir(args.cache_dir)
     check_tracking_uri(args.tracking_uri)
     from rbm_tune.study import run_study

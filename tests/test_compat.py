@@ -19,7 +19,7 @@ def test_the_installed_ray_and_optuna_are_the_pinned_ones() -> None:
     assert _compat.check_versions() == _compat.PINNED
     pins = open(SHIPPED_DIR.parent.parent / "pyproject.toml").read()
     for name, version in _compat.PINNED.items():
-        assert f'{name}' in pins and f"=={version}" in pins, (name, version)
+        assert f"{name}" in pins and f"=={version}" in pins, (name, version)
 
 
 def test_a_wrong_version_is_one_line_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

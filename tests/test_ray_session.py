@@ -59,3 +59,15 @@ def test_a_listening_address_passes_and_a_closed_one_is_refused(
     with pytest.raises(RbmTuneError) as err:
         check_address(template.format(host, port), timeout=2)  # nothing listens there now
     assert "cannot reach the Ray cluster" in str(err.value)
+
+
+def test_a_study_through_ray_client_is_refused_pointing_to_submit() -> None:
+    from rbm_tune.study.ray_session import refuse_ray_client
+
+    refuse_ray_client(None)
+    refuse_ray_client("auto")
+    refuse_ray_client("[::1]:6379")
+    with pytest.raises(RbmTuneError) as err:
+        refuse_ray_client("ray://[::1]:10001")
+    text = str(err.value)
+    assert "\n" not in text and "rbm-tune submit --address http://HEAD:8265" in text

@@ -615,8 +615,11 @@ def test_asha_counts_post_switch_epochs_and_early_stopping_may_be_off(tmp_path: 
     space = load_space(write(tmp_path, text))
     assert space.study.asha_max_t == 10 and space.study.early_stopping
     late = text.replace("grace_period: 4", "grace_period: 10")
-    with pytest.raises(SpaceError, match=r"grace_period: 10 is not below the longest trial "
-                       r"\(10 epochs after the pretraining switch"):
+    with pytest.raises(
+        SpaceError,
+        match=r"grace_period: 10 is not below the longest trial "
+        r"\(10 epochs after the pretraining switch",
+    ):
         load_space(write(tmp_path, late, "late.yaml"))
     fifo = late.replace("study: {", "study: {early_stopping: false, ")
     assert not load_space(write(tmp_path, fifo, "fifo.yaml")).study.early_stopping

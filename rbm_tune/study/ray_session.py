@@ -11,7 +11,7 @@ import os
 
 from rbm_tune.errors import RbmTuneError, first_line
 
-__all__ = ["check_address", "init_ray", "split_address"]
+__all__ = ["check_address", "init_ray", "refuse_ray_client", "split_address"]
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -29,6 +29,19 @@ def split_address(address: str) -> tuple[str, int]:
     else:
         host, _, port = rest.rpartition(":")
     return host or "127.0.0.1", int(port)
+
+
+def refuse_ray_client(address: str | None) -> None:
+    """A study's driver does not run through Ray Client (``ray://``): Ray Client has no local
+    Tuner to restore (``--resume``) and the driver's paths (storage, cache, MLflow's SQLite
+    default) would be this machine's, not the cluster's. One line pointing to the ways that
+    work."""
+    if address and address.startswith("ray://"):
+        raise RbmTuneError(
+            f"--address {address}: a study's driver cannot run through Ray Client (ray://); "
+            "use 'rbm-tune submit --address http://HEAD:8265 ...' from this machine, or run "
+            "rbm-tune on a cluster node with --address auto (or HEAD:6379)"
+        )
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -85,4 +98,3 @@ def init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
             f"cannot start or join {where} ({first}); check --address (e.g. ray://head:10001 or "
             "auto) and that 'ray status' works there"
         ) from None
-

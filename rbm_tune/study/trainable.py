@@ -75,7 +75,6 @@ def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> froze
     return frozenset(math.ceil(grace_period * reduction_factor**k) for k in range(count))
 
 
-
 def _drop_exit_in_callbacks(unraisable: Any) -> None:
     """``sys.unraisablehook`` of a trial process.
 

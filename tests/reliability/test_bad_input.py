@@ -114,6 +114,11 @@ CASES: dict[str, Case] = {
     "cli-gpus-above-cuda": Case(  # more than this machine's CUDA devices
         ("--space", SPACE, "--gpus", "64"), "CUDA device(s); give at most", GOOD
     ),
+    "cli-ray-client-study": Case(
+        ("--space", SPACE, "--address", "ray://127.0.0.1:1"),
+        "cannot run through Ray Client (ray://); use 'rbm-tune submit",
+        GOOD,
+    ),
     "cli-cpus-zero": Case(("--space", SPACE, "--cpus", "0"), "argument --cpus: 0", GOOD),
     "cli-trials-zero": Case(("--space", SPACE, "--trials", "0"), "argument --trials: 0", GOOD),
     "cli-seeds-zero": Case(
