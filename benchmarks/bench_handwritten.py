@@ -21,10 +21,10 @@ process tree, on one space and the same trial configs:
   best a user who knows Ray Tune and MLflow well would write without building rbm-tune.
 
 So that both tools train the same students for the same epochs, the copy of the space turns
-off early stopping: ASHA's grace period is its longest trial (no rung is reached) and the
-patience exceeds ``max_epochs``, so every trial runs its pretraining plus ``--max-epochs``.
-The sampler is the space's own (TPE, ``sampler_seed``); the script replays the ``rbm-tune``
-study's draws with ``tune.grid_search``. ``rbm-tune fast`` draws its own (TPE's later draws
+off early stopping: ``early_stopping: false`` (no ASHA) and the patience exceeds ``max_epochs``, so
+every trial runs its pretraining plus ``--max-epochs``. The sampler is the space's own (TPE,
+``sampler_seed``); the script replays the ``rbm-tune`` study's draws with ``tune.grid_search``.
+``rbm-tune fast`` draws its own (TPE's later draws
 follow the results, which fast mode's random streams change), so it is compared by time per
 epoch and per trial, not trial by trial. Each study gets a fresh local Ray on 127.0.0.1 and a
 fresh SQLite MLflow store; trials get 1 CPU each, ``--cpus`` at a time.
@@ -96,8 +96,7 @@ def write_space(base: str, out: Path, args: argparse.Namespace, fast: bool) -> P
         data["distill"]["eval_nodes"] = "needed"
     path = out / "space.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    longest = load_space(path).study.asha_max_t
-    study["asha"] = {**(study.get("asha") or {}), "grace_period": longest}
+    study["early_stopping"] = False  # FIFO, as the hand-written script (no ASHA)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

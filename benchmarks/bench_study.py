@@ -7,9 +7,8 @@ temp dir) and a fresh SQLite MLflow store. The teacher is trained first, once, b
 runs load the same teacher from the cache, as every study after a project's first does:
 
 - ASHA: the space's own ``asha`` block (what ``rbm-tune`` runs);
-- FIFO: the same file with ``asha.grace_period`` = ``asha_max_t`` (max_epochs + pretraining),
-  ASHA's only rung, which no trial reaches (its post-switch epoch stops at max_epochs), so no
-  trial is stopped early by the scheduler; each trial still ends at its own ``patience`` (epochs
+- FIFO: the same file with ``early_stopping: false`` (no ASHA), so no trial is stopped early
+  by the scheduler; each trial still ends at its own ``patience`` (epochs
   without a better val_acc), as every rbm-tune trial does. Same ``seed`` (split, teacher,
   students) and ``sampler_seed``;
 - FIFO, no early stopping (``full``, the issue's baseline read literally): FIFO with
@@ -286,7 +285,9 @@ def write_space(
     study = data.setdefault("study", {})
     study.update(name=name, num_trials=trials, max_concurrent=None)
     study["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": 0}
-    if grace is not None:
+    if grace == 0:  # no ASHA: every trial runs to its end (FIFO)
+        study["early_stopping"] = False
+    elif grace is not None:
         study["asha"] = {**(study.get("asha") or {}), "grace_period": grace}
     if reduction_factor is not None:
         study["asha"] = {**(study.get("asha") or {}), "reduction_factor": reduction_factor}
@@ -930,16 +931,16 @@ def main(argv: list[str] | None = None) -> int:
 
     asha_path = space_for("asha", grace=args.grace_period, reduction_factor=args.reduction_factor)
     asha_space = load_space(asha_path)
-    longest = asha_space.study.asha_max_t  # ASHA's only rung for FIFO: no trial reaches it
-    fifo_space = load_space(space_for("fifo", grace=longest))
+    longest = asha_space.study.asha_max_t  # the longest trial, in post-switch epochs
+    fifo_space = load_space(space_for("fifo", grace=0))  # early_stopping: false
     spaces = {"asha": asha_space, "fifo": fifo_space}
     if "full" in arms:
         # patience above any trial's length (pretraining included) never ends a trial
-        spaces["full"] = load_space(space_for("full", grace=longest, patience=longest + 1))
+        spaces["full"] = load_space(space_for("full", grace=0, patience=longest + 1000))
     print(
         f"workdir {workdir}; ASHA grace {asha_space.study.grace_period} rf "
-        f"{asha_space.study.reduction_factor}; FIFO grace = asha_max_t = "
-        f"{fifo_space.study.asha_max_t}",
+        f"{asha_space.study.reduction_factor}; FIFO: early_stopping false (longest trial "
+        f"{fifo_space.study.asha_max_t} post-switch epochs)",
         flush=True,
     )
     extra = {

@@ -31,7 +31,7 @@ study:
   num_trials: 5
   max_concurrent: 2
   objectives: {val_acc: max, num_params: min}
-  asha: {grace_period: 7, reduction_factor: 2}   # = the longest trial: nothing stops early
+  early_stopping: false   # no ASHA: every trial runs to its end
   resources: {cpus_per_trial: 1, gpus_per_trial: 0}
 dataset: demo
 teacher: {model: sage, num_layers: 2, hidden_dim: 16, max_epochs: 15, patience: 10}
