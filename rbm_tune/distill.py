@@ -153,12 +153,14 @@ def train_student(
             if not math.isfinite(loss):
                 raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
             switched = not getattr(model, "is_pretraining", False)
+            pred: Tensor | None
             if every_node:
                 train_acc, val_acc, test_acc, pred = trainer.evaluate()
                 test_max = max(test_max, test_acc)
             else:
                 train_acc, val_acc, pred = trainer.evaluate_needed()
             if trainer.sampler is not None:
+                assert pred is not None  # evaluate_needed predicts every node for KRD
                 trainer.sampler.update(trainer.teacher_pred, pred)
             if switched and val_acc >= best_val:
                 if not every_node:

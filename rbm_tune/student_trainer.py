@@ -43,10 +43,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rbm_tune import losses
 from rbm_tune.config import TrialConfig
@@ -104,7 +105,8 @@ class StudentTrainer:
         self.y_test = graph.y[graph.test_idx].to(device)
         self.logp_t = teacher.log_probs.to(device)
         # the teacher's embedding only where similarity distillation reads it (N x H)
-        self.h_t = teacher.embedding.to(device) if d.similarity_distill else None
+        # the teacher's embedding (empty when similarity distillation is off)
+        self.h_t = teacher.embedding.to(device) if d.similarity_distill else teacher.embedding[:0]
         self.teacher_pred = self.logp_t.argmax(-1)
         self.gen = torch.Generator(device=device).manual_seed(config.seed)
         self.eval_rows = d.eval_batch_size or d.batch_size  # 0: as batch_size
@@ -134,11 +136,12 @@ class StudentTrainer:
             self.model.input_sparse = False
         # ``net`` runs the forward; ``model`` is the module itself (state, switch, flags)
         self.net = torch.compile(self.model, dynamic=True) if d.compile else self.model
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.model.named_parameters():
             is_memory = name.endswith("memory")
             (no_decay if is_memory and not d.memory_weight_decay else decay).append(p)
-        groups = [{"params": decay}]
+        groups: list[dict[str, Any]] = [{"params": decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         # fused: one kernel over every parameter (about 5x faster than the default per-tensor
@@ -183,7 +186,7 @@ class StudentTrainer:
         self, x: Tensor, csr: CsrRows | None = None, *, update_memory: bool = True
     ):  # -> StudentOutput
         if hasattr(self.model, "update_memory"):
-            self.model.update_memory = update_memory
+            setattr(self.model, "update_memory", update_memory)  # noqa: B010 (RbM's own flag)
         return self._run(x, csr)
 
     def _ce_term(
@@ -211,7 +214,7 @@ class StudentTrainer:
         for _ in range(self.d.adv_iters):
             delta.requires_grad_(True)
             if hasattr(self.model, "update_memory"):
-                self.model.update_memory = clean
+                setattr(self.model, "update_memory", clean)  # noqa: B010 (RbM's own flag)
             (grad,) = torch.autograd.grad(raw_loss(x + delta), delta)
             delta = (delta.detach() + eps / 4 * grad.sign()).clamp(-eps, eps)
         return x + delta

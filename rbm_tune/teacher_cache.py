@@ -348,4 +348,5 @@ def _decode(entry: Entry) -> TeacherOutputs:
     tensors = [record[name] for name in _TENSORS]
     if record["digest"] != entry.digest or len({t.size(0) for t in tensors}) != 1:
         raise CorruptEntry(f"{PAYLOAD} does not match its key")
-    return TeacherOutputs(*tensors, **record["scalars"], state_dict=record["state_dict"])
+    fields = {**record["scalars"], "state_dict": record["state_dict"]}
+    return TeacherOutputs(*tensors, **fields)

@@ -48,7 +48,7 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any
 
 StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 # add_implicit_resolver copies the resolver table before it changes it: SafeLoader is untouched
 StrictLoader.add_implicit_resolver(

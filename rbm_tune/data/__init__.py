@@ -163,7 +163,7 @@ def load_graph(
     if setting not in ("transductive", "inductive"):
         raise DataError(f"unknown setting {setting!r}; choose transductive or inductive")
     if source.kind == "demo":
-        raw = RawGraph(*make_demo(), None)  # type: ignore[call-arg]
+        raw = RawGraph(*make_demo(), None)
     else:
         raw = read_source(
             source,

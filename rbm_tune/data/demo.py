@@ -7,6 +7,8 @@ GNN) and homophilous edges (so a GNN teacher has something to teach).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -14,7 +16,13 @@ from rbm_tune.data.splits import coalesce, remove_self_loops, to_undirected
 
 __all__ = ["DEMO_SIZES", "make_demo"]
 
-DEMO_SIZES = {"nodes": 3000, "features": 32, "classes": 5, "degree": 8, "homophily": 0.75}
+DEMO_SIZES: dict[str, Any] = {
+    "nodes": 3000,
+    "features": 32,
+    "classes": 5,
+    "degree": 8,
+    "homophily": 0.75,
+}
 
 
 def make_demo(

@@ -269,7 +269,7 @@ def _safe_loads() -> Iterator[None]:
     _allow_pyg_globals()
     saved = fs.torch_load, planetoid.pickle
     fs.torch_load = strict_torch_load
-    planetoid.pickle = types.SimpleNamespace(  # type: ignore[assignment]
+    planetoid.pickle = types.SimpleNamespace(
         load=_planetoid_pickle_load, UnpicklingError=pickle.UnpicklingError
     )
     try:
@@ -286,7 +286,7 @@ def _load(source: Source, root: str) -> RawGraph:
         split = tuple(
             m.nonzero().view(-1) for m in (data.train_mask, data.val_mask, data.test_mask)
         )
-        return RawGraph(data.x, data.y, data.edge_index, split)  # type: ignore[arg-type]
+        return RawGraph(data.x, data.y, data.edge_index, split)
     if source.kind in ("amazon", "coauthor"):
         from torch_geometric import datasets
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from rbm_tune.config import StudentSpec, TeacherSpec
 from rbm_tune.errors import ConfigError
@@ -12,6 +10,9 @@ from rbm_tune.models.base import Student, StudentOutput, TeacherOutput
 from rbm_tune.models.mlp import MLP
 from rbm_tune.models.moe import MoE
 from rbm_tune.models.rbm import RbM
+
+if TYPE_CHECKING:  # teachers import PyG: a process that only trains a student never does
+    from rbm_tune.models.teachers import Teacher
 
 __all__ = [
     "MLP",
@@ -108,7 +109,7 @@ def build_student(
     )
 
 
-def build_teacher(spec: TeacherSpec, in_dim: int, out_dim: int) -> nn.Module:
+def build_teacher(spec: TeacherSpec, in_dim: int, out_dim: int) -> Teacher:
     """Build the GNN teacher named by ``spec.model`` (spec §2.1).
 
     Args:

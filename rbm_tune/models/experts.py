@@ -166,7 +166,7 @@ class _GroupedExperts(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         src: Tensor,
         weight: Tensor,
@@ -199,7 +199,7 @@ class _GroupedExperts(torch.autograd.Function):
             else:
                 xs = src.index_select(0, gather[rows])
                 if count and p > 0:
-                    drop = keep_mask(xs.shape, p, xs)
+                    drop = keep_mask((xs.shape[0], xs.shape[1]), p, xs)
                     xs.mul_(drop)
                 inputs.append(xs)
             if count:
@@ -326,9 +326,9 @@ def grouped_mix(
         gather = order
     else:
         src, gather = dropout(x), nodes
-    w_stack = bank.weight if gate is None else bank.weight * gate.unsqueeze(1)
+    w_stack: Tensor = bank.weight if gate is None else bank.weight * gate.unsqueeze(1)
     w_sorted = weight.t().reshape(-1)[order]
-    bias = bank.bias
+    bias: Tensor = bank.bias
     device = x.device.type
     csr = csr if src is x else None  # the CSR of x describes only x itself
     use_sparse = gather is nodes and sparse_input(src, sparse, csr)

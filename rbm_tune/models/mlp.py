@@ -81,7 +81,8 @@ class MLP(Student):
         embedding = x
         for i, layer in enumerate(self.layers):
             if i == 0:  # the features: the CSR path where they are sparse
-                h = dropped_linear(h, None, layer.weight, layer.bias, self.sparse, csr)
+                first: nn.Linear = layer  # type: ignore[assignment]  # ModuleList items are Modules
+                h = dropped_linear(h, None, first.weight, first.bias, self.sparse, csr)
             else:
                 h = layer(h)
             if i == 0:

@@ -14,12 +14,12 @@ Deviations from the reference's DGL layers:
   heads concatenated in hidden layers and averaged in the last).
 
 Sparse propagation (issue 20 item 4): ``forward`` takes the graph as a prepared sparse ``adj_t``
-(:meth:`_Teacher.adjacency`, built once per graph) or as an ``edge_index``, which it turns into
+(:meth:`Teacher.adjacency`, built once per graph) or as an ``edge_index``, which it turns into
 one (cached for the last ``edge_index`` object). GCN and SAGE layers are then the conv's own
 linear maps around one ``adj_t @ h`` product, GAT runs ``GATConv`` over target-row chunks
 (``gat_chunked``): no edges x features tensor. SAGE's aggregate-then-linear and every
 ReLU-then-dropout use ops that save fewer activations for backward (``teacher_ops``). Same
-function as PyG's convs over ``edge_index`` (kept as :meth:`_Teacher.forward_edge_index`, the
+function as PyG's convs over ``edge_index`` (kept as :meth:`Teacher.forward_edge_index`, the
 reference); the sums run in another order, so outputs agree within float tolerance, not
 bitwise. Parameters and state dicts are unchanged.
 """
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # PyG is imported when a teacher is built, so students never 
 __all__ = ["GATTeacher", "GCNTeacher", "SAGETeacher"]
 
 
-class _Teacher(nn.Module):
+class Teacher(nn.Module):
     """Walks a PyG ``BasicGNN``'s convs with our norms; subclasses choose the model."""
 
     gnn: GCN | GraphSAGE | GAT
@@ -189,7 +189,7 @@ class _Teacher(nn.Module):
         )
 
 
-class _PlainTeacher(_Teacher):
+class _PlainTeacher(Teacher):
     """A teacher whose constructor takes only the shared hyperparameters.
 
     Subclasses build their PyG model in ``_build_gnn``, after the norms are registered.
@@ -252,7 +252,7 @@ class GCNTeacher(_PlainTeacher):
         """``D^-1/2 A D^-1/2`` (in-degrees, no added self-loops) as CSR ``adj_t``."""
         return gcn_adjacency(edge_index, num_nodes)
 
-    def _propagate(self, conv: nn.Module, h: Tensor, adj_t: Tensor) -> Tensor:
+    def _propagate(self, conv: Any, h: Tensor, adj_t: Tensor) -> Tensor:
         # GCNConv.forward with the normalisation done once: lin, propagate, bias.
         out = spmm(adj_t, conv.lin(h))
         return out if conv.bias is None else out + conv.bias
@@ -305,7 +305,7 @@ class SAGETeacher(_PlainTeacher):
         transposed(adj_t)
         return adj_t
 
-    def _propagate(self, conv: nn.Module, h: Tensor, adj_t: Tensor) -> Tensor:
+    def _propagate(self, conv: Any, h: Tensor, adj_t: Tensor) -> Tensor:
         # SAGEConv.forward for aggr="mean", root_weight=False, project=False, normalize=False:
         # lin_l(mean of the neighbours), the mean being adj_t's weights (multi-edges included).
         if conv.project or conv.root_weight or conv.normalize:
@@ -313,7 +313,7 @@ class SAGETeacher(_PlainTeacher):
         return sparse_linear(adj_t, h, conv.lin_l.weight, conv.lin_l.bias)
 
 
-class GATTeacher(_Teacher):
+class GATTeacher(Teacher):
     """GAT with ``heads`` attention heads (PyG defaults); hidden: norm -> ReLU -> dropout.
 
     Embedding before the norm. Not part of the reference (spec §2).
@@ -361,4 +361,4 @@ class GATTeacher(_Teacher):
         return gat_adjacency(edge_index, num_nodes)
 
     def _propagate(self, conv: nn.Module, h: Tensor, adj_t: Tensor) -> Tensor:
-        return gat_conv_chunked(conv, h, adj_t)  # type: ignore[arg-type]
+        return gat_conv_chunked(conv, h, adj_t)
