@@ -99,7 +99,7 @@ def test_two_tasks_map_one_read_only_copy(tmp_path: Path) -> None:
     path = tmp_path / "space.yaml"
     path.write_text(
         TINY_SPACE.format(
-            name="zc", trials=1, concurrent=1, max_failures=0, plots="false", gpus=0, epochs=2
+            name="zc", trials=1, concurrent=1, max_failures=0, plots="false", gpus=0, epochs=3
         )
     )
     payload = TrialPayload.of(load_space(path), graph, teacher)
