@@ -444,7 +444,8 @@ def test_sbatch_is_valid_bash() -> None:
 def test_sbatch_starts_ray_and_the_study() -> None:
     text = SBATCH.read_text()
     assert "set -euo pipefail" in text
-    assert "ray start --head" in text
+    assert 'exec ray start "$@" --num-cpus="$cpus" --num-gpus="$gpus"' in text
+    assert 'start_ray_step "$head_node" --head --block' in text
     assert "rbm-tune --space" in text
     assert "scontrol show hostnames" in text
     for directive in ("--nodes", "--gpus-per-node", "--cpus-per-task", "--time"):
@@ -452,23 +453,35 @@ def test_sbatch_starts_ray_and_the_study() -> None:
 
 
 SHIMS = {
-    # bin/: the SLURM tools
+    # bin/: the SLURM tools, and what a node's step sees (nproc, nvidia-smi)
     "bin/scontrol": """\
         [[ "$1 $2" == "show hostnames" ]] || exit 1
         printf 'node-1\\nnode-2\\nnode-3\\n'
         """,
+    # a step gets --cpus-per-task CPUs (1 without it: srun no longer inherits the job's) and the
+    # node's GPUs: SHIM_GPUS_<node> (default SHIM_GPUS, else 0), as nvidia-smi -L lists them
     "bin/srun": """\
-        node=
+        node= cpus=1
         while (($#)); do
             case $1 in
                 -w|--nodelist) node=$2; shift 2 ;;
                 --nodelist=*) node=${1#*=}; shift ;;
+                -c) cpus=$2; shift 2 ;;
+                --cpus-per-task=*) cpus=${1#*=}; shift ;;
                 -*) shift ;;
                 *) break ;;
             esac
         done
-        echo "srun[$node] $*" >> "$SHIM_LOG"
+        args="$*"
+        echo "srun[$node] cpus=$cpus ${args//$'\\n'/ }" >> "$SHIM_LOG"
+        var="SHIM_GPUS_${node//-/_}"
+        export SHIM_STEP_CPUS=$cpus SHIM_STEP_GPUS=${!var:-${SHIM_GPUS:-0}}
         exec "$@"
+        """,
+    "bin/nproc": 'echo "${SHIM_STEP_CPUS:-64}"\n',
+    "bin/nvidia-smi": """\
+        [[ "$1" == "-L" ]] || exit 1
+        for ((i = 0; i < ${SHIM_STEP_GPUS:-0}; i++)); do echo "GPU $i: A100 (UUID: x-$i)"; done
         """,
     "bin/hostname": "echo '10.11.12.13 fe80::1'\n",
     # venv/bin/: what the script finds on PATH once it puts the venv first
@@ -481,12 +494,13 @@ SHIMS = {
             exec sleep 300
         fi
         """,
-    # the script's "how many Ray nodes are alive": the `ray start --block` calls so far
+    # the script's probe: alive Ray nodes (the `ray start --block` calls so far) and their GPUs
     "venv/bin/python": """\
         cat > /dev/null
         n=$(grep -c -- '^ray start.*--block' "$SHIM_LOG" || true)
         max=${SHIM_MAX_NODES:-99}
-        echo $((n < max ? n : max))
+        g=$(grep -o -- '^ray start.*--num-gpus=[0-9]*' "$SHIM_LOG" | sed 's/.*=//' | paste -sd+)
+        echo $((n < max ? n : max)) $((${g:-0}))
         """,
     "venv/bin/rbm-tune": """\
         n=$(grep -c -- '^ray start.*--block' "$SHIM_LOG" || true)
@@ -511,7 +525,7 @@ def _run_sbatch(
         lines = [line.removeprefix("        ") for line in body.splitlines()]
         path.write_text("#!/bin/bash\n" + "\n".join(lines) + "\n")
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    (tmp_path / "home").mkdir()
+    (tmp_path / "home").mkdir(parents=True)
     env = {
         "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
         "HOME": str(tmp_path / "home"),
@@ -520,7 +534,8 @@ def _run_sbatch(
         "SLURM_JOB_NODELIST": "node-[1-3]",
         "SLURM_JOB_NUM_NODES": "3",
         "SLURM_CPUS_PER_TASK": "8",
-        "SLURM_GPUS_PER_NODE": "a100:2",
+        "SLURM_GPUS_ON_NODE": "2",  # SLURM_GPUS_PER_NODE is left unset, as with --gres=gpu:2
+        "SHIM_GPUS": "2",
         "SPACE": "demo",
         "RBM_TUNE_VENV": str(tmp_path / "venv"),
         "RBM_TUNE_STORAGE": str(tmp_path / "runs"),
@@ -578,13 +593,19 @@ def test_sbatch_end_to_end_with_stand_ins(tmp_path: Path) -> None:
     head = "10.11.12.13:6379"
     starts = [line for line in log if line.startswith("srun[") and " ray start " in line]
     assert len(starts) == 3
-    assert starts[0].startswith("srun[node-1] ray start --head --block ")
+    assert starts[0].startswith("srun[node-1] cpus=8 bash -c ")
+    assert " rbm-tune-ray-step --head --block " in starts[0]
     assert "--node-ip-address=10.11.12.13" in starts[0]
     assert "--dashboard-host=127.0.0.1" in starts[0]
     assert {s.split("]")[0] for s in starts[1:]} == {"srun[node-2", "srun[node-3"}
     for line in starts:
-        assert "--num-gpus=2" in line and "--num-cpus=8" in line
-    for line in starts[1:]:
+        assert " cpus=8 " in line  # --cpus-per-task passed to every step explicitly
+    # what each node's Ray was given: the step's CPUs (nproc) and the node's GPUs (nvidia-smi)
+    rays = [line for line in log if line.startswith("ray start ")]
+    assert len(rays) == 3
+    for line in rays:
+        assert line.endswith("--num-cpus=8 --num-gpus=2"), line
+    for line in rays[1:]:
         assert f"--address={head} --block" in line
     (study,) = [line for line in log if line.startswith("rbm-tune")]
     # started only once all three nodes had joined
@@ -600,6 +621,60 @@ def test_sbatch_gives_up_when_a_node_does_not_join(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert re.search(r"only [0-2] of 3 Ray nodes joined within 2s", result.stderr)
     assert not [line for line in _log(tmp_path) if line.startswith("rbm-tune")]
+
+
+def test_sbatch_srun_steps_do_not_rely_on_inherited_cpus() -> None:
+    text = SBATCH.read_text()
+    assert 'export SRUN_CPUS_PER_TASK="$cpus"' in text
+    assert "SLURM_GPUS_PER_NODE:-" not in text and "${SLURM_GPUS_PER_NODE" not in text
+    for match in re.finditer(r"^\s*srun (.*)$", text, re.M):
+        if "ray" in match.group(1) or "STEP_RAY" in match.group(1):
+            assert '--cpus-per-task="$cpus"' in match.group(1)
+
+
+def test_sbatch_counts_each_nodes_own_gpus(tmp_path: Path) -> None:
+    """GPUs from the node (nvidia-smi) and CPUs from the step, per node: node-3 has 4 GPUs."""
+    result = _run_sbatch(tmp_path, SHIM_GPUS_node_3="4", SLURM_CPUS_PER_TASK="6")
+    assert result.returncode == 0, result.stderr
+    rays = [line for line in _log(tmp_path) if line.startswith("ray start ")]
+    gpus = sorted(int(line.rsplit("--num-gpus=", 1)[1]) for line in rays)
+    assert gpus == [2, 2, 4]
+    assert all("--num-cpus=6 " in line for line in rays)
+    assert result.stderr.count("Ray gets 6 CPUs and 2 GPUs") == 2
+    assert result.stderr.count("Ray gets 6 CPUs and 4 GPUs") == 1
+
+
+def test_sbatch_takes_gpus_from_cuda_visible_devices_in_the_step(tmp_path: Path) -> None:
+    result = _run_sbatch(tmp_path, CUDA_VISIBLE_DEVICES="0,1", SHIM_GPUS="8")
+    assert result.returncode == 0, result.stderr
+    rays = [line for line in _log(tmp_path) if line.startswith("ray start ")]
+    assert rays and all(line.endswith("--num-gpus=2") for line in rays)
+
+
+def test_sbatch_fails_in_one_line_when_the_gpus_never_appear(tmp_path: Path) -> None:
+    """SLURM gave 2 GPUs a node, but node-2's driver shows none: one line after RAY_WAIT_S,
+    exit 2, no study, and every Ray step stopped (_run_sbatch checks that)."""
+    started = time.monotonic()
+    result = _run_sbatch(tmp_path, SHIM_GPUS_node_2="0", RAY_WAIT_S="2")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "GPUs this job asked for" in line]
+    assert lines == [
+        "rbm-tune-slurm: Ray sees 4 of the 6 GPUs this job asked for after 2s (2 per node); "
+        "check nvidia-smi on the nodes, or set RBM_TUNE_GPUS_PER_NODE to what they have"
+    ]
+    assert not [line for line in _log(tmp_path) if line.startswith("rbm-tune")]
+
+
+def test_sbatch_gpu_wait_follows_rbm_tune_gpus_per_node(tmp_path: Path) -> None:
+    # a CPU-only allocation expects no GPU; an override asks for more than the nodes have
+    ok = _run_sbatch(tmp_path / "a", SLURM_GPUS_ON_NODE="", SHIM_GPUS="0")
+    assert ok.returncode == 0, ok.stderr
+    short = _run_sbatch(tmp_path / "b", RBM_TUNE_GPUS_PER_NODE="4", RAY_WAIT_S="3")
+    assert short.returncode == 2
+    assert "Ray sees 6 of the 12 GPUs" in short.stderr
+    bad = _run_sbatch(tmp_path / "c", RBM_TUNE_GPUS_PER_NODE="two")
+    assert bad.returncode == 2 and "not a whole number" in bad.stderr
 
 
 def test_sbatch_passes_on_a_failed_study_and_still_stops_ray(tmp_path: Path) -> None:
