@@ -254,6 +254,23 @@ CONTAINER = {
         },
         "env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
         "resources": RESOURCES,
+        # core/v1 Container.lifecycle.preStop: a LifecycleHandler; exec.command is []string
+        "lifecycle": {
+            "type": "object",
+            "properties": {
+                "preStop": {
+                    "type": "object",
+                    "properties": {
+                        "exec": {
+                            "type": "object",
+                            "properties": {
+                                "command": {"type": "array", "items": {"type": "string"}}
+                            },
+                        }
+                    },
+                }
+            },
+        },
         "volumeMounts": {
             "type": "array",
             "items": {"type": "object", "required": ["mountPath", "name"]},
@@ -384,9 +401,15 @@ def _alpha_api(m: dict) -> None:
     m["apiVersion"] = "ray.io/v1alpha1"
 
 
+def _string_prestop(m: dict) -> None:
+    container = m["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    container["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] = "ray stop"
+
+
 @pytest.mark.parametrize(
     "breakage",
     [
+        _string_prestop,
         _drop_group_name,
         _drop_head_start_params,
         _int_start_param,
@@ -432,6 +455,88 @@ def test_rayjob_runs_rbm_tune_on_gpu_workers_with_shared_storage() -> None:
             assert "YOUR-" in container["image"]
             mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
             assert any(mounts.get(c) == "/mnt/shared" for c in claims)
+
+
+def _containers(manifest: dict) -> list[dict]:
+    cluster = manifest["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]]
+    templates += [g["template"] for g in cluster["workerGroupSpecs"]]
+    return [c for t in templates for c in t["spec"]["containers"]]
+
+
+def check_prestop(manifest: dict) -> None:
+    for container in _containers(manifest):
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[:2] == ["/bin/sh", "-c"] and command[2].strip() == "ray stop"
+
+
+def test_every_ray_pod_stops_ray_before_it_goes() -> None:
+    check_prestop(load("kuberay-rayjob.yaml"))
+
+
+def test_the_prestop_check_fails_without_the_hook() -> None:
+    manifest = load("kuberay-rayjob.yaml")
+    del _containers(manifest)[-1]["lifecycle"]  # the GPU workers'
+    with pytest.raises(KeyError):
+        check_prestop(manifest)
+
+
+GIB = 2**30
+
+
+def _quantity(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": GIB, "Ti": 2**40, "G": 10**9, "M": 10**6}
+    for suffix, factor in units.items():
+        if str(text).endswith(suffix):
+            return int(float(str(text)[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def head_memory_budget() -> dict[str, int]:
+    """The head's budget as the manifest's comment explains it, from the largest shipped
+    dataset's published sizes (ogbn-products) and its space's teacher."""
+    from rbm_tune.memory import DATASET_SIZES
+    from rbm_tune.search_space import load_space
+
+    sizes = DATASET_SIZES["ogbn-products"]
+    hidden = load_space("products").default_config().teacher.hidden_dim
+    graph = sizes.num_nodes * sizes.num_features * 4 + sizes.num_edges * 2 * 8
+    teacher = sizes.num_nodes * (sizes.num_classes + hidden) * 4
+    return {
+        "object_store": graph + (graph + teacher),  # the teacher task's graph + a full payload
+        "driver": 2 * graph + teacher + GIB,  # + one copy while loading + the imports
+        "ray": 4 * GIB,
+    }
+
+
+def check_head_memory(manifest: dict) -> None:
+    head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]
+    (container,) = head["template"]["spec"]["containers"]
+    limit = _quantity(container["resources"]["limits"]["memory"])
+    assert _quantity(container["resources"]["requests"]["memory"]) == limit
+    store = int(head["rayStartParams"]["object-store-memory"])
+    need = head_memory_budget()
+    assert store >= need["object_store"], (store / GIB, need["object_store"] / GIB)
+    assert limit - store >= need["driver"] + need["ray"], ((limit - store) / GIB, need)
+
+
+def test_head_memory_holds_the_driver_and_the_object_store() -> None:
+    need = head_memory_budget()
+    # the figures the manifest's comment gives
+    assert 7 * GIB < need["object_store"] < 8 * GIB
+    assert 8 * GIB < need["driver"] < 9 * GIB
+    check_head_memory(load("kuberay-rayjob.yaml"))
+
+
+@pytest.mark.parametrize(("memory", "store"), [("16Gi", "10737418240"), ("32Gi", "4294967296")])
+def test_the_head_memory_check_rejects_a_small_head(memory: str, store: str) -> None:
+    manifest = load("kuberay-rayjob.yaml")
+    head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]
+    resources = head["template"]["spec"]["containers"][0]["resources"]
+    resources["limits"]["memory"] = resources["requests"]["memory"] = memory
+    head["rayStartParams"]["object-store-memory"] = store
+    with pytest.raises(AssertionError):
+        check_head_memory(manifest)
 
 
 # -- SLURM --------------------------------------------------------------------------------------
