@@ -152,21 +152,93 @@ def test_gpu_workers_and_autoscaling_bounds(name: str) -> None:
     head = types[config["head_node_type"]]
     workers = {k: v for k, v in types.items() if k != config["head_node_type"]}
     assert workers, "no worker node type"
-    assert head["resources"].get("GPU", 0) == 0
+    # as Ray's large-cluster guide sets it: no task or trial on the head
+    assert head["resources"] == {"CPU": 0}
     for key, node in workers.items():
         assert node["resources"].get("GPU", 0) >= 1, f"{key} declares no GPU"
         assert node["resources"].get("CPU", 0) >= 1, f"{key} declares no CPU"
         assert 0 <= node["min_workers"] <= node["max_workers"] <= config["max_workers"]
-        node_config = node["node_config"]
-        if config["provider"]["type"] == "aws":
-            assert re.match(r"(g|p)\d", node_config["InstanceType"]), "not a GPU instance type"
-        else:
-            (accelerator,) = node_config["guestAccelerators"]
-            assert accelerator["acceleratorType"].startswith("nvidia-")
-            assert accelerator["acceleratorCount"] == node["resources"]["GPU"]
-            assert node_config["scheduling"]["onHostMaintenance"] == "TERMINATE"
+        gpus, vcpus, _ = GPU_TYPES[instance_type(config, node)]
+        assert node["resources"] == {"CPU": vcpus, "GPU": gpus}, key
+        if config["provider"]["type"] == "gcp":
+            assert node["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
     # rbm-tune counts the cluster's GPUs when a study starts (none: trials run on CPUs).
     assert sum(w["min_workers"] for w in workers.values()) >= 1
+
+
+MIB = 2**20
+# instance type -> (GPUs, vCPUs, memory of one GPU as nvidia-smi reports it)
+GPU_TYPES = {
+    "g5.2xlarge": (1, 8, 23028 * MIB),  # AWS, NVIDIA A10G
+    "g6.2xlarge": (1, 8, 23034 * MIB),  # AWS, NVIDIA L4
+    "g4dn.2xlarge": (1, 8, 15360 * MIB),  # AWS, NVIDIA T4
+    "g2-standard-8": (1, 8, 23034 * MIB),  # GCP, NVIDIA L4 (part of the machine type)
+    "n1-standard-8+nvidia-tesla-t4": (1, 8, 15360 * MIB),  # GCP, N1 with a T4 attached
+}
+
+
+def instance_type(config: dict, node: dict) -> str:
+    node_config = node["node_config"]
+    if config["provider"]["type"] == "aws":
+        return node_config["InstanceType"]
+    name = node_config["machineType"]
+    for accelerator in node_config.get("guestAccelerators", []):
+        name += f"+{accelerator['acceleratorType']}"
+    return name
+
+
+def misfits(card: int) -> list[str]:
+    """Every shipped GPU space whose default trial does not fit its gpus_per_trial share of a
+    card this size, or whose teacher does not fit the whole card (rbm_tune.memory's CUDA
+    estimates from the datasets' published sizes)."""
+    from rbm_tune.memory import GraphSizes, student_estimate, teacher_estimate, trial_share
+    from rbm_tune.search_space import load_space
+
+    out = []
+    for path in sorted((REPO / "rbm_tune" / "search_spaces").glob("*.yaml")):
+        space = load_space(path.stem)
+        if space.study.gpus_per_trial <= 0:
+            continue
+        base = space.default_config()
+        sizes = GraphSizes.for_dataset(base.dataset)
+        trial = student_estimate(base, sizes, "cuda").total
+        if trial > trial_share(space.study, "cuda", card_memory=card):
+            out.append(f"{path.stem} trial")
+        if teacher_estimate(base.teacher, sizes, "cuda").total > card:
+            out.append(f"{path.stem} teacher")
+    return out
+
+
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_gpu_workers_fit_every_shipped_space(name: str) -> None:
+    config = load(name)
+    workers = [
+        node
+        for key, node in config["available_node_types"].items()
+        if key != config["head_node_type"]
+    ]
+    for node in workers:
+        _, _, card = GPU_TYPES[instance_type(config, node)]
+        assert misfits(card) == [], instance_type(config, node)
+
+
+def test_the_fit_check_rejects_a_16_gb_t4() -> None:
+    _, _, t4 = GPU_TYPES["n1-standard-8+nvidia-tesla-t4"]
+    assert misfits(t4) == ["coauthor-physics trial"]
+
+
+def test_setup_installs_the_cuda_build_of_the_pinned_torch() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"(torch==[0-9.]+)"', pyproject)
+    for name in LAUNCHER_CONFIGS:
+        setup = load(name)["setup_commands"]
+        (torch_cmd,) = [c for c in setup if " torch==" in c]
+        assert f" {pin} " in f"{torch_cmd} "
+        assert re.search(r"--index-url https://download\.pytorch\.org/whl/cu1\d\d+\b", torch_cmd)
+        (project_cmd,) = [c for c in setup if c.rstrip().endswith("~/rbm-tune-src")]
+        assert setup.index(torch_cmd) < setup.index(project_cmd)  # pip then keeps that torch
+        (check,) = load(name)["worker_setup_commands"]
+        assert "torch.cuda.is_available()" in check and "sys.exit" in check
 
 
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
