@@ -152,21 +152,93 @@ def test_gpu_workers_and_autoscaling_bounds(name: str) -> None:
     head = types[config["head_node_type"]]
     workers = {k: v for k, v in types.items() if k != config["head_node_type"]}
     assert workers, "no worker node type"
-    assert head["resources"].get("GPU", 0) == 0
+    # as Ray's large-cluster guide sets it: no task or trial on the head
+    assert head["resources"] == {"CPU": 0}
     for key, node in workers.items():
         assert node["resources"].get("GPU", 0) >= 1, f"{key} declares no GPU"
         assert node["resources"].get("CPU", 0) >= 1, f"{key} declares no CPU"
         assert 0 <= node["min_workers"] <= node["max_workers"] <= config["max_workers"]
-        node_config = node["node_config"]
-        if config["provider"]["type"] == "aws":
-            assert re.match(r"(g|p)\d", node_config["InstanceType"]), "not a GPU instance type"
-        else:
-            (accelerator,) = node_config["guestAccelerators"]
-            assert accelerator["acceleratorType"].startswith("nvidia-")
-            assert accelerator["acceleratorCount"] == node["resources"]["GPU"]
-            assert node_config["scheduling"]["onHostMaintenance"] == "TERMINATE"
+        gpus, vcpus, _ = GPU_TYPES[instance_type(config, node)]
+        assert node["resources"] == {"CPU": vcpus, "GPU": gpus}, key
+        if config["provider"]["type"] == "gcp":
+            assert node["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
     # rbm-tune counts the cluster's GPUs when a study starts (none: trials run on CPUs).
     assert sum(w["min_workers"] for w in workers.values()) >= 1
+
+
+MIB = 2**20
+# instance type -> (GPUs, vCPUs, memory of one GPU as nvidia-smi reports it)
+GPU_TYPES = {
+    "g5.2xlarge": (1, 8, 23028 * MIB),  # AWS, NVIDIA A10G
+    "g6.2xlarge": (1, 8, 23034 * MIB),  # AWS, NVIDIA L4
+    "g4dn.2xlarge": (1, 8, 15360 * MIB),  # AWS, NVIDIA T4
+    "g2-standard-8": (1, 8, 23034 * MIB),  # GCP, NVIDIA L4 (part of the machine type)
+    "n1-standard-8+nvidia-tesla-t4": (1, 8, 15360 * MIB),  # GCP, N1 with a T4 attached
+}
+
+
+def instance_type(config: dict, node: dict) -> str:
+    node_config = node["node_config"]
+    if config["provider"]["type"] == "aws":
+        return node_config["InstanceType"]
+    name = node_config["machineType"]
+    for accelerator in node_config.get("guestAccelerators", []):
+        name += f"+{accelerator['acceleratorType']}"
+    return name
+
+
+def misfits(card: int) -> list[str]:
+    """Every shipped GPU space whose default trial does not fit its gpus_per_trial share of a
+    card this size, or whose teacher does not fit the whole card (rbm_tune.memory's CUDA
+    estimates from the datasets' published sizes)."""
+    from rbm_tune.memory import GraphSizes, student_estimate, teacher_estimate, trial_share
+    from rbm_tune.search_space import load_space
+
+    out = []
+    for path in sorted((REPO / "rbm_tune" / "search_spaces").glob("*.yaml")):
+        space = load_space(path.stem)
+        if space.study.gpus_per_trial <= 0:
+            continue
+        base = space.default_config()
+        sizes = GraphSizes.for_dataset(base.dataset)
+        trial = student_estimate(base, sizes, "cuda").total
+        if trial > trial_share(space.study, "cuda", card_memory=card):
+            out.append(f"{path.stem} trial")
+        if teacher_estimate(base.teacher, sizes, "cuda").total > card:
+            out.append(f"{path.stem} teacher")
+    return out
+
+
+@pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
+def test_gpu_workers_fit_every_shipped_space(name: str) -> None:
+    config = load(name)
+    workers = [
+        node
+        for key, node in config["available_node_types"].items()
+        if key != config["head_node_type"]
+    ]
+    for node in workers:
+        _, _, card = GPU_TYPES[instance_type(config, node)]
+        assert misfits(card) == [], instance_type(config, node)
+
+
+def test_the_fit_check_rejects_a_16_gb_t4() -> None:
+    _, _, t4 = GPU_TYPES["n1-standard-8+nvidia-tesla-t4"]
+    assert misfits(t4) == ["coauthor-physics trial"]
+
+
+def test_setup_installs_the_cuda_build_of_the_pinned_torch() -> None:
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"(torch==[0-9.]+)"', pyproject)
+    for name in LAUNCHER_CONFIGS:
+        setup = load(name)["setup_commands"]
+        (torch_cmd,) = [c for c in setup if " torch==" in c]
+        assert f" {pin} " in f"{torch_cmd} "
+        assert re.search(r"--index-url https://download\.pytorch\.org/whl/cu1\d\d+\b", torch_cmd)
+        (project_cmd,) = [c for c in setup if c.rstrip().endswith("~/rbm-tune-src")]
+        assert setup.index(torch_cmd) < setup.index(project_cmd)  # pip then keeps that torch
+        (check,) = load(name)["worker_setup_commands"]
+        assert "torch.cuda.is_available()" in check and "sys.exit" in check
 
 
 @pytest.mark.parametrize("name", LAUNCHER_CONFIGS)
@@ -254,6 +326,23 @@ CONTAINER = {
         },
         "env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
         "resources": RESOURCES,
+        # core/v1 Container.lifecycle.preStop: a LifecycleHandler; exec.command is []string
+        "lifecycle": {
+            "type": "object",
+            "properties": {
+                "preStop": {
+                    "type": "object",
+                    "properties": {
+                        "exec": {
+                            "type": "object",
+                            "properties": {
+                                "command": {"type": "array", "items": {"type": "string"}}
+                            },
+                        }
+                    },
+                }
+            },
+        },
         "volumeMounts": {
             "type": "array",
             "items": {"type": "object", "required": ["mountPath", "name"]},
@@ -384,9 +473,15 @@ def _alpha_api(m: dict) -> None:
     m["apiVersion"] = "ray.io/v1alpha1"
 
 
+def _string_prestop(m: dict) -> None:
+    container = m["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    container["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] = "ray stop"
+
+
 @pytest.mark.parametrize(
     "breakage",
     [
+        _string_prestop,
         _drop_group_name,
         _drop_head_start_params,
         _int_start_param,
@@ -434,6 +529,88 @@ def test_rayjob_runs_rbm_tune_on_gpu_workers_with_shared_storage() -> None:
             assert any(mounts.get(c) == "/mnt/shared" for c in claims)
 
 
+def _containers(manifest: dict) -> list[dict]:
+    cluster = manifest["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]]
+    templates += [g["template"] for g in cluster["workerGroupSpecs"]]
+    return [c for t in templates for c in t["spec"]["containers"]]
+
+
+def check_prestop(manifest: dict) -> None:
+    for container in _containers(manifest):
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[:2] == ["/bin/sh", "-c"] and command[2].strip() == "ray stop"
+
+
+def test_every_ray_pod_stops_ray_before_it_goes() -> None:
+    check_prestop(load("kuberay-rayjob.yaml"))
+
+
+def test_the_prestop_check_fails_without_the_hook() -> None:
+    manifest = load("kuberay-rayjob.yaml")
+    del _containers(manifest)[-1]["lifecycle"]  # the GPU workers'
+    with pytest.raises(KeyError):
+        check_prestop(manifest)
+
+
+GIB = 2**30
+
+
+def _quantity(text: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": GIB, "Ti": 2**40, "G": 10**9, "M": 10**6}
+    for suffix, factor in units.items():
+        if str(text).endswith(suffix):
+            return int(float(str(text)[: -len(suffix)]) * factor)
+    return int(text)
+
+
+def head_memory_budget() -> dict[str, int]:
+    """The head's budget as the manifest's comment explains it, from the largest shipped
+    dataset's published sizes (ogbn-products) and its space's teacher."""
+    from rbm_tune.memory import DATASET_SIZES
+    from rbm_tune.search_space import load_space
+
+    sizes = DATASET_SIZES["ogbn-products"]
+    hidden = load_space("products").default_config().teacher.hidden_dim
+    graph = sizes.num_nodes * sizes.num_features * 4 + sizes.num_edges * 2 * 8
+    teacher = sizes.num_nodes * (sizes.num_classes + hidden) * 4
+    return {
+        "object_store": graph + (graph + teacher),  # the teacher task's graph + a full payload
+        "driver": 2 * graph + teacher + GIB,  # + one copy while loading + the imports
+        "ray": 4 * GIB,
+    }
+
+
+def check_head_memory(manifest: dict) -> None:
+    head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]
+    (container,) = head["template"]["spec"]["containers"]
+    limit = _quantity(container["resources"]["limits"]["memory"])
+    assert _quantity(container["resources"]["requests"]["memory"]) == limit
+    store = int(head["rayStartParams"]["object-store-memory"])
+    need = head_memory_budget()
+    assert store >= need["object_store"], (store / GIB, need["object_store"] / GIB)
+    assert limit - store >= need["driver"] + need["ray"], ((limit - store) / GIB, need)
+
+
+def test_head_memory_holds_the_driver_and_the_object_store() -> None:
+    need = head_memory_budget()
+    # the figures the manifest's comment gives
+    assert 7 * GIB < need["object_store"] < 8 * GIB
+    assert 8 * GIB < need["driver"] < 9 * GIB
+    check_head_memory(load("kuberay-rayjob.yaml"))
+
+
+@pytest.mark.parametrize(("memory", "store"), [("16Gi", "10737418240"), ("32Gi", "4294967296")])
+def test_the_head_memory_check_rejects_a_small_head(memory: str, store: str) -> None:
+    manifest = load("kuberay-rayjob.yaml")
+    head = manifest["spec"]["rayClusterSpec"]["headGroupSpec"]
+    resources = head["template"]["spec"]["containers"][0]["resources"]
+    resources["limits"]["memory"] = resources["requests"]["memory"] = memory
+    head["rayStartParams"]["object-store-memory"] = store
+    with pytest.raises(AssertionError):
+        check_head_memory(manifest)
+
+
 # -- SLURM --------------------------------------------------------------------------------------
 
 
@@ -444,7 +621,8 @@ def test_sbatch_is_valid_bash() -> None:
 def test_sbatch_starts_ray_and_the_study() -> None:
     text = SBATCH.read_text()
     assert "set -euo pipefail" in text
-    assert "ray start --head" in text
+    assert 'exec ray start "$@" --num-cpus="$cpus" --num-gpus="$gpus"' in text
+    assert 'start_ray_step "$head_node" --head --block' in text
     assert "rbm-tune --space" in text
     assert "scontrol show hostnames" in text
     for directive in ("--nodes", "--gpus-per-node", "--cpus-per-task", "--time"):
@@ -452,23 +630,35 @@ def test_sbatch_starts_ray_and_the_study() -> None:
 
 
 SHIMS = {
-    # bin/: the SLURM tools
+    # bin/: the SLURM tools, and what a node's step sees (nproc, nvidia-smi)
     "bin/scontrol": """\
         [[ "$1 $2" == "show hostnames" ]] || exit 1
         printf 'node-1\\nnode-2\\nnode-3\\n'
         """,
+    # a step gets --cpus-per-task CPUs (1 without it: srun no longer inherits the job's) and the
+    # node's GPUs: SHIM_GPUS_<node> (default SHIM_GPUS, else 0), as nvidia-smi -L lists them
     "bin/srun": """\
-        node=
+        node= cpus=1
         while (($#)); do
             case $1 in
                 -w|--nodelist) node=$2; shift 2 ;;
                 --nodelist=*) node=${1#*=}; shift ;;
+                -c) cpus=$2; shift 2 ;;
+                --cpus-per-task=*) cpus=${1#*=}; shift ;;
                 -*) shift ;;
                 *) break ;;
             esac
         done
-        echo "srun[$node] $*" >> "$SHIM_LOG"
+        args="$*"
+        echo "srun[$node] cpus=$cpus ${args//$'\\n'/ }" >> "$SHIM_LOG"
+        var="SHIM_GPUS_${node//-/_}"
+        export SHIM_STEP_CPUS=$cpus SHIM_STEP_GPUS=${!var:-${SHIM_GPUS:-0}}
         exec "$@"
+        """,
+    "bin/nproc": 'echo "${SHIM_STEP_CPUS:-64}"\n',
+    "bin/nvidia-smi": """\
+        [[ "$1" == "-L" ]] || exit 1
+        for ((i = 0; i < ${SHIM_STEP_GPUS:-0}; i++)); do echo "GPU $i: A100 (UUID: x-$i)"; done
         """,
     "bin/hostname": "echo '10.11.12.13 fe80::1'\n",
     # venv/bin/: what the script finds on PATH once it puts the venv first
@@ -481,12 +671,13 @@ SHIMS = {
             exec sleep 300
         fi
         """,
-    # the script's "how many Ray nodes are alive": the `ray start --block` calls so far
+    # the script's probe: alive Ray nodes (the `ray start --block` calls so far) and their GPUs
     "venv/bin/python": """\
         cat > /dev/null
         n=$(grep -c -- '^ray start.*--block' "$SHIM_LOG" || true)
         max=${SHIM_MAX_NODES:-99}
-        echo $((n < max ? n : max))
+        g=$(grep -o -- '^ray start.*--num-gpus=[0-9]*' "$SHIM_LOG" | sed 's/.*=//' | paste -sd+)
+        echo $((n < max ? n : max)) $((${g:-0}))
         """,
     "venv/bin/rbm-tune": """\
         n=$(grep -c -- '^ray start.*--block' "$SHIM_LOG" || true)
@@ -511,7 +702,7 @@ def _run_sbatch(
         lines = [line.removeprefix("        ") for line in body.splitlines()]
         path.write_text("#!/bin/bash\n" + "\n".join(lines) + "\n")
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
-    (tmp_path / "home").mkdir()
+    (tmp_path / "home").mkdir(parents=True)
     env = {
         "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
         "HOME": str(tmp_path / "home"),
@@ -520,7 +711,8 @@ def _run_sbatch(
         "SLURM_JOB_NODELIST": "node-[1-3]",
         "SLURM_JOB_NUM_NODES": "3",
         "SLURM_CPUS_PER_TASK": "8",
-        "SLURM_GPUS_PER_NODE": "a100:2",
+        "SLURM_GPUS_ON_NODE": "2",  # SLURM_GPUS_PER_NODE is left unset, as with --gres=gpu:2
+        "SHIM_GPUS": "2",
         "SPACE": "demo",
         "RBM_TUNE_VENV": str(tmp_path / "venv"),
         "RBM_TUNE_STORAGE": str(tmp_path / "runs"),
@@ -578,13 +770,19 @@ def test_sbatch_end_to_end_with_stand_ins(tmp_path: Path) -> None:
     head = "10.11.12.13:6379"
     starts = [line for line in log if line.startswith("srun[") and " ray start " in line]
     assert len(starts) == 3
-    assert starts[0].startswith("srun[node-1] ray start --head --block ")
+    assert starts[0].startswith("srun[node-1] cpus=8 bash -c ")
+    assert " rbm-tune-ray-step --head --block " in starts[0]
     assert "--node-ip-address=10.11.12.13" in starts[0]
     assert "--dashboard-host=127.0.0.1" in starts[0]
     assert {s.split("]")[0] for s in starts[1:]} == {"srun[node-2", "srun[node-3"}
     for line in starts:
-        assert "--num-gpus=2" in line and "--num-cpus=8" in line
-    for line in starts[1:]:
+        assert " cpus=8 " in line  # --cpus-per-task passed to every step explicitly
+    # what each node's Ray was given: the step's CPUs (nproc) and the node's GPUs (nvidia-smi)
+    rays = [line for line in log if line.startswith("ray start ")]
+    assert len(rays) == 3
+    for line in rays:
+        assert line.endswith("--num-cpus=8 --num-gpus=2"), line
+    for line in rays[1:]:
         assert f"--address={head} --block" in line
     (study,) = [line for line in log if line.startswith("rbm-tune")]
     # started only once all three nodes had joined
@@ -600,6 +798,60 @@ def test_sbatch_gives_up_when_a_node_does_not_join(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert re.search(r"only [0-2] of 3 Ray nodes joined within 2s", result.stderr)
     assert not [line for line in _log(tmp_path) if line.startswith("rbm-tune")]
+
+
+def test_sbatch_srun_steps_do_not_rely_on_inherited_cpus() -> None:
+    text = SBATCH.read_text()
+    assert 'export SRUN_CPUS_PER_TASK="$cpus"' in text
+    assert "SLURM_GPUS_PER_NODE:-" not in text and "${SLURM_GPUS_PER_NODE" not in text
+    for match in re.finditer(r"^\s*srun (.*)$", text, re.M):
+        if "ray" in match.group(1) or "STEP_RAY" in match.group(1):
+            assert '--cpus-per-task="$cpus"' in match.group(1)
+
+
+def test_sbatch_counts_each_nodes_own_gpus(tmp_path: Path) -> None:
+    """GPUs from the node (nvidia-smi) and CPUs from the step, per node: node-3 has 4 GPUs."""
+    result = _run_sbatch(tmp_path, SHIM_GPUS_node_3="4", SLURM_CPUS_PER_TASK="6")
+    assert result.returncode == 0, result.stderr
+    rays = [line for line in _log(tmp_path) if line.startswith("ray start ")]
+    gpus = sorted(int(line.rsplit("--num-gpus=", 1)[1]) for line in rays)
+    assert gpus == [2, 2, 4]
+    assert all("--num-cpus=6 " in line for line in rays)
+    assert result.stderr.count("Ray gets 6 CPUs and 2 GPUs") == 2
+    assert result.stderr.count("Ray gets 6 CPUs and 4 GPUs") == 1
+
+
+def test_sbatch_takes_gpus_from_cuda_visible_devices_in_the_step(tmp_path: Path) -> None:
+    result = _run_sbatch(tmp_path, CUDA_VISIBLE_DEVICES="0,1", SHIM_GPUS="8")
+    assert result.returncode == 0, result.stderr
+    rays = [line for line in _log(tmp_path) if line.startswith("ray start ")]
+    assert rays and all(line.endswith("--num-gpus=2") for line in rays)
+
+
+def test_sbatch_fails_in_one_line_when_the_gpus_never_appear(tmp_path: Path) -> None:
+    """SLURM gave 2 GPUs a node, but node-2's driver shows none: one line after RAY_WAIT_S,
+    exit 2, no study, and every Ray step stopped (_run_sbatch checks that)."""
+    started = time.monotonic()
+    result = _run_sbatch(tmp_path, SHIM_GPUS_node_2="0", RAY_WAIT_S="2")
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "GPUs this job asked for" in line]
+    assert lines == [
+        "rbm-tune-slurm: Ray sees 4 of the 6 GPUs this job asked for after 2s (2 per node); "
+        "check nvidia-smi on the nodes, or set RBM_TUNE_GPUS_PER_NODE to what they have"
+    ]
+    assert not [line for line in _log(tmp_path) if line.startswith("rbm-tune")]
+
+
+def test_sbatch_gpu_wait_follows_rbm_tune_gpus_per_node(tmp_path: Path) -> None:
+    # a CPU-only allocation expects no GPU; an override asks for more than the nodes have
+    ok = _run_sbatch(tmp_path / "a", SLURM_GPUS_ON_NODE="", SHIM_GPUS="0")
+    assert ok.returncode == 0, ok.stderr
+    short = _run_sbatch(tmp_path / "b", RBM_TUNE_GPUS_PER_NODE="4", RAY_WAIT_S="3")
+    assert short.returncode == 2
+    assert "Ray sees 6 of the 12 GPUs" in short.stderr
+    bad = _run_sbatch(tmp_path / "c", RBM_TUNE_GPUS_PER_NODE="two")
+    assert bad.returncode == 2 and "not a whole number" in bad.stderr
 
 
 def test_sbatch_passes_on_a_failed_study_and_still_stops_ray(tmp_path: Path) -> None:
