@@ -6,7 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_subdir", "default_cache_dir", "local_cache_dir", "resolve_storage"]
+__all__ = [
+    "URI_SCHEMES",
+    "cache_subdir",
+    "check_uri",
+    "default_cache_dir",
+    "local_cache_dir",
+    "resolve_storage",
+]
 
 
 def default_cache_dir() -> Path:
@@ -24,6 +31,7 @@ def cache_subdir(cache_dir: str | Path | None, folder: str) -> str | Path:
     cache (:func:`default_cache_dir`)."""
     if cache_dir is None or str(cache_dir) == "":
         return default_cache_dir() / folder
+    check_uri(str(cache_dir), "--cache-dir")
     base, query, rest = str(cache_dir).partition("?")  # s3://b/p?region=x keeps its query
     if "://" not in base:
         return Path(base) / folder
@@ -49,8 +57,43 @@ def local_cache_dir(cache_dir: str | Path | None) -> Path:
 STORAGE_ENV = "RBM_TUNE_STORAGE"
 
 
+# URI schemes pyarrow.fs.FileSystem.from_uri understands (what the teacher cache writes through)
+URI_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def check_uri(text: str, flag: str) -> str:
+    """``text`` unchanged when it is a directory or a URI whose scheme pyarrow knows; otherwise
+    a one-line :class:`~rbm_tune.errors.ConfigError` naming ``flag`` and the schemes accepted."""
+    if "://" not in text:
+        return text
+    scheme = text.partition("://")[0].lower()
+    if scheme not in URI_SCHEMES:
+        from rbm_tune.errors import ConfigError
+
+        raise ConfigError(
+            f"{flag} {text!r}: unknown URI scheme {scheme!r}; give a directory or a "
+            f"{', '.join(s + '://' for s in URI_SCHEMES)} URI"
+        )
+    return text
+
+
 def resolve_storage(storage_path: str | Path | None) -> Path:
     """Ray Tune's results folder: ``--storage-path``, else ``$RBM_TUNE_STORAGE``, else
-    ``./rbm-tune-runs``; absolute."""
+    ``./rbm-tune-runs``; absolute. A ``file://`` URI is its local path; an object-store URI
+    (``s3://``, ``gs://``...) is refused in one line (the study folder is written locally)
+    rather than turned into a folder named ``s3:`` under the current directory."""
     chosen = storage_path or os.environ.get(STORAGE_ENV) or Path.cwd() / "rbm-tune-runs"
-    return Path(chosen).expanduser().resolve()
+    text = check_uri(str(chosen), "--storage-path")
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(text).path)).resolve()
+    if "://" in text:
+        from rbm_tune.errors import ConfigError
+
+        raise ConfigError(
+            f"--storage-path {text!r}: object-store storage is not supported yet; give a "
+            "directory every node mounts (NFS, Lustre...) and put the teacher cache on "
+            "--cache-dir s3://... instead"
+        )
+    return Path(text).expanduser().resolve()

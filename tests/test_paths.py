@@ -1,0 +1,51 @@
+"""URI handling of --storage-path and --cache-dir (rbm_tune/paths.py): a scheme pyarrow does
+not know, or an object store given as the study folder, is a one-line error with exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rbm_tune.cli import main
+from rbm_tune.errors import ConfigError
+from rbm_tune.paths import cache_subdir, check_uri, resolve_storage
+
+
+def test_check_uri_accepts_directories_and_pyarrow_schemes() -> None:
+    for text in ("/tmp/x", "relative/dir", "file:///tmp/x", "s3://b/p?region=x", "gs://b/p"):
+        assert check_uri(text, "--cache-dir") == text
+
+
+def test_check_uri_refuses_an_unknown_scheme() -> None:
+    with pytest.raises(ConfigError, match=r"--cache-dir 'ftp://h/p': unknown URI scheme 'ftp'"):
+        check_uri("ftp://h/p", "--cache-dir")
+
+
+def test_cache_subdir_refuses_an_unknown_scheme_and_keeps_a_query() -> None:
+    with pytest.raises(ConfigError, match="unknown URI scheme 'sftp'"):
+        cache_subdir("sftp://h/p", "teachers")
+    assert cache_subdir("s3://b/p?region=x", "teachers") == "s3://b/p/teachers?region=x"
+
+
+def test_resolve_storage_file_uri_is_its_path(tmp_path: Path) -> None:
+    assert resolve_storage(f"file://{tmp_path}/runs") == tmp_path / "runs"
+
+
+def test_resolve_storage_refuses_an_object_store_not_a_folder_named_s3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not supported yet"):
+        resolve_storage("s3://bucket/runs")
+    assert not (tmp_path / "s3:").exists()
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/runs", "ftp://h/runs"])
+def test_best_with_a_uri_storage_is_one_line_exit_2(
+    uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["best", "--name", "demo", "--storage-path", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rbm-tune: error: --storage-path")
+    assert "\n" not in err and "Traceback" not in err
