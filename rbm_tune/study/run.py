@@ -102,6 +102,14 @@ def run_study(
     init_ray(address, cpus, gpus)
     import ray
 
+    if address and address != "local":  # every node must see what the driver reads back
+        from rbm_tune.paths import cache_subdir
+        from rbm_tune.study.storage_check import check_storage_visible
+
+        check_storage_visible(
+            {"storage path": storage, "teacher cache": cache_subdir(cache_dir, "teachers")}
+        )
+
     tracker = Tracker(
         uri,
         name,
