@@ -284,8 +284,11 @@ def _plots(
         names = [m for m, _ in objectives]
         directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
         # a multi-objective front is drawn over finished trials only: an ASHA-stopped trial's
-        # accuracy is from an early epoch
-        rows = [r for r in done if not (study.objectives and r["asha_stopped"])]
+        # accuracy is from an early epoch; in trial order (the history plot's x axis), not by score
+        rows = sorted(
+            (r for r in done if not (study.objectives and r["asha_stopped"])),
+            key=lambda r: str(r["trial_id"]),
+        )
         values = [[r["metrics"].get(n, r.get(n)) for n in names] for r in rows]
         optuna_study = study_from_trials(
             space,
