@@ -58,6 +58,17 @@ class StudyResult:
     skipped: tuple[str, ...] = ()  # trials not trained for memory, or that ran out of it
 
 
+def rank_trials(done: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
+    """``done`` best first by the study's metric (val_acc unless the space chose another
+    per-epoch metric); ties go to the earliest trial (Ray's zero-padded trial-id suffix)."""
+
+    by_trial = sorted(done, key=lambda r: str(r["trial_id"]))
+    # sorted() is stable, also with reverse=True: equal scores keep trial order
+    return sorted(
+        by_trial, key=lambda r: r["metrics"].get(metric, r[VAL_ACC]), reverse=mode == "max"
+    )
+
+
 def trial_rows(grid: Any) -> list[dict[str, Any]]:
     """One row per trial of a Ray Tune ``ResultGrid``: ids, metrics, config, checkpoint."""
     rows = []
@@ -131,10 +142,7 @@ def summarize(
             raise RbmTuneError(
                 f"no trial of study {name!r} reported a result; see the Ray logs in {out_dir}"
             )
-        # by the study's metric (val_acc unless the space chose another per-epoch metric)
-        done.sort(
-            key=lambda r: r["metrics"].get(study.metric, r[VAL_ACC]), reverse=study.mode == "max"
-        )
+        done = rank_trials(done, study.metric, study.mode)
         finished = [r for r in done if not r["asha_stopped"]] or done
         best = finished[0]
         best_config = space.config_for(best["config"]).to_dict()
@@ -276,8 +284,11 @@ def _plots(
         names = [m for m, _ in objectives]
         directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
         # a multi-objective front is drawn over finished trials only: an ASHA-stopped trial's
-        # accuracy is from an early epoch
-        rows = [r for r in done if not (study.objectives and r["asha_stopped"])]
+        # accuracy is from an early epoch; in trial order (the history plot's x axis), not by score
+        rows = sorted(
+            (r for r in done if not (study.objectives and r["asha_stopped"])),
+            key=lambda r: str(r["trial_id"]),
+        )
         values = [[r["metrics"].get(n, r.get(n)) for n in names] for r in rows]
         optuna_study = study_from_trials(
             space,
