@@ -224,7 +224,7 @@ CASES: dict[str, Case] = {
     ),
     "cache-dir-ftp-study": Case(
         ("--space", SPACE, "--cache-dir", "ftp://127.0.0.1:1/cache"),
-        "cannot open teacher cache ftp://",
+        "--cache-dir 'ftp://127.0.0.1:1/cache': unknown URI scheme 'ftp'",
         GOOD,
     ),
     "cache-rm-unknown-key": Case(
