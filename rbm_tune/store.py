@@ -56,12 +56,26 @@ __all__ = [
     "Entry",
     "atomic_write_bytes",
     "content_digest",
+    "filesystem_of",
     "is_digest",
     "reason",
 ]
 
 META, PAYLOAD, LOCKS = "meta.json", "payload.pt", ".locks"
 T = TypeVar("T")
+
+
+def filesystem_of(root: str | Path) -> tuple[pyarrow.fs.FileSystem, str]:
+    """``root`` (a directory or a URI ``pyarrow.fs`` opens) as (file system, absolute path in
+    it without a trailing slash). Raises what ``pyarrow.fs.FileSystem.from_uri`` raises."""
+    import pyarrow.fs
+
+    text = str(root)
+    if "://" in text:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(text)
+    else:
+        filesystem, path = pyarrow.fs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+    return filesystem, path.rstrip("/") or "/"
 
 
 class CorruptEntry(Exception):  # noqa: N818 - a reason, raised by decoders, never shown raw
@@ -136,19 +150,15 @@ class ContentStore:
         self.uri = str(root)
         self.what, self.noun, self.verbs, self._logger = what, noun, verbs, logger
         if filesystem is not None:
-            self.fs, path = filesystem, self.uri
-        elif "://" in self.uri:
+            self.fs, self.path = filesystem, self.uri.rstrip("/") or "/"
+        else:
             try:
-                self.fs, path = pyarrow.fs.FileSystem.from_uri(self.uri)
+                self.fs, self.path = filesystem_of(self.uri)
             except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ...
                 raise CacheError(
                     f"cannot open {what} {self.uri} ({err}); use a directory or a "
                     "file://, s3:// or gs:// URI"
                 ) from None
-        else:
-            self.fs = pyarrow.fs.LocalFileSystem()
-            path = str(Path(self.uri).expanduser().resolve())
-        self.path = path.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, pyarrow.fs.LocalFileSystem)
         self.lock_timeout, self.lock_lease = lock_timeout, lock_lease
 

@@ -97,3 +97,22 @@ def test_asha_rungs_are_the_epochs_trials_report_at(grace: int, factor: float, m
     rungs = _compat.asha_rungs(asha)
     assert rungs == sorted(rungs) and rungs[0] == grace
     assert {math.ceil(r) for r in rungs} == rung_epochs(grace, factor, max_t)
+
+
+def test_distribution_contains_reads_optunas_bounds_steps_and_choices() -> None:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    ints = IntDistribution(2, 8, step=2)
+    assert _compat.distribution_contains(ints, 4)
+    assert not _compat.distribution_contains(ints, 5)  # off the step grid
+    assert not _compat.distribution_contains(ints, 10)
+    floats = FloatDistribution(1e-4, 1e-1, log=True)
+    assert _compat.distribution_contains(floats, 1e-2)
+    assert not _compat.distribution_contains(floats, 0.5)
+    choices = CategoricalDistribution(["mlp", "rbm"])
+    assert _compat.distribution_contains(choices, "rbm")
+    assert not _compat.distribution_contains(choices, "moe")  # not a choice: False, no raise

@@ -12,6 +12,9 @@ upgrade that moves one of these internals fails there, not in the middle of a st
 - :func:`optuna_trials`, :func:`optuna_study`, :func:`completed_trials`: the Optuna trial of
   each Ray trial that ``OptunaSearch`` keeps (rbm_tune.study.searcher reports ASHA's rungs and
   ends stopped trials PRUNED through them).
+- :func:`distribution_contains`: whether a value lies in an Optuna distribution
+  (``BaseDistribution._contains``; rbm_tune.study.warm_start keeps an earlier trial only where
+  its values fit the new space).
 - :func:`asha_rungs`: the rung milestones ASHA's one bracket uses (rbm_tune.study.trainable
   reports at exactly these epochs; ``rung_epochs`` restates Ray's formula and the test checks
   it against this).
@@ -29,6 +32,7 @@ __all__ = [
     "check_versions",
     "completed_trials",
     "disable_actor_reuse",
+    "distribution_contains",
     "optuna_study",
     "optuna_trials",
     "replace_restored_callbacks",
@@ -95,3 +99,11 @@ def completed_trials(searcher: Any) -> set[str]:
 def asha_rungs(scheduler: Any) -> list[float]:
     """The milestones of an ``ASHAScheduler``'s (only) bracket, smallest first."""
     return sorted(float(m) for m, _ in scheduler._brackets[0]._rungs)  # noqa: SLF001
+
+
+def distribution_contains(distribution: Any, value: Any) -> bool:
+    """Whether ``value`` lies in the Optuna ``distribution`` (a step grid, bounds, choices)."""
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))  # noqa: SLF001
+    except (ValueError, TypeError):
+        return False

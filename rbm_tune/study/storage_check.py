@@ -10,41 +10,39 @@ report.
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from pathlib import Path
+from typing import Any
 
 from rbm_tune.errors import RbmTuneError
+from rbm_tune.store import filesystem_of
 
 __all__ = ["check_storage_visible", "read_marker", "write_marker"]
 
 MARKER = ".rbm-tune-node-check"
 
 
-def _fs(location: str | Path) -> tuple[object, str]:
-    from pyarrow import fs
-
-    text = str(location)
-    if "://" not in text:
-        text = str(Path(text).expanduser().resolve())
-    return fs.FileSystem.from_uri(text)
+def _marker(location: str | Path, token: str) -> tuple[Any, str]:
+    """The file system of ``location`` and the path of its marker for ``token``."""
+    filesystem, base = filesystem_of(location)
+    return filesystem, posixpath.join(base, f"{MARKER}-{token}")
 
 
 def write_marker(location: str | Path, token: str) -> str:
     """Write ``token`` to ``<location>/.rbm-tune-node-check-<token>``; its path for reading."""
-    filesystem, base = _fs(location)
-    filesystem.create_dir(base, recursive=True)  # type: ignore[attr-defined]
-    path = f"{base.rstrip('/')}/{MARKER}-{token}"
-    with filesystem.open_output_stream(path) as out:  # type: ignore[attr-defined]
+    filesystem, path = _marker(location, token)
+    filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    with filesystem.open_output_stream(path) as out:
         out.write(token.encode())
-    return path
+    return str(path)
 
 
 def read_marker(location: str | Path, token: str) -> bool:
     """Whether ``<location>``'s marker for ``token`` is readable here and holds ``token``."""
     try:
-        filesystem, base = _fs(location)
-        path = f"{base.rstrip('/')}/{MARKER}-{token}"
-        with filesystem.open_input_stream(path) as src:  # type: ignore[attr-defined]
+        filesystem, path = _marker(location, token)
+        with filesystem.open_input_stream(path) as src:
             return bool(src.read().decode() == token)
     except (OSError, ValueError):
         return False
@@ -52,8 +50,8 @@ def read_marker(location: str | Path, token: str) -> bool:
 
 def _remove_marker(location: str | Path, token: str) -> None:
     try:
-        filesystem, base = _fs(location)
-        filesystem.delete_file(f"{base.rstrip('/')}/{MARKER}-{token}")  # type: ignore[attr-defined]
+        filesystem, path = _marker(location, token)
+        filesystem.delete_file(path)
     except (OSError, ValueError):
         pass
 

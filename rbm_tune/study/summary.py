@@ -35,7 +35,7 @@ from rbm_tune.metrics import (
 )
 from rbm_tune.testing import faults
 
-__all__ = ["RESULTS_COLUMNS", "StudyResult", "summarize"]
+__all__ = ["RESULTS_COLUMNS", "StudyResult", "rank_trials", "summarize", "trial_order"]
 
 # results.csv: one row per trial that reported, best first
 RESULTS_COLUMNS = ("trial_id", VAL_ACC, TEST_ACC, "epochs", "asha_stopped", NODE_ID)
@@ -58,11 +58,16 @@ class StudyResult:
     skipped: tuple[str, ...] = ()  # trials not trained for memory, or that ran out of it
 
 
+def trial_order(row: dict[str, Any]) -> str:
+    """Sort key of a trial row in the order its trial was created (Ray's trial ids share a
+    study prefix and end in a zero-padded index)."""
+    return str(row["trial_id"])
+
+
 def rank_trials(done: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
     """``done`` best first by the study's metric (val_acc unless the space chose another
-    per-epoch metric); ties go to the earliest trial (Ray's zero-padded trial-id suffix)."""
-
-    by_trial = sorted(done, key=lambda r: str(r["trial_id"]))
+    per-epoch metric); ties go to the earliest trial (:func:`trial_order`)."""
+    by_trial = sorted(done, key=trial_order)
     # sorted() is stable, also with reverse=True: equal scores keep trial order
     return sorted(
         by_trial, key=lambda r: r["metrics"].get(metric, r[VAL_ACC]), reverse=mode == "max"
@@ -286,8 +291,7 @@ def _plots(
         # a multi-objective front is drawn over finished trials only: an ASHA-stopped trial's
         # accuracy is from an early epoch; in trial order (the history plot's x axis), not by score
         rows = sorted(
-            (r for r in done if not (study.objectives and r["asha_stopped"])),
-            key=lambda r: str(r["trial_id"]),
+            (r for r in done if not (study.objectives and r["asha_stopped"])), key=trial_order
         )
         values = [[r["metrics"].get(n, r.get(n)) for n in names] for r in rows]
         optuna_study = study_from_trials(

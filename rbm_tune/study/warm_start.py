@@ -24,6 +24,7 @@ from optuna.distributions import BaseDistribution
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
 from rbm_tune.errors import ConfigError
+from rbm_tune.study._compat import distribution_contains
 
 __all__ = ["WarmPoints", "WarmStartError", "load_rows", "warm_points"]
 
@@ -66,10 +67,7 @@ _SEARCHED = (Domain, BaseDistribution)
 
 def _inside(domain: Any, value: Any) -> bool:
     if isinstance(domain, BaseDistribution):  # e.g. from optuna.trial.FixedTrial.distributions
-        try:
-            return bool(domain._contains(domain.to_internal_repr(value)))
-        except (ValueError, TypeError):
-            return False
+        return distribution_contains(domain, value)
     if not isinstance(domain, Domain):
         return bool(domain == value)  # a constant in the new space
     if isinstance(domain, Categorical):
