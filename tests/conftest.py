@@ -34,6 +34,15 @@ TESTS = Path(__file__).resolve().parent
 TIER_FOLDERS = {TESTS / "integration": "integration", TESTS / "reliability": "reliability"}
 LONG_TIERS = ("integration", "reliability", "slow")
 
+# Every Ray the suite starts (in-process or in a subprocess) runs without token files and without
+# Ray's memory monitor. A unit-tier ray.init in token mode writes ~/.ray/auth_token into the
+# user's home; and each local Ray's monitor watches the whole machine's memory, so a memory-peak
+# test in the other xdist worker can make a study's Ray kill its own trial actors (the likeliest
+# cause of CI's Dec 5 failure: every trial ActorDiedError within 2 s). Tests that need other
+# values set them themselves.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+
 # Unit-folder tests that take more than a few seconds, marked ``slow`` here rather than in their
 # files (several hands edit those): file -> test function names (every case) or single case ids.
 # Measured with `pytest --durations` on the 2-core machine (Dec 2026, under load): each took

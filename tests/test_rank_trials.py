@@ -13,3 +13,26 @@ def test_ties_go_to_the_earliest_trial() -> None:
     assert [r["trial_id"] for r in ranked] == ["ab_00001", "ab_00002", "ab_00000"]
     ranked = rank_trials(done, "val_acc", "min")
     assert [r["trial_id"] for r in ranked] == ["ab_00000", "ab_00001", "ab_00002"]
+
+
+def test_a_trial_error_keeps_ray_s_exit_detail_in_one_line() -> None:
+    """An actor killed at start says why only in Ray's 'Worker exit detail' line: the study's
+    'no trial reported a result' line must carry it, not just 'The actor died unexpectedly'."""
+    from ray.exceptions import RayError
+
+    from rbm_tune.study.summary import error_line
+
+    text = (
+        "The actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: ImplicitFunc\n\tactor_id: 1a2b\n\tpid: 42\n"
+        "The actor is dead because its worker process has died. Worker exit type: "
+        "NODE_OUT_OF_MEMORY Worker exit detail: Task was killed due to the node running low "
+        "on memory.\n"
+    )
+    line = error_line(RayError(text))
+    assert "\n" not in line
+    assert line.startswith("The actor died unexpectedly before finishing this task.")
+    assert "killed due to the node running low on memory" in line
+    assert error_line(ValueError("bad\nsecond")) == "bad"
+    assert error_line(RuntimeError("")) == "RuntimeError"
+    assert len(error_line(RuntimeError("x" * 2000))) == 400

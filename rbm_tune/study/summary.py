@@ -74,6 +74,16 @@ def rank_trials(done: list[dict[str, Any]], metric: str, mode: str) -> list[dict
     )
 
 
+def error_line(error: BaseException) -> str:
+    """One line for a trial's error: its first line, plus Ray's exit detail where it has one
+    (an actor killed for memory or by a signal says why only there)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = lines[0] if lines else type(error).__name__
+    detail = next((line for line in lines[1:] if "exit detail" in line.lower()), "")
+    text = f"{first} {detail}".strip() if detail and detail not in first else first
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def trial_rows(grid: Any) -> list[dict[str, Any]]:
     """One row per trial of a Ray Tune ``ResultGrid``: ids, metrics, config, checkpoint."""
     rows = []
@@ -89,7 +99,7 @@ def trial_rows(grid: Any) -> list[dict[str, Any]]:
                 NODE_ID: m.get(NODE_ID) or "",
                 "config": result.config or {},
                 "checkpoint": result.checkpoint,
-                "error": str(result.error).splitlines()[0] if result.error else None,
+                "error": error_line(result.error) if result.error else None,
                 "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))},
                 SKIPPED: m.get(SKIPPED),
                 SKIPPED_BECAUSE: m.get(SKIPPED_BECAUSE),
@@ -144,8 +154,11 @@ def summarize(
                 "(resources.gpus_per_trial, resources.memory_per_trial)"
             )
         if not done:
+            errors = [f"{r['trial_id']}: {r['error']}" for r in rows if r["error"]]
+            first = f" (first error, trial {errors[0]})" if errors else ""
             raise RbmTuneError(
-                f"no trial of study {name!r} reported a result; see the Ray logs in {out_dir}"
+                f"no trial of study {name!r} reported a result{first}; see the Ray logs in "
+                f"{out_dir}"
             )
         done = rank_trials(done, study.metric, study.mode)
         finished = [r for r in done if not r["asha_stopped"]] or done
