@@ -8,7 +8,9 @@ and a plain MLP on the same seeds. This command re-runs:
 - the plain MLP: the best config's student as an MLP of the same depth and width, trained on the
   labels only (``label_weight: 1``, no positional encoding, no adversarial or similarity terms);
 - the teacher: every run above reports its teacher's numbers; there is one teacher per seed,
-  trained once through the teacher cache (its lock makes parallel runs share it);
+  resolved once on the driver's side before the runs start (the cache, or one Ray task that
+  trains it and is written back to the driver's cache: rbm_tune/study/teacher_task.py) and
+  shipped to that seed's runs through Ray's object store;
 
 over the seeds ``study seed + 1 .. study seed + S`` (new data splits where the dataset's split
 is seeded, new teachers, new students), each run one Ray task. The table goes to stdout and, as
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rbm_tune.errors import ConfigError, RbmTuneError
+from rbm_tune.placement import NoCudaError
 
 __all__ = ["evaluate_command", "evaluate_study", "format_table", "plain_mlp"]
 
@@ -49,9 +52,11 @@ def _run(
     data_root: str | None,
     cache_dir: str | None,
     cpu_fallback: bool = False,
+    teacher: Any = None,
 ) -> dict:
-    """One Ray task: a whole trial (teacher from the cache or trained once, then the student),
-    on the device Ray assigned the task (rbm_tune.placement) with the CPUs it gave."""
+    """One Ray task: a whole trial with the seed's teacher the driver resolved (shipped through
+    the object store), on the device Ray assigned the task (rbm_tune.placement) with the CPUs
+    it gave."""
     import sys
 
     from rbm_tune.config import TrialConfig
@@ -66,8 +71,54 @@ def _run(
         data_root=data_root,
         cache_dir=cache_dir,
         device=placement.device,
+        teacher=teacher,
     )
     return result.to_dict()
+
+
+def _seed_teachers(
+    variants: list[Any],
+    seeds: list[int],
+    *,
+    data_root: str | None,
+    cache_dir: str | None,
+    cpu_fallback: bool,
+    log: Callable[[str], None],
+) -> dict[tuple[int, int], Any]:
+    """Each seed's teacher resolved once on the driver's side (the cache, or one Ray task that
+    trains it and is written back), put in the object store once: ``(variant, seed) -> ref``.
+
+    The driver loads each seed's graph in turn (its split fixes the teacher's key) and keeps
+    none of them; the tasks read their data on their own node as before.
+    """
+    import ray
+
+    from rbm_tune.data import load_graph
+    from rbm_tune.study.teacher_task import resolve_teacher
+    from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
+
+    cache = check_cache_dir(cache_dir)
+    refs: dict[tuple[int, int], Any] = {}
+    by_key: dict[str, Any] = {}
+    for seed in seeds:
+        graphs: dict[tuple[str, str], Any] = {}
+        for v, config in enumerate(variants):
+            where = (config.dataset, config.setting)
+            if where not in graphs:
+                graphs[where] = load_graph(
+                    config.dataset, root=data_root, setting=config.setting, seed=seed,
+                    cache_dir=cache_dir,
+                )  # fmt: skip
+            key = TeacherKey.of(graphs[where], config.teacher, seed=seed)
+            if key.digest not in by_key:
+                teacher, trained = resolve_teacher(
+                    cache, key, config.teacher, graphs[where], seed, cpu_fallback=cpu_fallback
+                )
+                how = "trained" if trained else "from cache"
+                log(f"teacher {key.digest[:12]} for seed {seed} ({how})")
+                by_key[key.digest] = ray.put(teacher)
+            refs[(v, seed)] = by_key[key.digest]
+    return refs
 
 
 def study_resources(folder: Path) -> dict[str, Any]:
@@ -209,10 +260,16 @@ def evaluate_study(
     task = ray.remote(**asked)(_run)
     jobs: dict[tuple[int, int], Any] = {}
     variants = [plain_mlp(configs[0]), *configs]
+    try:
+        teachers = _seed_teachers(
+            variants, seed_list, data_root=root, cache_dir=cache, cpu_fallback=fallback, log=log
+        )
+    except NoCudaError as err:
+        raise RbmTuneError(str(err)) from None
     for seed in seed_list:
         for v, config in enumerate(variants):
             config_dict = config.replace(seed=seed).to_dict()
-            jobs[(v, seed)] = task.remote(config_dict, root, cache, fallback)
+            jobs[(v, seed)] = task.remote(config_dict, root, cache, fallback, teachers[(v, seed)])
     log(
         f"evaluating {len(configs)} config(s) + plain MLP over seeds {seed_list}: "
         f"{len(jobs)} runs as Ray tasks"
@@ -220,8 +277,6 @@ def evaluate_study(
     try:
         done = {k: ray.get(ref) for k, ref in jobs.items()}
     except ray.exceptions.RayTaskError as err:
-        from rbm_tune.placement import NoCudaError
-
         if isinstance(err.cause, NoCudaError):  # one line naming the fix, not a traceback
             raise RbmTuneError(str(err.cause)) from None
         raise
