@@ -23,7 +23,12 @@ from rbm_tune.errors import RbmTuneError
 from rbm_tune.metrics import TEST_ACC, TEST_ACC_ORACLE, VAL_ACC
 from rbm_tune.placement import NoCudaError
 from rbm_tune.study._compat import check_versions
-from rbm_tune.study.ray_session import check_address, init_ray, refuse_ray_client
+from rbm_tune.study.ray_session import (
+    check_address,
+    init_ray,
+    refuse_ray_client,
+    wait_for_gpus,
+)
 from rbm_tune.study.summary import StudyResult
 from rbm_tune.study.tuner import fit_and_summarize
 
@@ -107,6 +112,8 @@ def run_study(
         check_storage_visible(
             {"storage path": storage, "teacher cache": cache_subdir(cache_dir, "teachers")}
         )
+        # GPUs a trial asks for that the cluster lacks: a bounded wait, not trials pending forever
+        wait_for_gpus(study.gpus_per_trial, study.cpus_per_trial, address=address, log=log)
 
     tracker = Tracker(
         uri,

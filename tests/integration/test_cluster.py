@@ -336,6 +336,39 @@ def test_a_folder_one_node_cannot_see_is_refused_before_any_trial(
     assert not [r for r in runs if r.data.tags.get("rbm_tune.role") in ("trial", "teacher")]
 
 
+def test_a_gpu_space_on_a_cluster_without_gpus_ends_a_bounded_wait_in_one_line(
+    cluster: Cluster,
+) -> None:
+    """Trials that ask for a GPU on a cluster that has none (a CPU-only SLURM allocation) do not
+    pend until the walltime: the driver waits $RBM_TUNE_GPU_WAIT_S, then one line, exit 2,
+    before the teacher, MLflow or any trial."""
+    c = cluster
+    space = yaml.safe_load((SPACES / "demo.yaml").read_text())
+    space["study"]["resources"]["gpus_per_trial"] = 1
+    space_file = c.work / "gpu" / "demo-gpu.yaml"
+    space_file.parent.mkdir()
+    space_file.write_text(yaml.safe_dump(space, sort_keys=False))
+    start = time.monotonic()
+    done = subprocess.run(
+        [*c.prefix, str(BIN / "rbm-tune"), f"--space={space_file}", "--name=gpu-wait",
+         f"--address={c.gcs}", *_study_args(c)],
+        env={**c.env, "RBM_TUNE_GPU_WAIT_S": "3"}, cwd=c.work, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout + done.stderr)[-4000:]
+    assert time.monotonic() - start < 240
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("rbm-tune: error:")]
+    assert f"the Ray cluster at {c.gcs} has 0 GPU(s) after 3 s" in line
+    assert "gpus_per_trial: 0" in line
+    assert "waiting up to 3 s" in done.stdout + done.stderr
+    assert "teacher " not in done.stdout and not (c.work / "runs" / "gpu-wait").exists()
+    exp = MlflowClient(f"sqlite:///{c.work / 'mlflow.db'}").get_experiment_by_name("gpu-wait")
+    assert exp is None or not MlflowClient(f"sqlite:///{c.work / 'mlflow.db'}").search_runs(
+        [exp.experiment_id]
+    )
+
+
 def test_ctrl_c_detaches_and_jobs_stop_ends_the_job(cluster: Cluster) -> None:
     c = cluster
     rbm = str(BIN / "rbm-tune")
