@@ -13,18 +13,22 @@ and a plain MLP on the same seeds. This command re-runs:
 over the seeds ``study seed + 1 .. study seed + S`` (new data splits where the dataset's split
 is seeded, new teachers, new students), each run one Ray task. The table goes to stdout and, as
 ``evaluate-top{K}-seeds{S}.md``, to the study's parent MLflow run, with every run's numbers
-beside it in ``evaluate-top{K}-seeds{S}.json``.
+beside it in ``evaluate-top{K}-seeds{S}.json``. ``--set KEY=VALUE`` changes every re-run
+config (e.g. ``distill.max_epochs``), checked as a config file is; those files then end in
+``-set-<hash>`` and the table says what was set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rbm_tune.errors import ConfigError, RbmTuneError
+from rbm_tune.overrides import Override, apply, blame, parse_overrides
 
 __all__ = ["evaluate_command", "evaluate_study", "format_table", "plain_mlp"]
 
@@ -163,6 +167,7 @@ def evaluate_study(
     tracking_uri: str | None = None,
     address: str | None = None,
     cpus: int | None = None,
+    overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> str:
     """Run the evaluation (module docstring) and return the markdown table.
@@ -173,12 +178,12 @@ def evaluate_study(
     import ray
     from mlflow.tracking import MlflowClient
 
-    from rbm_tune.config import TrialConfig
     from rbm_tune.study.ray_session import check_address, init_ray
     from rbm_tune.tracking import ROLE_TAG, check_reachable, resolve_tracking_uri
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top {top} and --seeds {seeds} must both be >= 1")
+    changes = parse_overrides(overrides, space=False)
     path = storage / name / "trials.json"
     if not path.is_file():
         raise ConfigError(
@@ -191,7 +196,7 @@ def evaluate_study(
     chosen = finished[:top]
     if len(chosen) < top:
         log(f"rbm-tune: note: study {name!r} has only {len(chosen)} finished trial(s)")
-    configs = [TrialConfig.from_mapping(t["config"]) for t in chosen]
+    configs = [_config(t["config"], changes) for t in chosen]
     base = configs[0].seed
     seed_list = [base + i for i in range(1, seeds + 1)]
     uri = resolve_tracking_uri(tracking_uri)
@@ -235,7 +240,9 @@ def evaluate_study(
         rows.append((label, _describe(config), [done[(i, s)] for s in seed_list]))
     table = format_table(name, seed_list, rows)
 
-    out = storage / name / f"evaluate-top{top}-seeds{seeds}.md"
+    out = storage / name / f"evaluate-top{top}-seeds{seeds}{_set_suffix(changes)}.md"
+    if changes:
+        table = f"with {' '.join(f'--set {c}' for c in changes)}\n\n{table}"
     out.write_text(table + "\n")
     # every run's numbers, for other statistics than mean ± std (tests, significance, plots)
     per_run = out.with_suffix(".json")
@@ -259,6 +266,25 @@ def evaluate_study(
     return table
 
 
+def _config(values: dict[str, Any], changes: Sequence[Override]) -> Any:
+    """A trial's config from ``trials.json`` with the ``--set`` changes, validated."""
+    from rbm_tune.config import TrialConfig
+
+    try:
+        return TrialConfig.from_mapping(apply(values, changes, space=False))
+    except ConfigError as err:
+        raise blame(err, changes, "") from None
+
+
+def _set_suffix(changes: Sequence[Override]) -> str:
+    """``-set-<8 hex>`` naming the changes (none: ``""``): a table with other settings does
+    not overwrite the study's own."""
+    if not changes:
+        return ""
+    text = "\0".join(f"{c.key}={c.text}" for c in changes)
+    return f"-set-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def evaluate_command(args: Any) -> int:
     """``rbm-tune evaluate``: the table on stdout, progress on stderr."""
     import sys
@@ -276,6 +302,7 @@ def evaluate_command(args: Any) -> int:
         tracking_uri=args.tracking_uri,
         address=args.address,
         cpus=args.cpus,
+        overrides=args.overrides or (),
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(table)

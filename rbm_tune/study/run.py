@@ -24,6 +24,7 @@ from rbm_tune.errors import RbmTuneError
 from rbm_tune.metrics import TEST_ACC, TEST_ACC_ORACLE, VAL_ACC
 from rbm_tune.placement import NoCudaError
 from rbm_tune.study._compat import check_versions
+from rbm_tune.study.finished import check_not_finished
 from rbm_tune.study.ray_session import check_address, init_ray, refuse_ray_client
 from rbm_tune.study.summary import StudyResult
 from rbm_tune.study.tuner import fit_and_summarize
@@ -67,6 +68,10 @@ def run_study(
     uri = resolve_tracking_uri(tracking_uri)
 
     # -- everything that can fail fast, before Ray -------------------------------------------
+    if resume:  # a study that ended: nothing to do, nothing written (rbm_tune.study.finished)
+        check_not_finished(
+            experiment_dir, name, None if storage_path is None else str(storage_path)
+        )
     refuse_ray_client(address)
     check_versions()
     check_reachable(uri)
