@@ -291,6 +291,7 @@ def evaluate_command(args: Any) -> int:
 
     from rbm_tune.paths import resolve_storage
 
+    parse_overrides(args.overrides, space=False)  # a bad --set: one line before Ray loads
     storage = resolve_storage(args.storage_path)
     table = evaluate_study(
         args.name,
