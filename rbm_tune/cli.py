@@ -110,7 +110,7 @@ def build_parser() -> _Parser:
         "--space",
         metavar="FILE",
         help="search-space YAML; a bare name is looked up in the working directory, then among "
-        "the shipped spaces (demo, cora, citeseer, ..., arxiv, products)",
+        "the shipped spaces (demo, cora, citeseer, ..., arxiv, products: 'rbm-tune spaces')",
     )
     search.add_argument(
         "--gpus", type=_gpus, default=None, help="GPUs the study may use (local Ray: declared)"
