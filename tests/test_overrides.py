@@ -136,3 +136,19 @@ def test_shipped_spaces_take_a_set_of_their_epochs() -> None:
     for file in sorted(SHIPPED_DIR.glob("*.yaml")):
         space = load_space(file, ["distill.max_epochs=40"])
         assert space.fixed["distill.max_epochs"] == 40, file.name
+
+
+def test_evaluate_applies_the_set_to_each_config_and_names_its_table() -> None:
+    from rbm_tune.evaluate import _config, _set_suffix
+
+    trial = load_config(DEMO_CONFIG / "demo-transductive-sage-rbm.yaml").to_dict()
+    changes = parse_overrides(["distill.max_epochs=3"], space=False)
+    config = _config(trial, changes)
+    assert config.distill.max_epochs == 3 and trial["distill"]["max_epochs"] != 3
+    assert _set_suffix(()) == ""
+    suffix = _set_suffix(changes)
+    assert suffix.startswith("-set-") and len(suffix) == 13
+    assert suffix != _set_suffix(parse_overrides(["distill.max_epochs=4"], space=False))
+    with pytest.raises(ConfigError) as err:
+        _config(trial, parse_overrides(["distill.max_epochs=0"], space=False))
+    assert str(err.value).startswith("--set distill.max_epochs=0: "), str(err.value)

@@ -123,6 +123,8 @@ def run_study(
             "rbm_tune.space_digest": space.digest,
             "rbm_tune.git_sha": git_sha(),
             "rbm_tune.dataset": base.dataset,
+            # the --set KEY=VALUE changes to the space file (also in the digest)
+            **({"rbm_tune.set": " ".join(space.overrides)} if space.overrides else {}),
         },
     )
     tracker.log_artifact(tracker.parent_id, Path(space.path))

@@ -1,4 +1,5 @@
-"""``--resume`` of a finished study changes nothing and says so (a real study, real MLflow).
+"""``--resume`` of a finished study changes nothing and says so (a real study, real MLflow);
+the study's ``--set`` reaches its trials and MLflow.
 
 Issue 22: resuming a finished demo study rewrote ``best_config.yaml`` (locally and in MLflow)
 and moved the parent and teacher runs' end times. Here a tiny study runs through ``cli.main``,
@@ -47,14 +48,23 @@ def _state(uri: str, name: str, folder: Path) -> dict[str, object]:
 def test_resume_of_a_finished_study_changes_nothing(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    space = write_space(workdir, "fin", trials=2, concurrent=2, epochs=4)
-    argv = ["--space", str(space), "--cpus", "2"]
+    # the file says 10 epochs; --set makes the study's trials 4 epochs long
+    space = write_space(workdir, "fin", trials=2, concurrent=2, epochs=10)
+    argv = ["--space", str(space), "--cpus", "2", "--set", "distill.max_epochs=4"]
     assert main(argv) == 0, capsys.readouterr().err
     capsys.readouterr()
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     folder = workdir / "rbm-tune-runs" / "fin"
     assert (folder / "finished.json").is_file()
     before = _state(uri, "fin", folder)
+    assert "max_epochs: 4\n" in (folder / "best_config.yaml").read_text()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fin")
+    assert experiment is not None
+    for run in client.search_runs([experiment.experiment_id]):
+        assert run.data.tags["rbm_tune.set"] == "distill.max_epochs=4"
+        if run.data.tags.get("rbm_tune.role") == "trial":
+            assert run.data.params["distill.max_epochs"] == "4"
 
     assert main([*argv, "--resume"]) == 0
     out = capsys.readouterr()
