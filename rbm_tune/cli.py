@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rbm_tune import __version__
 from rbm_tune.errors import RbmTuneError
@@ -27,6 +27,12 @@ class _Parser(argparse.ArgumentParser):
     ``rbm-tune: error: <what>; see 'rbm-tune <command> --help'`` and exit status 2. Subparsers
     inherit the class (``add_subparsers`` uses ``type(self)``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from rbm_tune.cli_help import Formatter
+
+        kwargs.setdefault("formatter_class", Formatter)  # no line break inside "rbm-tune"
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         text = " ".join(message.split())
@@ -98,7 +104,10 @@ def _add_set_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="rbm-tune",
-        description="Distil a GNN teacher into a Routing-by-Memory MoE student, and tune it.",
+        description="Distil a GNN teacher into a Routing-by-Memory MoE student, and tune it. "
+        "'rbm-tune --space demo' runs a short study on a built-in graph (Ray Tune + Optuna + "
+        "ASHA, tracked in MLflow); 'rbm-tune spaces' lists the shipped spaces and "
+        "'rbm-tune COMMAND --help' describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"rbm-tune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -119,7 +128,9 @@ def build_parser() -> _Parser:
     search.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
     search.add_argument("--name", default=None, help="study name (default: the space's)")
     search.add_argument(
-        "--resume", action="store_true", help="continue a killed or interrupted study"
+        "--resume",
+        action="store_true",
+        help="continue a killed or interrupted study (a finished one: nothing to do)",
     )
     search.add_argument(
         "--tracking-uri",

@@ -9,9 +9,26 @@ usage line. A test walks the parser and fails on a subcommand with no descriptio
 from __future__ import annotations
 
 import argparse
+import re
+import textwrap
 from collections.abc import Iterator
 
-__all__ = ["DESCRIPTIONS", "describe", "subcommands"]
+__all__ = ["DESCRIPTIONS", "Formatter", "describe", "subcommands"]
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, but lines never break inside a hyphenated word: ``rbm-tune``,
+    ``--storage-path`` and ``best_config.yaml`` stay whole."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = re.sub(r"\s+", " ", text).strip()
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        )
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(re.sub(r"\s+", " ", text).strip(), width, break_on_hyphens=False)
+
 
 DESCRIPTIONS = {
     "best": "Print the best config of a finished study (its folder's best_config.yaml) as a "
