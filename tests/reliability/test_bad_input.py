@@ -136,6 +136,21 @@ CASES: dict[str, Case] = {
     "cli-study-exists-without-resume": Case(
         ("--space", SPACE), "pass --resume to continue it", GOOD, setup=_study_exists
     ),
+    "cli-set-unknown-key": Case(
+        ("--space", SPACE, "--set", "distill.max_epoch_s=9"),
+        "--set distill.max_epoch_s=9: unknown key; did you mean 'distill.max_epochs'?",
+        GOOD,
+    ),
+    "cli-set-bad-value": Case(
+        ("--space", SPACE, "--set", "study.num_trials=0"), "--set study.num_trials=0: 0 is", GOOD
+    ),
+    "cli-set-train-study-key": Case(
+        ("train", "--config", CONFIG, "--set", "study.num_trials=2"), "search-space key", CFG
+    ),
+    "cli-set-shipped-space-shell-list": Case(
+        ("--space", "demo", "--set", "student.hidden_dim=[64, 128]"),
+        "--set 'student.hidden_dim={categorical: [64, 128]}'",
+    ),
     "best-unknown-study": Case(("best", "--name", "nope"), "no finished study 'nope'"),
     "evaluate-unknown-study": Case(("evaluate", "--name", "nope"), "no finished study 'nope'"),
     "export-unknown-study": Case(
