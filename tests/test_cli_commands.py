@@ -122,3 +122,25 @@ def test_resume_of_a_finished_study_prints_one_line_and_writes_nothing(
         "`rbm-tune best --name demo --storage-path runs`"
     ]
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no mlflow.db, nothing
+
+
+def test_run_study_refuses_to_resume_a_finished_study_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """The API's own guard (the CLI checks first): raised before MLflow, data or Ray."""
+    from rbm_tune.search_space import load_space
+    from rbm_tune.study import run_study
+    from rbm_tune.study.finished import StudyAlreadyFinished, mark_finished
+
+    (tmp_path / "demo").mkdir()
+    mark_finished(tmp_path / "demo", trials=3, best_trial="t_00000")
+    with pytest.raises(StudyAlreadyFinished) as done:
+        run_study(
+            load_space("demo"),
+            resume=True,
+            storage_path=tmp_path,
+            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        )
+    assert (done.value.name, done.value.trials, done.value.best_trial) == ("demo", 3, "t_00000")
+    assert "already finished (3 trials); nothing to do" in str(done.value)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["demo", "finished.json"]
