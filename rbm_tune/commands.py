@@ -340,6 +340,20 @@ def check_gpus(gpus: float | None, address: str | None) -> None:
         )
 
 
+def _already_finished(space: Any, args: argparse.Namespace) -> bool:
+    """``--resume`` of a study that ended: say so in one line, touch nothing (no Ray, no
+    MLflow write; :mod:`rbm_tune.study.finished`)."""
+    from rbm_tune.study.finished import StudyAlreadyFinished, check_not_finished
+
+    name = args.name or space.study.name
+    try:
+        check_not_finished(resolve_storage(args.storage_path) / name, name, args.storage_path)
+    except StudyAlreadyFinished as done:
+        print(done)
+        return True
+    return False
+
+
 def search(args: argparse.Namespace) -> int:
     """``rbm-tune --space FILE``: validate everything, then run (or resume) the study."""
     from rbm_tune.search_space import load_space
@@ -407,20 +421,6 @@ def search(args: argparse.Namespace) -> int:
     print(f"Ray results: {result.storage_path}")
     print(f"MLflow: {result.experiment_url}")
     return 0
-
-
-def _already_finished(space: Any, args: argparse.Namespace) -> bool:
-    """``--resume`` of a study that ended: say so in one line, touch nothing (no Ray, no
-    MLflow write; :mod:`rbm_tune.study.finished`)."""
-    from rbm_tune.study.finished import StudyAlreadyFinished, check_not_finished
-
-    name = args.name or space.study.name
-    try:
-        check_not_finished(resolve_storage(args.storage_path) / name, name, args.storage_path)
-    except StudyAlreadyFinished as done:
-        print(done)
-        return True
-    return False
 
 
 def best(args: argparse.Namespace) -> int:

@@ -67,11 +67,12 @@ def run_study(
     experiment_dir = storage / name
     uri = resolve_tracking_uri(tracking_uri)
 
-    # -- everything that can fail fast, before Ray -------------------------------------------
     if resume:  # a study that ended: nothing to do, nothing written (rbm_tune.study.finished)
         check_not_finished(
             experiment_dir, name, None if storage_path is None else str(storage_path)
         )
+
+    # -- everything that can fail fast, before Ray -------------------------------------------
     refuse_ray_client(address)
     check_versions()
     check_reachable(uri)

@@ -127,15 +127,6 @@ CASES: dict[str, Case] = {
     "cli-seed-negative": Case(
         ("train", "--config", CONFIG, "--seed", "-1"), "argument --seed: -1", CFG
     ),
-    "cli-name-is-a-path": Case(
-        ("--space", SPACE, "--name", "../escape"), "--name '../escape' cannot name a study", GOOD
-    ),
-    "cli-resume-unknown-study": Case(
-        ("--space", SPACE, "--resume"), "no study 's' to resume", GOOD
-    ),
-    "cli-study-exists-without-resume": Case(
-        ("--space", SPACE), "pass --resume to continue it", GOOD, setup=_study_exists
-    ),
     "cli-set-unknown-key": Case(
         ("--space", SPACE, "--set", "distill.max_epoch_s=9"),
         "--set distill.max_epoch_s=9: unknown key; did you mean 'distill.max_epochs'?",
@@ -150,6 +141,15 @@ CASES: dict[str, Case] = {
     "cli-set-shipped-space-shell-list": Case(
         ("--space", "demo", "--set", "student.hidden_dim=[64, 128]"),
         "--set 'student.hidden_dim={categorical: [64, 128]}'",
+    ),
+    "cli-name-is-a-path": Case(
+        ("--space", SPACE, "--name", "../escape"), "--name '../escape' cannot name a study", GOOD
+    ),
+    "cli-resume-unknown-study": Case(
+        ("--space", SPACE, "--resume"), "no study 's' to resume", GOOD
+    ),
+    "cli-study-exists-without-resume": Case(
+        ("--space", SPACE), "pass --resume to continue it", GOOD, setup=_study_exists
     ),
     "best-unknown-study": Case(("best", "--name", "nope"), "no finished study 'nope'"),
     "evaluate-unknown-study": Case(("evaluate", "--name", "nope"), "no finished study 'nope'"),
