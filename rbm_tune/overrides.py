@@ -95,6 +95,11 @@ def parse_overrides(items: Sequence[str] | None, *, space: bool) -> tuple[Overri
             value = yamlio.parse(text) if text.strip() else None
         except yaml.YAMLError as err:
             problem = " ".join(str(getattr(err, "problem", None) or "syntax").split())
+            if "for the tag" in problem:  # !!python/...: the safe loader never runs code
+                raise error(
+                    f"--set {item}: {problem}; a value is plain YAML, without !!python or other "
+                    "tags; remove the tag"
+                ) from None
             raise error(
                 f"--set {item}: the value is not valid YAML ({problem}); quote the whole "
                 "argument for the shell, e.g. --set 'student.hidden_dim={categorical: [64, 128]}'"
@@ -116,13 +121,13 @@ def parse_overrides(items: Sequence[str] | None, *, space: bool) -> tuple[Overri
 
 def _unknown(given: str, allowed: list[str], space: bool) -> str:
     section = given.partition(".")[0]
-    if given in SECTIONS or given in ("study", "study.asha", "study.resources"):
-        return f"give one key of {given}, e.g. --set {given}.{_first_under(given, allowed)}=..."
     if not space and (section == "study" or given == "base"):
         return (
             f"{given} is a search-space key; a trial config has dataset, setting, seed, "
             "teacher.*, student.* and distill.* (study settings go with rbm-tune --space)"
         )
+    if given in SECTIONS or given in ("study", "study.asha", "study.resources"):
+        return f"give one key of {given}, e.g. --set {given}.{_first_under(given, allowed)}=..."
     close = difflib.get_close_matches(given, allowed, n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean {close[0]!r}?"

@@ -91,8 +91,11 @@ def test_the_later_set_of_a_key_wins() -> None:
         ("student.hidden_dim={categorcal: [64, 128]}", ["--set student", "'categorical'"]),
         ("teacher.hidden_dim={int: [16, 64]}", ["--set teacher.hidden_dim", "fixed"]),
         ("distill=3", ["give one key of distill", "--set distill.lr"]),
+        ("study=3", ["give one key of study", "--set study.name"]),
+        ("study.asha=3", ["give one key of study.asha", "--set study.asha.grace_period"]),
         ("study.asha.grace_period=50", ["--set study.asha.grace_period=50", "below"]),
         ("datset=cora", ["did you mean 'dataset'"]),
+        ("student.k=!!python/object/apply:os.system [ls]", ["remove the tag"]),
     ],
 )
 def test_bad_sets_are_one_line_naming_the_set(item: str, fragments: list[str]) -> None:
@@ -123,6 +126,9 @@ def test_config_set_is_validated_like_the_file() -> None:
         ("distill.max_epochs=abc", "must be an integer"),
         ("distill.lr={float: [0.001, 0.1]}", "searches nothing"),
         ("study.num_trials=3", "search-space key"),
+        ("study=3", "search-space key"),
+        ("base=cora-transductive-sage-rbm", "search-space key"),
+        ("student=3", "give one key of student"),
         ("student.num_expert=3", "did you mean 'student.num_experts'"),
         ("student.dropout=1.5", "must lie in"),
     ]:
