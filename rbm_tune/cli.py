@@ -12,7 +12,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rbm_tune import __version__
 from rbm_tune.errors import RbmTuneError
@@ -27,6 +27,12 @@ class _Parser(argparse.ArgumentParser):
     ``rbm-tune: error: <what>; see 'rbm-tune <command> --help'`` and exit status 2. Subparsers
     inherit the class (``add_subparsers`` uses ``type(self)``).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from rbm_tune.cli_help import Formatter
+
+        kwargs.setdefault("formatter_class", Formatter)  # no line break inside "rbm-tune"
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         text = " ".join(message.split())
@@ -82,10 +88,26 @@ def _add_cache_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None
     )
 
 
+def _add_set_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"change one key of the {what}, checked as if the file said it (repeatable): "
+        "--set distill.max_epochs=100"
+        + (", --set 'student.hidden_dim={categorical: [64, 128]}'" if what == "space" else ""),
+    )
+
+
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="rbm-tune",
-        description="Distil a GNN teacher into a Routing-by-Memory MoE student, and tune it.",
+        description="Distil a GNN teacher into a Routing-by-Memory MoE student, and tune it. "
+        "'rbm-tune --space demo' runs a short study on a built-in graph (Ray Tune + Optuna + "
+        "ASHA, tracked in MLflow); 'rbm-tune spaces' lists the shipped spaces and "
+        "'rbm-tune COMMAND --help' describes each command.",
     )
     parser.add_argument("--version", action="version", version=f"rbm-tune {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -97,7 +119,7 @@ def build_parser() -> _Parser:
         "--space",
         metavar="FILE",
         help="search-space YAML; a bare name is looked up in the working directory, then among "
-        "the shipped spaces (demo, cora, citeseer, ..., arxiv, products)",
+        "the shipped spaces (demo, cora, citeseer, ..., arxiv, products: 'rbm-tune spaces')",
     )
     search.add_argument(
         "--gpus", type=_gpus, default=None, help="GPUs the study may use (local Ray: declared)"
@@ -106,7 +128,9 @@ def build_parser() -> _Parser:
     search.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
     search.add_argument("--name", default=None, help="study name (default: the space's)")
     search.add_argument(
-        "--resume", action="store_true", help="continue a killed or interrupted study"
+        "--resume",
+        action="store_true",
+        help="continue a killed or interrupted study (a finished one: nothing to do)",
     )
     search.add_argument(
         "--tracking-uri",
@@ -125,6 +149,7 @@ def build_parser() -> _Parser:
         metavar="DIR",
         help="where Ray Tune keeps the study (default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs)",
     )
+    _add_set_arg(search, "space")
     _add_data_args(search)
     _add_cache_arg(search)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -153,6 +178,7 @@ def build_parser() -> _Parser:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON here")
+    _add_set_arg(p, "config")
     _add_cache_arg(p)
 
     p = sub.add_parser(
@@ -177,6 +203,7 @@ def build_parser() -> _Parser:
     _add_data_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_set_arg(p, "space or config")
     _add_cache_arg(p)
 
     p = sub.add_parser("cache", help="list or remove cached teachers")
@@ -193,6 +220,11 @@ def build_parser() -> _Parser:
 
     sub.add_parser("configs", help="list the shipped trial configs")
 
+    p = sub.add_parser("spaces", help="list the shipped search spaces, or print one to copy")
+    spaces_sub = p.add_subparsers(dest="spaces_command", metavar="ACTION")
+    q = spaces_sub.add_parser("show", help="print a shipped space's YAML exactly as shipped")
+    q.add_argument("space_name", metavar="NAME", help="a name 'rbm-tune spaces' lists, e.g. cora")
+
     p = sub.add_parser(
         "plan",
         help="estimate each trial's memory: does the space fit its GPU or CPU share?",
@@ -208,6 +240,7 @@ def build_parser() -> _Parser:
     p.add_argument(
         "--host-memory", default=None, metavar="SIZE", help="default: this host's memory"
     )
+    _add_set_arg(p, "space")
 
     p = sub.add_parser(
         "submit",
@@ -251,6 +284,7 @@ def build_parser() -> _Parser:
         help="run the cluster's installed rbm-tune instead of uploading this copy",
     )
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    _add_set_arg(p, "space")
 
     p = sub.add_parser("jobs", help="list, inspect, follow or stop submitted study jobs")
     jobs_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
@@ -286,6 +320,7 @@ def build_parser() -> _Parser:
     p.add_argument("--tracking-uri", default=None, help="the study's MLflow URI")
     p.add_argument("--address", default=None, help="join this Ray cluster (as for a study)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of a local Ray")
+    _add_set_arg(p, "re-run configs")
     _add_data_args(p)
     _add_cache_arg(p)
 
@@ -302,6 +337,9 @@ def build_parser() -> _Parser:
         metavar="DIR",
         help="default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs",
     )
+    from rbm_tune.cli_help import describe
+
+    describe(parser)  # every subcommand's --help gets its paragraph
     return parser
 
 
@@ -331,6 +369,10 @@ def _run(parser: _Parser, args: argparse.Namespace) -> int:
         from rbm_tune.commands import list_configs
 
         return list_configs()
+    if args.command == "spaces":
+        from rbm_tune.space.catalog import spaces_command
+
+        return spaces_command(args)
     if args.command == "train":
         from rbm_tune.commands import train
 

@@ -156,7 +156,7 @@ def train(args: argparse.Namespace) -> int:
     from rbm_tune.config import load_config
 
     # validate the config before paying for the torch import
-    config = load_config(resolve_config_path(args.config))
+    config = load_config(resolve_config_path(args.config), args.overrides or ())
     if args.seed is not None:
         config = config.replace(seed=args.seed)
     _check_cache_dir(args.cache_dir)
@@ -188,11 +188,11 @@ def pretrain_teachers(args: argparse.Namespace) -> int:
         from rbm_tune.search_space import load_space
 
         # the teacher section of a space is always fixed: its default point has the teacher
-        config = load_space(args.space).default_config()
+        config = load_space(args.space, args.overrides or ()).default_config()
     else:
         from rbm_tune.config import load_config
 
-        config = load_config(resolve_config_path(args.config))
+        config = load_config(resolve_config_path(args.config), args.overrides or ())
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds} must be >= 1")
     from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
@@ -340,11 +340,26 @@ def check_gpus(gpus: float | None, address: str | None) -> None:
         )
 
 
+def _already_finished(space: Any, args: argparse.Namespace) -> bool:
+    """``--resume`` of a study that ended: say so in one line, touch nothing (no Ray, no
+    MLflow write; :mod:`rbm_tune.study.finished`)."""
+    from rbm_tune.study.finished import StudyAlreadyFinished, check_not_finished
+
+    name = args.name or space.study.name
+    try:
+        check_not_finished(resolve_storage(args.storage_path) / name, name, args.storage_path)
+    except StudyAlreadyFinished as done:
+        print(done)
+        return True
+    return False
+
+
 def search(args: argparse.Namespace) -> int:
     """``rbm-tune --space FILE``: validate everything, then run (or resume) the study."""
     from rbm_tune.search_space import load_space
 
-    space = load_space(args.space)  # fails here, in one line, before Ray is touched
+    # fails here, in one line, before Ray is touched
+    space = load_space(args.space, args.overrides or ())
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: give at least 1")
     if args.gpus is not None and args.gpus < 0:
@@ -366,6 +381,8 @@ def search(args: argparse.Namespace) -> int:
 
         refuse_ray_client(args.address)
     _check_cache_dir(args.cache_dir)
+    if args.resume and _already_finished(space, args):  # before MLflow is even opened
+        return 0
     check_tracking_uri(args.tracking_uri)
     from rbm_tune.study import run_study
 

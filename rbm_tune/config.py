@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -420,16 +420,25 @@ def find_config(value: str | Path, folder: Path | None = None) -> Path | None:
     return shipped if Path(value).name == str(value) and shipped.is_file() else None
 
 
-def load_config(path: str | Path) -> TrialConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrialConfig:
     """Read a trial config YAML file (the dialect of :mod:`rbm_tune.yamlio`).
 
+    Args:
+        path: the file.
+        overrides: ``KEY=VALUE`` changes (the CLI's ``--set``, :mod:`rbm_tune.overrides`),
+            validated as if the file said them.
     Raises:
         ConfigError: the file is missing, is not YAML, writes a key twice, or holds invalid
-            values; one line naming the file.
+            values; one line naming the file (or the ``--set`` that caused it).
     """
+    from rbm_tune.overrides import apply, blame, parse_overrides
+
     path = Path(path)
+    changes = parse_overrides(overrides, space=False)
     values, _ = yamlio.read(path, ConfigError, "config")
+    if changes:
+        values = apply(values, changes, space=False)
     try:
         return TrialConfig.from_mapping(values or {}, source=f"{path}: ")
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise blame(ConfigError(f"{path}: {err}"), changes, str(path)) from None

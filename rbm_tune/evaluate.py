@@ -19,18 +19,22 @@ a paired test over the seeds. This command re-runs:
 over the seeds ``study seed + 1 .. study seed + S`` (new data splits where the dataset's split
 is seeded, new teachers, new students), each run one Ray task. The table goes to stdout and, as
 ``evaluate-top{K}-seeds{S}.md``, to the study's parent MLflow run, with every run's numbers
-beside it in ``evaluate-top{K}-seeds{S}.json``.
+beside it in ``evaluate-top{K}-seeds{S}.json``. ``--set KEY=VALUE`` changes every re-run
+config (e.g. ``distill.max_epochs``), checked as a config file is; those files then end in
+``-set-<hash>`` and the table says what was set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rbm_tune.errors import ConfigError, RbmTuneError
+from rbm_tune.overrides import Override, apply, blame, parse_overrides
 from rbm_tune.placement import NoCudaError
 from rbm_tune.verdict import BASELINES, GLNN, PLAIN_MLP, TEACHER, verdict_line
 
@@ -230,6 +234,7 @@ def evaluate_study(
     tracking_uri: str | None = None,
     address: str | None = None,
     cpus: int | None = None,
+    overrides: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> str:
     """Run the evaluation (module docstring) and return the markdown table.
@@ -240,12 +245,12 @@ def evaluate_study(
     import ray
     from mlflow.tracking import MlflowClient
 
-    from rbm_tune.config import TrialConfig
     from rbm_tune.study.ray_session import check_address, init_ray
     from rbm_tune.tracking import ROLE_TAG, check_reachable, resolve_tracking_uri
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top {top} and --seeds {seeds} must both be >= 1")
+    changes = parse_overrides(overrides, space=False)
     path = storage / name / "trials.json"
     if not path.is_file():
         raise ConfigError(
@@ -258,7 +263,7 @@ def evaluate_study(
     chosen = finished[:top]
     if len(chosen) < top:
         log(f"rbm-tune: note: study {name!r} has only {len(chosen)} finished trial(s)")
-    configs = [TrialConfig.from_mapping(t["config"]) for t in chosen]
+    configs = [_config(t["config"], changes) for t in chosen]
     base = configs[0].seed
     seed_list = [base + i for i in range(1, seeds + 1)]
     uri = resolve_tracking_uri(tracking_uri)
@@ -307,7 +312,9 @@ def evaluate_study(
         rows.append((label, _describe(config), [done[(i + 1, s)] for s in seed_list]))
     table = format_table(name, seed_list, rows)
 
-    out = storage / name / f"evaluate-top{top}-seeds{seeds}.md"
+    out = storage / name / f"evaluate-top{top}-seeds{seeds}{_set_suffix(changes)}.md"
+    if changes:
+        table = f"with {' '.join(f'--set {c}' for c in changes)}\n\n{table}"
     out.write_text(table + "\n")
     # every run's numbers, for other statistics than mean ± std (tests, significance, plots)
     per_run = out.with_suffix(".json")
@@ -331,12 +338,32 @@ def evaluate_study(
     return table
 
 
+def _config(values: dict[str, Any], changes: Sequence[Override]) -> Any:
+    """A trial's config from ``trials.json`` with the ``--set`` changes, validated."""
+    from rbm_tune.config import TrialConfig
+
+    try:
+        return TrialConfig.from_mapping(apply(values, changes, space=False))
+    except ConfigError as err:
+        raise blame(err, changes, "") from None
+
+
+def _set_suffix(changes: Sequence[Override]) -> str:
+    """``-set-<8 hex>`` naming the changes (none: ``""``): a table with other settings does
+    not overwrite the study's own."""
+    if not changes:
+        return ""
+    text = "\0".join(f"{c.key}={c.text}" for c in changes)
+    return f"-set-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def evaluate_command(args: Any) -> int:
     """``rbm-tune evaluate``: the table on stdout, progress on stderr."""
     import sys
 
     from rbm_tune.paths import resolve_storage
 
+    parse_overrides(args.overrides, space=False)  # a bad --set: one line before Ray loads
     storage = resolve_storage(args.storage_path)
     table = evaluate_study(
         args.name,
@@ -348,6 +375,7 @@ def evaluate_command(args: Any) -> int:
         tracking_uri=args.tracking_uri,
         address=args.address,
         cpus=args.cpus,
+        overrides=args.overrides or (),
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(table)

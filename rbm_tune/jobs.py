@@ -119,6 +119,8 @@ def _entrypoint(args: argparse.Namespace, space_file: str) -> str:
         value = getattr(args, attr, None)
         if value is not None:
             parts.append(f"{flag} {shlex.quote(str(value))}")
+    for item in getattr(args, "overrides", None) or ():
+        parts.append(f"--set {shlex.quote(item)}")
     if args.resume:
         parts.append("--resume")
     storage = shlex.quote(args.storage_path) if args.storage_path else _STORAGE_DEFAULT
@@ -145,7 +147,8 @@ def submit(args: argparse.Namespace) -> int:
     from rbm_tune.commands import check_study_name
     from rbm_tune.search_space import load_space
 
-    space = load_space(args.space)  # one-line error before any network traffic
+    # one-line error before any network traffic
+    space = load_space(args.space, getattr(args, "overrides", None) or ())
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials {args.trials}: give at least 1")
     if args.gpus is not None:

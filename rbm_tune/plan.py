@@ -114,7 +114,7 @@ def plan_command(args: argparse.Namespace) -> int:
     """``rbm-tune plan --space FILE [--gpu-memory 80GB] [--host-memory 64GiB]``."""
     from rbm_tune.search_space import load_space
 
-    space = load_space(args.space)
+    space = load_space(args.space, getattr(args, "overrides", None) or ())
     gpu = parse_bytes(args.gpu_memory, "--gpu-memory") if args.gpu_memory else None
     host = parse_bytes(args.host_memory, "--host-memory") if args.host_memory else None
     lines, _ = plan_lines(space, gpu_memory=gpu, host_bytes=host)

@@ -70,6 +70,9 @@ Rules:
 - ``cpu_fallback: true`` lets a trial Ray gave a GPU train on its CPUs when its process has no
   CUDA (default: it fails in one line); ``resources.teacher_cpus`` sizes a CPU teacher's task.
 
+``load_space(file, ["distill.max_epochs=100"])`` reads the file as if it said those values (the
+CLI's ``--set KEY=VALUE``, :mod:`rbm_tune.overrides`); they are part of the space's digest.
+
 :func:`load_space` validates the whole file before anything runs: syntax, unknown keys, types,
 ranges, bounds, the study block, and every reachable corner of the space (all parameters low,
 all high, each parameter's every extreme or choice with the others low and then high) is built

@@ -32,6 +32,7 @@ class SearchSpace:
             ``setting``, ``seed``, ``teacher.*``, ``student.*``, ``distill.*``, schema defaults
             included): ``{**fixed, **final values}`` is exactly ``config_for(...).flat()``.
         params: the searched hyperparameters in sampling (file) order.
+        overrides: the ``--set KEY=VALUE`` changes applied to the file (in the digest too).
     """
 
     path: Path
@@ -39,6 +40,7 @@ class SearchSpace:
     study: StudySettings
     fixed: dict[str, Any]
     params: tuple[Param, ...]
+    overrides: tuple[str, ...] = ()
 
     @property
     def param_names(self) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from rbm_tune.errors import RbmTuneError
 from rbm_tune.metrics import TEST_ACC, TEST_ACC_ORACLE, VAL_ACC
 from rbm_tune.placement import NoCudaError
 from rbm_tune.study._compat import check_versions
+from rbm_tune.study.finished import check_not_finished
 from rbm_tune.study.ray_session import (
     check_address,
     init_ray,
@@ -69,6 +70,11 @@ def run_study(
     storage = resolve_storage(storage_path)
     experiment_dir = storage / name
     uri = resolve_tracking_uri(tracking_uri)
+
+    if resume:  # a study that ended: nothing to do, nothing written (rbm_tune.study.finished)
+        check_not_finished(
+            experiment_dir, name, None if storage_path is None else str(storage_path)
+        )
 
     # -- everything that can fail fast, before Ray -------------------------------------------
     refuse_ray_client(address)
@@ -123,6 +129,8 @@ def run_study(
             "rbm_tune.space_digest": space.digest,
             "rbm_tune.git_sha": git_sha(),
             "rbm_tune.dataset": base.dataset,
+            # the --set KEY=VALUE changes to the space file (also in the digest)
+            **({"rbm_tune.set": " ".join(space.overrides)} if space.overrides else {}),
         },
     )
     tracker.log_artifact(tracker.parent_id, Path(space.path))

@@ -33,6 +33,7 @@ from rbm_tune.metrics import (
     TEST_ACC,
     VAL_ACC,
 )
+from rbm_tune.study.finished import mark_finished
 from rbm_tune.testing import faults
 
 __all__ = ["RESULTS_COLUMNS", "StudyResult", "rank_trials", "summarize", "trial_order"]
@@ -184,6 +185,8 @@ def summarize(
                 tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
         tracker.log_metrics(tracker.parent_id, {BEST_VAL_ACC: best[VAL_ACC]}, step=0)
         tracker.end(tracker.parent_id)
+    # last: the study ended; --resume of it now changes nothing (rbm_tune.study.finished)
+    mark_finished(out_dir, trials=len(rows), best_trial=str(best["trial_id"]))
     return StudyResult(
         name=name,
         storage_path=out_dir,

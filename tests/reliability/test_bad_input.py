@@ -127,6 +127,21 @@ CASES: dict[str, Case] = {
     "cli-seed-negative": Case(
         ("train", "--config", CONFIG, "--seed", "-1"), "argument --seed: -1", CFG
     ),
+    "cli-set-unknown-key": Case(
+        ("--space", SPACE, "--set", "distill.max_epoch_s=9"),
+        "--set distill.max_epoch_s=9: unknown key; did you mean 'distill.max_epochs'?",
+        GOOD,
+    ),
+    "cli-set-bad-value": Case(
+        ("--space", SPACE, "--set", "study.num_trials=0"), "--set study.num_trials=0: 0 is", GOOD
+    ),
+    "cli-set-train-study-key": Case(
+        ("train", "--config", CONFIG, "--set", "study.num_trials=2"), "search-space key", CFG
+    ),
+    "cli-set-shipped-space-shell-list": Case(
+        ("--space", "demo", "--set", "student.hidden_dim=[64, 128]"),
+        "--set 'student.hidden_dim={categorical: [64, 128]}'",
+    ),
     "cli-name-is-a-path": Case(
         ("--space", SPACE, "--name", "../escape"), "--name '../escape' cannot name a study", GOOD
     ),
