@@ -171,13 +171,17 @@ class WarmStart:
         return dict(self.trials[0].params) if self.trials else None
 
     def record(self) -> dict[str, Any]:
-        return {"sources": list(self.sources), "folders": list(self.folders),
-                "points": len(self.trials)}  # fmt: skip
+        """What the study folder and the searcher's saved state keep."""
+        return {
+            "sources": list(self.sources),
+            "folders": list(self.folders),
+            "points": len(self.trials),
+        }
 
     def tags(self) -> dict[str, str]:
         """The MLflow parent run's tags."""
         return {
-            "rbm_tune.warm_start": ", ".join(self.sources),
+            "rbm_tune.warm_start": ", ".join(self.sources)[:5000],  # MLflow's tag limit
             "rbm_tune.warm_start_points": str(len(self.trials)),
         }
 
