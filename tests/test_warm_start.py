@@ -224,3 +224,27 @@ def test_cli_bad_source_is_exit_2_before_ray(
     assert err.startswith("rbm-tune: error: --warm-start gone: no finished study there")
     assert "\n" not in err and not ray.is_initialized()
     assert not (tmp_path / "tiny").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_across_datasets_amazon_computers_to_amazon_photo(tmp_path: Path) -> None:
+    """Trials drawn from the shipped amazon-computers space all fit amazon-photo's (same
+    parameters and ranges): only names and ranges matter, not the dataset."""
+    import optuna
+
+    from rbm_tune.search_space import SHIPPED_DIR, load_space
+    from rbm_tune.study.warm_start import load_warm_start
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    computers = load_space(SHIPPED_DIR / "amazon-computers.yaml")
+    photo = load_space(SHIPPED_DIR / "amazon-photo.yaml")
+    drawn = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rows = []
+    for i in range(12):
+        sampled = computers.define_by_run(drawn.ask())
+        rows.append({"trial_id": f"c_{i:05d}", "val_acc": i / 20, "sampled": sampled})
+    (tmp_path / "amazon-computers").mkdir()
+    _study(tmp_path / "amazon-computers", rows)
+    warm = load_warm_start(["amazon-computers"], tmp_path, photo, ["val_acc"], ["max"])
+    assert len(warm.trials) == 12 and "dropped" not in warm.note
+    assert [t.values for t in warm.trials] == [[i / 20] for i in reversed(range(12))]
+    assert warm.best == {k: v for k, v in rows[-1]["sampled"].items() if k in warm.best}
