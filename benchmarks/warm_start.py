@@ -18,7 +18,8 @@ own trials: the source's points are not trials of it.
         [--space cora] [--trials-source 32] [--trials 16] [--max-epochs N] [--cpus 2] \\
         [--workdir DIR] [--out FILE.md]
 
-A quick check: ``--trials-source 4 --trials 2 --max-epochs 30``. The full size (48 + 16 cora
+A quick check: ``--trials-source 4 --trials 2 --max-epochs 30``. With ``--workdir``, a study
+already finished there is read back instead of run again. The full size (48 + 16 cora
 trials) takes hours on 2 CPUs.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -53,18 +55,21 @@ def write_space(base: Path, out: Path, name: str, trials: int, max_epochs: int |
     return path
 
 
-def trial_index(trial_id: str) -> int:
-    """1-based creation index of a Ray trial id (``<prefix>_00003`` -> 4)."""
-    return int(str(trial_id).rsplit("_", 1)[-1]) + 1
+def trial_index(folder: Path, trial_id: str) -> int:
+    """1-based creation index of a trial: Ray names its folder ``_trial_fn_<id>_<n>_...``."""
+    for path in folder.glob(f"_trial_fn_{trial_id}_*"):
+        found = re.match(rf"_trial_fn_{trial_id}_(\d+)_", path.name)
+        if found:
+            return int(found.group(1))
+    raise SystemExit(f"no trial folder of {trial_id} in {folder}")
 
 
-def first_reaching(rows: list[dict[str, Any]], target: float) -> int | None:
+def first_reaching(folder: Path, rows: list[dict[str, Any]], target: float) -> int | None:
     """The trial (1-based) at which the running best of finished trials reaches ``target``."""
-    done = sorted((r for r in rows if not r["asha_stopped"]), key=lambda r: r["trial_id"])
-    for row in done:
-        if row["val_acc"] is not None and row["val_acc"] >= target - 1e-12:
-            return trial_index(row["trial_id"])
-    return None
+    done = sorted(
+        (trial_index(folder, r["trial_id"]), r["val_acc"]) for r in rows if not r["asha_stopped"]
+    )
+    return next((i for i, acc in done if acc is not None and acc >= target - 1e-12), None)
 
 
 def run(
@@ -75,6 +80,13 @@ def run(
     from rbm_tune.search_space import load_space
     from rbm_tune.study import run_study
 
+    folder = workdir / "runs" / label
+    if (folder / "trials.json").is_file():  # a finished run of this --workdir: reported again
+        rows = json.loads((folder / "trials.json").read_text())
+        best = next(r for r in rows if not r["asha_stopped"])
+        return {"label": label, "folder": folder, "trials": len(rows), "rows": rows,
+                "best_val_acc": best["val_acc"], "best_test_acc": best["test_acc"],
+                "wall_s": None}  # fmt: skip
     if ray.is_initialized():
         ray.shutdown()
     start = time.time()
@@ -94,6 +106,7 @@ def run(
     rows = json.loads((result.storage_path / "trials.json").read_text())
     return {
         "label": label,
+        "folder": result.storage_path,
         "trials": len(rows),
         "best_val_acc": result.best_val_acc,
         "best_test_acc": result.best_test_acc,
@@ -110,11 +123,12 @@ def report(runs: list[dict[str, Any]], target: float) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in runs:
-        reached = first_reaching(r["rows"], target)
+        reached = first_reaching(r["folder"], r["rows"], target)
         test = "-" if r["best_test_acc"] is None else f"{r['best_test_acc']:.4f}"
+        wall = "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"
         lines.append(
             f"| {r['label']} | {r['trials']} | {r['best_val_acc']:.4f} | {test} | "
-            f"{reached if reached is not None else 'never'} | {r['wall_s']:.0f} |"
+            f"{reached if reached is not None else 'never'} | {wall} |"
         )
     return lines
 
