@@ -133,6 +133,14 @@ def build_parser() -> _Parser:
         help="continue a killed or interrupted study (a finished one: nothing to do)",
     )
     search.add_argument(
+        "--warm-start",
+        action="append",
+        default=None,
+        metavar="STUDY",
+        help="give the searcher an earlier study's finished trials first (repeatable): a study "
+        "name in --storage-path, a study folder or its results.csv",
+    )
+    search.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",

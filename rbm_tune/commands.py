@@ -401,6 +401,7 @@ def search(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         address=args.address,
         storage_path=args.storage_path,
+        warm_start=args.warm_start,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     by = space.study.metric  # what the study searched and ranked by (val_acc by default)

@@ -116,3 +116,19 @@ def test_distribution_contains_reads_optunas_bounds_steps_and_choices() -> None:
     choices = CategoricalDistribution(["mlp", "rbm"])
     assert _compat.distribution_contains(choices, "rbm")
     assert not _compat.distribution_contains(choices, "moe")  # not a choice: False, no raise
+
+
+def test_optuna_study_takes_added_and_enqueued_trials_before_the_first_suggestion() -> None:
+    from optuna.trial import FixedTrial, TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(SHIPPED_DIR / "demo.yaml")
+    searcher = TrialSearch(space=space.define_by_run, metric="val_acc", mode="max")
+    fixed = FixedTrial(space.default_params())
+    space.define_by_run(fixed)
+    study = _compat.optuna_study(searcher)
+    study.add_trial(create_trial(params=fixed.params, distributions=fixed.distributions, value=1))
+    study.enqueue_trial(fixed.params)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.WAITING]
+    config = searcher.suggest("a")
+    assert config is not None and {k: config[k] for k in fixed.params} == fixed.params

@@ -11,7 +11,8 @@ upgrade that moves one of these internals fails there, not in the middle of a st
   the callbacks and ``reuse_actors`` it was pickled with; ``Tuner.restore`` takes neither.
 - :func:`optuna_trials`, :func:`optuna_study`, :func:`completed_trials`: the Optuna trial of
   each Ray trial that ``OptunaSearch`` keeps (rbm_tune.study.searcher reports ASHA's rungs and
-  ends stopped trials PRUNED through them).
+  ends stopped trials PRUNED through them, and gives a warm-started study's Optuna study the
+  earlier trials, ``add_trial`` / ``enqueue_trial``, through :func:`optuna_study`).
 - :func:`distribution_contains`: whether a value lies in an Optuna distribution
   (``BaseDistribution._contains``; rbm_tune.study.warm_start keeps an earlier trial only where
   its values fit the new space).

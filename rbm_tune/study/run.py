@@ -2,7 +2,8 @@
 
 The data flow (STYLE.md §4):
 
-1. the space is validated and the tracking store checked *before* Ray starts; on this machine,
+1. the space is validated, ``--warm-start`` studies read and fitted to it, and the tracking store
+   checked *before* Ray starts; on this machine,
    a space none of whose corners fits a trial's memory share is refused (``rbm_tune.memory``);
 2. Ray is joined (``address``) or started locally on 127.0.0.1 (``ray_session``);
 3. the teacher is resolved once — loaded from the teacher cache by the driver, or else (a miss,
@@ -32,6 +33,7 @@ from rbm_tune.study.ray_session import (
 )
 from rbm_tune.study.summary import StudyResult
 from rbm_tune.study.tuner import fit_and_summarize
+from rbm_tune.study.warm_start import check_resume, load_warm_start
 
 __all__ = ["run_study"]
 
@@ -52,8 +54,12 @@ def run_study(
     storage_path: str | Path | None = None,
     verbose: int = 1,
     log: Callable[[str], None] = print,
+    warm_start: list[str] | None = None,
 ) -> StudyResult:
     """Run (or resume) a study over ``space``. See the module docstring for the data flow.
+
+    ``warm_start``: earlier studies (names in the storage path, study folders or their
+    ``results.csv``) whose finished trials the searcher gets first (rbm_tune.study.warm_start).
 
     Raises:
         RbmTuneError: a bad space, missing data, an unreachable tracking store or Ray cluster,
@@ -79,6 +85,10 @@ def run_study(
     # -- everything that can fail fast, before Ray -------------------------------------------
     refuse_ray_client(address)
     check_versions()
+    warm = None
+    if warm_start and not resume:
+        warm = load_warm_start(warm_start, storage, space, *_objectives(study))
+        log(warm.note)
     check_reachable(uri)
     if address:
         check_address(address)
@@ -99,6 +109,8 @@ def run_study(
         )
     if resume:
         _check_state_files(experiment_dir)
+    if resume and warm_start:
+        log(check_resume(experiment_dir, warm_start, storage))
     if not resume and experiment_dir.exists():
         raise RbmTuneError(
             f"study {name!r} already exists in {storage}; pass --resume to continue it or "
@@ -134,6 +146,8 @@ def run_study(
         },
     )
     tracker.log_artifact(tracker.parent_id, Path(space.path))
+    if warm is not None:
+        tracker.set_tags(tracker.parent_id, warm.tags())
 
     key = TeacherKey.of(graph, base.teacher, seed=base.seed)
     # read here by the driver, or trained by one Ray task and written back (study/teacher_task)
@@ -172,7 +186,15 @@ def run_study(
         log=log,
         on_cluster=bool(address) and address != "local",
         cache_dir=None if cache_dir is None else str(cache_dir),
+        warm=warm,
     )
+
+
+def _objectives(study: Any) -> tuple[list[str], list[str]]:
+    """The study's metric(s) and mode(s), as lists."""
+    if study.objectives:
+        return [m for m, _ in study.objectives], [d for _, d in study.objectives]
+    return [study.metric], [study.mode]
 
 
 def _check_fits(space: Any, graph: Any, cpus: int | None, log: Callable[[str], None]) -> None:

@@ -17,6 +17,10 @@ rung after 45 warm-up epochs would outrank one stopped at the second after none)
 multi-objective study reports no intermediate values (Optuna takes none), but its stopped trials
 end PRUNED all the same.
 
+:meth:`TrialSearch.add_warm_start` gives it an earlier study's trials (rbm_tune.study.warm_start)
+before its first suggestion, once: the record it keeps travels in the saved state, so a restored
+searcher never adds them again.
+
 Everything else (suggestions, ``points_to_evaluate``, saving and restoring the searcher's state
 for ``Tuner.restore``) is OptunaSearch's own. Imported only by the driver: trial processes never
 load Optuna's searcher.
@@ -40,6 +44,22 @@ logger = logging.getLogger(__name__)
 
 class TrialSearch(OptunaSearch):
     """OptunaSearch that ends ASHA-stopped trials PRUNED (see the module docstring)."""
+
+    def add_warm_start(
+        self, trials: list[Any], first: list[dict[str, Any]], record: dict[str, Any]
+    ) -> bool:
+        """Add ``trials`` (finished ``FrozenTrial``s) to the Optuna study and enqueue the
+        parameter sets ``first`` as the next trials, once; False if already done (a searcher
+        restored from its saved state, which holds ``record``)."""
+        if self.__dict__.get("warm_start"):
+            return False
+        study = optuna_study(self)
+        for trial in trials:
+            study.add_trial(trial)
+        for params in first:
+            study.enqueue_trial(params)
+        self.warm_start = dict(record)  # saved with the searcher's __dict__
+        return True
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if isinstance(self.metric, list) or trial_id in completed_trials(self):

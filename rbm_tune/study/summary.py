@@ -173,7 +173,9 @@ def summarize(
         tracker.log_artifact(tracker.parent_id, out_dir / "results.csv")
         _write_trials(space, done, out_dir / "trials.json")
         # what rbm-tune evaluate asks Ray for per run: the resources the trials had
-        (out_dir / "study.json").write_text(json.dumps(study.to_dict(), indent=1, default=str))
+        (out_dir / "study.json").write_text(
+            json.dumps(_study_json(study, out_dir), indent=1, default=str)
+        )
         tracker.log_artifact(tracker.parent_id, out_dir / "trials.json")
         for path in _plots(space, done, study, out_dir / "plots", log):
             tracker.log_artifact(tracker.parent_id, path, "plots")
@@ -200,6 +202,17 @@ def summarize(
         failed=tuple(str(r["trial_id"]) for r in rows if r["error"]),
         skipped=tuple(str(r["trial_id"]) for r in skipped),
     )
+
+
+def _study_json(study: Any, out_dir: Path) -> dict[str, Any]:
+    """``study.json``: the study settings, and the studies it was warm-started from."""
+    from rbm_tune.study.warm_start import read_record
+
+    out = dict(study.to_dict())
+    warm = read_record(out_dir)
+    if warm is not None:
+        out["warm_start"] = warm
+    return out
 
 
 def _write_results_csv(done: list[dict[str, Any]], path: Path) -> None:

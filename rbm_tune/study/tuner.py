@@ -3,7 +3,8 @@
 :func:`fit_and_summarize` builds (or, with ``resume``, restores) the ``Tuner``: the trainable
 (``rbm_tune.study.trainable._trial_fn``) with the slim payload in the object store and its
 resources; :class:`~rbm_tune.study.searcher.TrialSearch` drawing each trial from
-``SearchSpace.define_by_run``, the space's default point first; ASHA on ``val_acc`` (or the
+``SearchSpace.define_by_run``, the space's default point first (warm-started: an earlier study's
+trials already in its Optuna study, the earlier best first); ASHA on ``val_acc`` (or the
 study's metric) over post-switch epochs; :class:`~rbm_tune.study.mlflow_callback.MlflowTrials`
 mirroring every trial into MLflow. After ``fit`` it drains the MLflow outbox and hands the
 ``ResultGrid`` to :func:`rbm_tune.study.summary.summarize`.
@@ -24,6 +25,7 @@ from rbm_tune.study._compat import disable_actor_reuse, replace_restored_callbac
 from rbm_tune.study.mlflow_callback import PENDING_MLFLOW, MlflowTrials
 from rbm_tune.study.summary import StudyResult, summarize
 from rbm_tune.study.trainable import _trial_fn
+from rbm_tune.study.warm_start import write_record
 
 __all__ = ["fit_and_summarize"]
 
@@ -44,6 +46,7 @@ def fit_and_summarize(
     log: Callable[[str], None],
     on_cluster: bool = False,
     cache_dir: str | None = None,
+    warm: Any = None,
 ) -> StudyResult:
     import optuna
     import ray
@@ -110,15 +113,23 @@ def fit_and_summarize(
             mode: Any = [d for _, d in study.objectives]
         else:
             metric, mode = study.metric, study.mode
+        # the first trial is the space's default point (the paper's config in shipped spaces);
+        # warm-started, the earlier best comes first
+        opening = [space.default_params()]
+        if warm is not None and warm.best is not None:
+            opening = [warm.best] + [p for p in opening if p != warm.best]
         # OptunaSearch that tells TPE a trial ASHA stopped was pruned, not finished at its rung
         searcher = TrialSearch(
             space=space.define_by_run,
             metric=metric,
             mode=mode,
             sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
-            # the first trial is the space's default point (the paper's config in shipped spaces)
-            points_to_evaluate=[space.default_params()],
+            points_to_evaluate=None if warm is not None else opening,
         )
+        if warm is not None:
+            # the earlier trials first (COMPLETE, before any suggestion), then the first points
+            searcher.add_warm_start(warm.trials, opening, warm.record())
+            write_record(storage / name, warm)
         scheduler = (
             ASHAScheduler(
                 time_attr=POST_SWITCH_EPOCH,

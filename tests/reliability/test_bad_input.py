@@ -151,6 +151,9 @@ CASES: dict[str, Case] = {
     "cli-study-exists-without-resume": Case(
         ("--space", SPACE), "pass --resume to continue it", GOOD, setup=_study_exists
     ),
+    "cli-warm-start-unknown-study": Case(
+        ("--space", SPACE, "--warm-start", "gone"), "--warm-start gone: no finished study", GOOD
+    ),
     "best-unknown-study": Case(("best", "--name", "nope"), "no finished study 'nope'"),
     "evaluate-unknown-study": Case(("evaluate", "--name", "nope"), "no finished study 'nope'"),
     "export-unknown-study": Case(
