@@ -57,7 +57,14 @@ def run_study(
     from rbm_tune.data import load_graph
     from rbm_tune.paths import resolve_storage
     from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
-    from rbm_tune.tracking import Tracker, check_reachable, git_sha, resolve_tracking_uri
+    from rbm_tune.tracking import (
+        ARTIFACTS_DIR,
+        Tracker,
+        check_reachable,
+        git_sha,
+        resolve_tracking_uri,
+    )
+    from rbm_tune.tracking.study_run import study_params
 
     study = space.study
     name = name or study.name
@@ -119,7 +126,10 @@ def run_study(
             "rbm_tune.git_sha": git_sha(),
             "rbm_tune.dataset": base.dataset,
         },
+        # a local store's artifacts: in the storage path, not in whatever the cwd is
+        artifact_root=storage / ARTIFACTS_DIR,
     )
+    tracker.log_params(tracker.parent_id, study_params(space, name=name, trials=trials))
     tracker.log_artifact(tracker.parent_id, Path(space.path))
 
     key = TeacherKey.of(graph, base.teacher, seed=base.seed)
