@@ -4,6 +4,10 @@ Runs are written from the Ray driver (a Ray Tune ``Callback``), so trial process
 to MLflow and a multi-node study only needs the *driver* to reach the tracking URI. The default
 URI is a SQLite file in the working directory, passed to MLflow as an absolute URI because Ray
 trials run in other directories (STACK.md). Reachability is checked before any trial starts.
+A local store's new experiment keeps its artifacts under the study's storage path
+(``<storage>/mlflow-artifacts/<study>``), never in the working directory, and a SQLite file a
+study creates loses MLflow's empty "Default" experiment (see docs/mlflow.md).
+The parent run's params, tags and description: :mod:`rbm_tune.tracking.study_run`.
 """
 
 from __future__ import annotations
