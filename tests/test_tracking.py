@@ -316,3 +316,19 @@ def test_the_study_run_names_its_best_trial_and_how_to_reproduce_it(tmp_path: Pa
     assert all(f"`{name}`" in note for name in space.param_names)
     assert f"rbm-tune --space {space.path} --name demo" in note
     assert "rbm-tune export --name demo" in note
+
+
+def test_a_study_may_not_take_the_name_of_the_artifacts_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its Ray folder would be the folder of every study's MLflow artifacts: refused before
+    anything is written."""
+    from rbm_tune.errors import RbmTuneError
+    from rbm_tune.search_space import load_space
+    from rbm_tune.study import run_study
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RbmTuneError, match="pass another --name") as err:
+        run_study(load_space("demo"), name="mlflow-artifacts", storage_path=tmp_path / "runs")
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []

@@ -74,6 +74,11 @@ def run_study(
     uri = resolve_tracking_uri(tracking_uri)
 
     # -- everything that can fail fast, before Ray -------------------------------------------
+    if name == ARTIFACTS_DIR:
+        raise RbmTuneError(
+            f"study name {name!r} is the folder of the studies' MLflow artifacts in {storage}; "
+            "pass another --name"
+        )
     refuse_ray_client(address)
     check_versions()
     check_reachable(uri)
