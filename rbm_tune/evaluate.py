@@ -1,14 +1,20 @@
 """``rbm-tune evaluate``: the K best configs of a study over S new seeds, as a paper table.
 
 A study picks its best config on one seed's validation accuracy; the number to publish is the
-mean ± std over seeds of the test accuracy at the best-validation epoch, next to the teacher
-and a plain MLP on the same seeds. This command re-runs:
+mean ± std over seeds of the test accuracy at the best-validation epoch, next to the teacher,
+GLNN and a plain MLP on the same seeds. The table's first line is the verdict
+(rbm_tune/verdict.py): the winning graph-free student, its margin over the strongest rival and
+a paired test over the seeds. This command re-runs:
 
 - each of the study's K best *finished* trials' configs (``trials.json``, best first);
+- GLNN: the best config's student as an MLP of the same depth and width, distilled from the
+  same teacher with the same label weight and temperature, without the extras;
 - the plain MLP: the best config's student as an MLP of the same depth and width, trained on the
   labels only (``label_weight: 1``, no positional encoding, no adversarial or similarity terms);
 - the teacher: every run above reports its teacher's numbers; there is one teacher per seed,
-  trained once through the teacher cache (its lock makes parallel runs share it);
+  resolved once on the driver's side before the runs start (the cache, or one Ray task that
+  trains it and is written back to the driver's cache: rbm_tune/study/teacher_task.py) and
+  shipped to that seed's runs through Ray's object store;
 
 over the seeds ``study seed + 1 .. study seed + S`` (new data splits where the dataset's split
 is seeded, new teachers, new students), each run one Ray task. The table goes to stdout and, as
@@ -25,23 +31,34 @@ from pathlib import Path
 from typing import Any
 
 from rbm_tune.errors import ConfigError, RbmTuneError
+from rbm_tune.placement import NoCudaError
+from rbm_tune.verdict import BASELINES, GLNN, PLAIN_MLP, TEACHER, verdict_line
 
-__all__ = ["evaluate_command", "evaluate_study", "format_table", "plain_mlp"]
+__all__ = ["evaluate_command", "evaluate_study", "format_table", "glnn", "plain_mlp"]
+
+# the extras GLNN's distilled MLP does not have (positional encoding, adversarial, similarity
+# and KRD terms) and the RbM's pretraining phase, all off
+_PLAIN_DISTILL = {
+    "pretrain_epochs": 0,
+    "positional_encoding": False,
+    "adv_augment": False,
+    "similarity_distill": False,
+    "reliable_sampling": False,
+}
 
 
 def plain_mlp(config: Any) -> Any:
     """The no-distillation baseline of ``config``: its student as an MLP trained on labels."""
     return config.replace(
-        student={"model": "mlp"},
-        distill={
-            "label_weight": 1.0,
-            "pretrain_epochs": 0,
-            "positional_encoding": False,
-            "adv_augment": False,
-            "similarity_distill": False,
-            "reliable_sampling": False,
-        },
+        student={"model": "mlp"}, distill={**_PLAIN_DISTILL, "label_weight": 1.0}
     )
+
+
+def glnn(config: Any) -> Any:
+    """GLNN (Zhang et al. 2022) for ``config``: its student as an MLP of the same depth and
+    width, distilled from the same teacher with the config's label weight and temperature, and
+    none of the extras: the baseline RbM exists to beat."""
+    return config.replace(student={"model": "mlp"}, distill=dict(_PLAIN_DISTILL))
 
 
 def _run(
@@ -49,9 +66,11 @@ def _run(
     data_root: str | None,
     cache_dir: str | None,
     cpu_fallback: bool = False,
+    teacher: Any = None,
 ) -> dict:
-    """One Ray task: a whole trial (teacher from the cache or trained once, then the student),
-    on the device Ray assigned the task (rbm_tune.placement) with the CPUs it gave."""
+    """One Ray task: a whole trial with the seed's teacher the driver resolved (shipped through
+    the object store), on the device Ray assigned the task (rbm_tune.placement) with the CPUs
+    it gave."""
     import sys
 
     from rbm_tune.config import TrialConfig
@@ -66,8 +85,54 @@ def _run(
         data_root=data_root,
         cache_dir=cache_dir,
         device=placement.device,
+        teacher=teacher,
     )
     return result.to_dict()
+
+
+def _seed_teachers(
+    variants: list[Any],
+    seeds: list[int],
+    *,
+    data_root: str | None,
+    cache_dir: str | None,
+    cpu_fallback: bool,
+    log: Callable[[str], None],
+) -> dict[tuple[int, int], Any]:
+    """Each seed's teacher resolved once on the driver's side (the cache, or one Ray task that
+    trains it and is written back), put in the object store once: ``(variant, seed) -> ref``.
+
+    The driver loads each seed's graph in turn (its split fixes the teacher's key) and keeps
+    none of them; the tasks read their data on their own node as before.
+    """
+    import ray
+
+    from rbm_tune.data import load_graph
+    from rbm_tune.study.teacher_task import resolve_teacher
+    from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
+
+    cache = check_cache_dir(cache_dir)
+    refs: dict[tuple[int, int], Any] = {}
+    by_key: dict[str, Any] = {}
+    for seed in seeds:
+        graphs: dict[tuple[str, str], Any] = {}
+        for v, config in enumerate(variants):
+            where = (config.dataset, config.setting)
+            if where not in graphs:
+                graphs[where] = load_graph(
+                    config.dataset, root=data_root, setting=config.setting, seed=seed,
+                    cache_dir=cache_dir,
+                )  # fmt: skip
+            key = TeacherKey.of(graphs[where], config.teacher, seed=seed)
+            if key.digest not in by_key:
+                teacher, trained = resolve_teacher(
+                    cache, key, config.teacher, graphs[where], seed, cpu_fallback=cpu_fallback
+                )
+                how = "trained" if trained else "from cache"
+                log(f"teacher {key.digest[:12]} for seed {seed} ({how})")
+                by_key[key.digest] = ray.put(teacher)
+            refs[(v, seed)] = by_key[key.digest]
+    return refs
 
 
 def study_resources(folder: Path) -> dict[str, Any]:
@@ -96,7 +161,7 @@ _ACCURACIES = ("test_acc", "val_acc", "test_acc_oracle")
 def _accuracies(label: str, run: dict[str, Any]) -> dict[str, float]:
     """A run's test / val / oracle accuracy for the table row ``label``: the teacher's row
     reads the run's teacher numbers (``teacher_test_acc``, ...)."""
-    prefix = "teacher_" if label == "teacher" else ""
+    prefix = "teacher_" if label == TEACHER else ""
     return {k: float(run[prefix + k]) for k in _ACCURACIES}
 
 
@@ -104,9 +169,11 @@ def format_table(
     name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
 ) -> str:
     """Markdown: one row per model; test accuracy at best validation (×100), mean ± std."""
+    configs = sum(1 for label, _, _ in rows if label not in (TEACHER, *BASELINES))
     lines = [
-        f"### Study {name}: {len(rows) - 2} best config(s) over seeds "
-        f"{', '.join(map(str, seeds))}",
+        verdict_line(rows),
+        "",
+        f"### Study {name}: {configs} best config(s) over seeds {', '.join(map(str, seeds))}",
         "",
         "| model | config | n | test acc @ best val | val acc | oracle (max over epochs) |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -208,31 +275,36 @@ def evaluate_study(
         asked["num_gpus"] = 0  # as the study did: a machine with no GPU runs it on CPUs
     task = ray.remote(**asked)(_run)
     jobs: dict[tuple[int, int], Any] = {}
-    variants = [plain_mlp(configs[0]), *configs]
+    variants = [plain_mlp(configs[0]), glnn(configs[0]), *configs]
+    try:
+        teachers = _seed_teachers(
+            variants, seed_list, data_root=root, cache_dir=cache, cpu_fallback=fallback, log=log
+        )
+    except NoCudaError as err:
+        raise RbmTuneError(str(err)) from None
     for seed in seed_list:
         for v, config in enumerate(variants):
             config_dict = config.replace(seed=seed).to_dict()
-            jobs[(v, seed)] = task.remote(config_dict, root, cache, fallback)
+            jobs[(v, seed)] = task.remote(config_dict, root, cache, fallback, teachers[(v, seed)])
     log(
-        f"evaluating {len(configs)} config(s) + plain MLP over seeds {seed_list}: "
+        f"evaluating {len(configs)} config(s) + GLNN + plain MLP over seeds {seed_list}: "
         f"{len(jobs)} runs as Ray tasks"
     )
     try:
         done = {k: ray.get(ref) for k, ref in jobs.items()}
     except ray.exceptions.RayTaskError as err:
-        from rbm_tune.placement import NoCudaError
-
         if isinstance(err.cause, NoCudaError):  # one line naming the fix, not a traceback
             raise RbmTuneError(str(err.cause)) from None
         raise
 
     rows: list[tuple[str, str, list[dict[str, Any]]]] = [
-        ("teacher", configs[0].teacher.model, [done[(1, s)] for s in seed_list]),
-        ("mlp (labels only)", _describe(variants[0]), [done[(0, s)] for s in seed_list]),
+        (TEACHER, configs[0].teacher.model, [done[(2, s)] for s in seed_list]),
+        (GLNN, _describe(variants[1]), [done[(1, s)] for s in seed_list]),
+        (PLAIN_MLP, _describe(variants[0]), [done[(0, s)] for s in seed_list]),
     ]
     for i, (trial, config) in enumerate(zip(chosen, configs, strict=True), start=1):
         label = f"#{i} trial {trial['trial_id']}"
-        rows.append((label, _describe(config), [done[(i, s)] for s in seed_list]))
+        rows.append((label, _describe(config), [done[(i + 1, s)] for s in seed_list]))
     table = format_table(name, seed_list, rows)
 
     out = storage / name / f"evaluate-top{top}-seeds{seeds}.md"

@@ -209,6 +209,14 @@ class ContentStore:
                 "pass another --cache-dir"
             ) from err
 
+    def has(self, digest: str) -> bool:
+        """Whether a complete entry (its ``meta.json``, written last) is there; reads no
+        payload."""
+        import pyarrow.fs
+
+        found = self.fs.get_file_info(f"{self.entry_dir(digest)}/{META}")
+        return bool(found.type != pyarrow.fs.FileType.NotFound)
+
     def read(self, digest: str, decode: Callable[[Entry], T]) -> T | str | None:
         """The decoded entry; ``None`` if absent; a reason string if it is corrupt."""
         import pyarrow.fs

@@ -218,6 +218,10 @@ class TeacherCache(ContentStore):
         """The cached outputs of ``key``, or ``None`` (a corrupt entry is set aside: a miss)."""
         return self.get_entry(key.digest, _decode)
 
+    def contains(self, key: TeacherKey) -> bool:
+        """Whether ``key`` has a complete entry (nothing is read or checked)."""
+        return self.has(key.digest)
+
     def put(self, key: TeacherKey, outputs: TeacherOutputs) -> str:
         """Store ``outputs`` under ``key`` atomically; an existing complete entry is kept.
 

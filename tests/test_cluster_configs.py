@@ -682,6 +682,7 @@ SHIMS = {
     "venv/bin/rbm-tune": """\
         n=$(grep -c -- '^ray start.*--block' "$SHIM_LOG" || true)
         echo "rbm-tune[$n nodes up] $*" >> "$SHIM_LOG"
+        echo "study env: RBM_TUNE_GPU_WAIT_S=${RBM_TUNE_GPU_WAIT_S:-unset}" >> "$SHIM_LOG"
         if [[ -n "${SHIM_STUDY_HANGS:-}" ]]; then
             echo $$ >> "$SHIM_PIDS"
             exec sleep 300
@@ -791,6 +792,8 @@ def test_sbatch_end_to_end_with_stand_ins(tmp_path: Path) -> None:
     assert f"--tracking-uri sqlite:///{tmp_path / 'runs'}/mlflow.db" in study
     assert study.endswith("--trials 2 --name demo-slurm")
     assert "ray get-auth-token --generate" in log
+    # a GPU space on GPU-less nodes: the study's own wait is bounded by the script's RAY_WAIT_S
+    assert "study env: RBM_TUNE_GPU_WAIT_S=20" in log
 
 
 def test_sbatch_gives_up_when_a_node_does_not_join(tmp_path: Path) -> None:

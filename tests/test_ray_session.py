@@ -71,3 +71,44 @@ def test_a_study_through_ray_client_is_refused_pointing_to_submit() -> None:
         refuse_ray_client("ray://[::1]:10001")
     text = str(err.value)
     assert "\n" not in text and "rbm-tune submit --address http://HEAD:8265" in text
+
+
+@pytest.mark.slow
+def test_gpus_that_never_appear_end_a_bounded_wait_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Real Ray with no GPU: a trial's GPUs are waited for (the autoscaler asked, where there is
+    one) for $RBM_TUNE_GPU_WAIT_S, then one line names the fixes; GPUs that are there (logical
+    ones here) or a CPU space pass at once."""
+    import time
+
+    import ray
+
+    from rbm_tune.study.ray_session import init_ray, wait_for_gpus
+
+    init_ray(None, 2, 0)
+    try:
+        lines: list[str] = []
+        wait_for_gpus(0, 1, address="auto", log=lines.append)
+        assert lines == []
+        monkeypatch.setenv("RBM_TUNE_GPU_WAIT_S", "2")
+        start = time.monotonic()
+        with pytest.raises(RbmTuneError) as err:
+            wait_for_gpus(1, 1, address="10.0.0.1:6379", log=lines.append)
+        assert 2 <= time.monotonic() - start < 30
+        text = str(err.value)
+        assert "\n" not in text and "has 0 GPU(s) after 2 s" in text
+        assert "10.0.0.1:6379" in text and "gpus_per_trial: 0" in text and "--gres" in text
+        assert len(lines) == 1 and "waiting up to 2 s" in lines[0]
+        monkeypatch.setenv("RBM_TUNE_GPU_WAIT_S", "soon")
+        with pytest.raises(RbmTuneError, match="RBM_TUNE_GPU_WAIT_S='soon' is not a number"):
+            wait_for_gpus(1, 1, address="auto", log=lines.append)
+    finally:
+        ray.shutdown()
+    init_ray(None, 2, 1)  # one logical GPU: there at once, no wait
+    try:
+        lines = []
+        wait_for_gpus(1, 1, address="auto", timeout_s=0, log=lines.append)
+        assert lines == []
+    finally:
+        ray.shutdown()

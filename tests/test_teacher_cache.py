@@ -161,6 +161,27 @@ def test_get_sets_a_corrupt_entry_aside_and_misses(tmp_path: Path) -> None:
     assert cache.get(key) is None and cache.entries() == []
 
 
+def test_a_teacher_trained_on_another_disk_is_written_back_once(tmp_path: Path) -> None:
+    """The teacher task stores into the cache folder of the node it ran on; when that is not
+    the driver's (another machine's disk), the driver writes the returned teacher into its own,
+    once: a second write-back (or one where the task's write was visible) changes nothing."""
+    from rbm_tune.study.teacher_task import write_back
+
+    key = TeacherKey("tiny", "transductive", "f" * 64, TEACHER, 0)
+    worker, driver = TeacherCache(tmp_path / "worker"), TeacherCache(tmp_path / "driver")
+    teacher = worker.get_or_train(key, Trainer())
+    assert worker.contains(key) and not driver.contains(key)
+    assert write_back(driver, key, teacher) is True
+    assert driver.contains(key) and same_outputs(driver.get(key), teacher)
+    stamp = (tmp_path / "driver" / key.digest / "meta.json").stat().st_mtime_ns
+    assert write_back(driver, key, Trainer()()) is False  # kept, not overwritten
+    assert (tmp_path / "driver" / key.digest / "meta.json").stat().st_mtime_ns == stamp
+    assert same_outputs(driver.get(key), teacher)
+    # an entry whose meta.json is not written yet is not there
+    (tmp_path / "driver" / key.digest / "meta.json").unlink()
+    assert not driver.contains(key)
+
+
 def test_file_uri_and_plain_path_share_entries(tmp_path: Path) -> None:
     key = TeacherKey("tiny", "transductive", "f" * 64, TEACHER, 0)
     train = Trainer()

@@ -2,16 +2,19 @@
 
 A local Ray binds 127.0.0.1 (STACK.md "Loopback only"); an ``--address`` is checked with one
 TCP connection before ``ray.init`` (which retries an unreachable address for minutes), and
-every failure is one ``RbmTuneError`` line naming the fix.
+every failure is one ``RbmTuneError`` line naming the fix. On a joined cluster that lacks the
+GPUs a trial asks for, :func:`wait_for_gpus` waits a bounded time for them.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 from rbm_tune.errors import RbmTuneError, first_line
 
-__all__ = ["check_address", "init_ray", "refuse_ray_client", "split_address"]
+__all__ = ["check_address", "init_ray", "refuse_ray_client", "split_address", "wait_for_gpus"]
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -98,3 +101,62 @@ def init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
             f"cannot start or join {where} ({first}); check --address (e.g. ray://head:10001 or "
             "auto) and that 'ray status' works there"
         ) from None
+
+
+GPU_WAIT_ENV = "RBM_TUNE_GPU_WAIT_S"
+GPU_WAIT_DEFAULT_S = 900.0
+
+
+def wait_for_gpus(
+    need: float,
+    cpus: float,
+    *,
+    address: str,
+    timeout_s: float | None = None,
+    log: Callable[[str], None] = print,
+    poll_s: float = 2.0,
+) -> None:
+    """On a joined cluster whose GPUs are fewer than one trial asks for: ask the autoscaler for
+    one trial's bundle (``ray.autoscaler.sdk.request_resources``; a no-op where there is none,
+    as on SLURM) and wait at most ``timeout_s`` (``$RBM_TUNE_GPU_WAIT_S``, default 900 s) for
+    them, instead of letting every trial wait forever. Needs ``ray.init`` done.
+
+    Raises:
+        RbmTuneError: the GPUs never appeared (one line naming the fixes).
+    """
+    import ray
+
+    if need <= 0 or ray.cluster_resources().get("GPU", 0) >= need:
+        return
+    if timeout_s is None:
+        raw = os.environ.get(GPU_WAIT_ENV, "")
+        try:
+            timeout_s = float(raw) if raw else GPU_WAIT_DEFAULT_S
+        except ValueError:
+            raise RbmTuneError(
+                f"{GPU_WAIT_ENV}={raw!r} is not a number of seconds; set it to e.g. 900"
+            ) from None
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[{"GPU": need, "CPU": cpus}])
+    except Exception:  # noqa: BLE001 - no autoscaler to ask: waiting is all there is
+        pass
+    log(
+        f"rbm-tune: the Ray cluster has no GPU for a trial yet (each asks for {need:g}); "
+        f"waiting up to {timeout_s:.0f} s for one ({GPU_WAIT_ENV})"
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.cluster_resources().get("GPU", 0) >= need:
+            return
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    have = ray.cluster_resources().get("GPU", 0)
+    if have >= need:
+        return
+    raise RbmTuneError(
+        f"the Ray cluster at {address} has {have:g} GPU(s) after {timeout_s:.0f} s, but each "
+        f"trial asks for {need:g} (resources.gpus_per_trial); add GPU nodes (SLURM: "
+        f"--gpus-per-node or --gres=gpu:N), give a slow autoscaler longer ({GPU_WAIT_ENV}), or "
+        "set resources.gpus_per_trial: 0 to run on CPUs"
+    )

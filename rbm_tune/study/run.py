@@ -15,7 +15,6 @@ The data flow (STYLE.md §4):
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,12 @@ from rbm_tune.errors import RbmTuneError
 from rbm_tune.metrics import TEST_ACC, TEST_ACC_ORACLE, VAL_ACC
 from rbm_tune.placement import NoCudaError
 from rbm_tune.study._compat import check_versions
-from rbm_tune.study.ray_session import check_address, init_ray, refuse_ray_client
+from rbm_tune.study.ray_session import (
+    check_address,
+    init_ray,
+    refuse_ray_client,
+    wait_for_gpus,
+)
 from rbm_tune.study.summary import StudyResult
 from rbm_tune.study.tuner import fit_and_summarize
 
@@ -112,7 +116,6 @@ def run_study(
 
     # -- Ray, then MLflow (nothing is written before both are there), then the teacher, once --
     init_ray(address, cpus, gpus)
-    import ray
 
     if address and address != "local":  # every node must see what the driver reads back
         from rbm_tune.paths import cache_subdir
@@ -121,6 +124,8 @@ def run_study(
         check_storage_visible(
             {"storage path": storage, "teacher cache": cache_subdir(cache_dir, "teachers")}
         )
+        # GPUs a trial asks for that the cluster lacks: a bounded wait, not trials pending forever
+        wait_for_gpus(study.gpus_per_trial, study.cpus_per_trial, address=address, log=log)
 
     tracker = Tracker(
         uri,
@@ -138,25 +143,22 @@ def run_study(
     tracker.log_artifact(tracker.parent_id, Path(space.path))
 
     key = TeacherKey.of(graph, base.teacher, seed=base.seed)
-    # A cached teacher is read right here (no Ray worker to start: ~3 s of every study); a
-    # miss (or a cache only the cluster's nodes can read) goes to one Ray task, which trains
-    # it under the key's lock on a GPU if the cluster has one.
-    teacher, trained = cache.get(key), False
-    if teacher is None:
-        gpu_for_teacher = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = ray.remote(
-            num_cpus=1 if gpu_for_teacher else _teacher_cpus(study), num_gpus=gpu_for_teacher
-        )(_resolve_teacher)
-        fallback = study.cpu_fallback
-        try:
-            teacher, trained = ray.get(
-                task.remote(cache, key, base.teacher, graph, base.seed, fallback)
-            )
-        except ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, NoCudaError):  # before any trial: one line, exit 2
-                tracker.close_orphan(tracker.parent_id, "the teacher task found no CUDA")
-                raise RbmTuneError(str(err.cause)) from None
-            raise
+    # read here by the driver, or trained by one Ray task and written back (study/teacher_task)
+    from rbm_tune.study.teacher_task import resolve_teacher
+
+    try:
+        teacher, trained = resolve_teacher(
+            cache,
+            key,
+            base.teacher,
+            graph,
+            base.seed,
+            cpu_fallback=study.cpu_fallback,
+            cpus=study.teacher_cpus,
+        )
+    except NoCudaError as err:  # before any trial: one line, exit 2
+        tracker.close_orphan(tracker.parent_id, "the teacher task found no CUDA")
+        raise RbmTuneError(str(err)) from None
     _log_teacher(tracker, key, teacher, trained)
     log(
         f"teacher {key.digest[:12]} ({'trained' if trained else 'from cache'}): test_acc "
@@ -230,41 +232,6 @@ def _check_state_files(experiment_dir: Path) -> None:
                 "comes from the cache; finished trials stay in MLflow and their results in "
                 f"{experiment_dir})"
             ) from None
-
-
-def _teacher_cpus(study: Any) -> float:
-    """The CPUs a CPU teacher task asks for: ``study.teacher_cpus``, else all of the largest
-    alive node's (nothing else runs before the teacher exists)."""
-    import ray
-
-    wanted = study.teacher_cpus
-    if wanted:
-        return float(wanted)
-    sizes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
-    return float(max(sizes, default=1) or 1)
-
-
-def _resolve_teacher(
-    cache: Any, key: Any, spec: Any, graph: Any, seed: int, cpu_fallback: bool = False
-) -> tuple[Any, bool]:
-    """Runs as one Ray task: the cached teacher, or train it (exactly once, under its lock) on
-    the device Ray gave the task (rbm_tune.placement)."""
-    import torch
-
-    from rbm_tune.placement import from_ray
-    from rbm_tune.teacher import train_teacher
-
-    trained: list[bool] = []
-
-    def train() -> Any:
-        trained.append(True)
-        placement = from_ray(cpu_fallback=cpu_fallback, what="teacher task")
-        if placement.warning:
-            print(placement.warning, file=sys.stderr)
-        device = torch.device(placement.device)
-        return train_teacher(spec, graph, seed=seed, device=device)
-
-    return cache.get_or_train(key, train), bool(trained)
 
 
 def _log_teacher(tracker: Any, key: Any, teacher: Any, trained: bool) -> None:

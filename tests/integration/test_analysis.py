@@ -129,13 +129,31 @@ def test_plots_are_valid_pngs_and_mlflow_artifacts(study: Path) -> None:
 
 
 def test_evaluate_two_configs_over_two_seeds(study: Path) -> None:
+    from rbm_tune.teacher_cache import TeacherCache
+
+    before = {e.digest for e in TeacherCache.in_cache_dir(study / "cache").entries()}
     out = _cli(study, "evaluate", "--name", "multi", "--top", "2", "--seeds", "2", "--cpus", "2")
+    # each new seed's teacher resolved once by the driver's side (trained by one task), then
+    # shipped to that seed's four runs: two new cache entries, one "trained" line per seed
+    trained = [
+        line for line in out.splitlines() if line.startswith("teacher ") and "(trained)" in line
+    ]
+    assert len(trained) == 2 and len({line.split()[4] for line in trained}) == 2, out[-3000:]
+    after = {e.digest for e in TeacherCache.in_cache_dir(study / "cache").entries()}
+    assert len(after - before) == 2 and before <= after
+    assert {line.split()[1] for line in trained} == {d[:12] for d in after - before}
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     body = rows[1:]  # below the header
     labels = [r.split("|")[1].strip() for r in body]
-    assert labels[:2] == ["teacher", "mlp (labels only)"] and len(labels) == 4, out
+    assert labels[:3] == ["teacher", "glnn (distilled mlp)", "mlp (labels only)"], out
+    assert len(labels) == 5, out
     top = [t["trial_id"] for t in _trials(study) if not t["asha_stopped"]][:2]
-    assert labels[2:] == [f"#1 trial {top[0]}", f"#2 trial {top[1]}"]
+    assert labels[3:] == [f"#1 trial {top[0]}", f"#2 trial {top[1]}"]
+    # the table opens with the verdict: a student row, its margin and the paired test
+    table = (study / "rbm-tune-runs" / "multi" / "evaluate-top2-seeds2.md").read_text()
+    first = table.splitlines()[0]
+    assert first.startswith("**Verdict:** ") and "paired over 2 seeds" in first, first
+    assert any(f"{label} wins" in first for label in labels[1:]), first
     # the table is the mean ± std of the per-seed numbers written beside it
     per_run = json.loads(
         (study / "rbm-tune-runs" / "multi" / "evaluate-top2-seeds2.json").read_text()

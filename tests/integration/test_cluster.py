@@ -1,7 +1,10 @@
 """A real 2-node Ray cluster on this machine: ``rbm-tune submit``, ``jobs`` and ``--address``.
 
 Two ``ray start`` processes (a head with the dashboard / job server, and a worker node with its
-own temp dir and CPUs) form the cluster. Ray binds the machine's public interface, so the whole
+own temp dir and CPUs) form the cluster. The worker node runs in its own mount namespace
+(``unshare -m``) with an empty tmpfs over the work folder's ``head-only/``: like a second machine,
+it cannot see what the head writes there, while the rest of the work folder stands for a shared
+filesystem both mount. Ray binds the machine's public interface, so the whole
 cluster, and every command that talks to it, runs in a network namespace that has only ``lo``:
 the one CI already runs the suite in, or one this module makes (root needed; skipped otherwise).
 The cluster is stopped by process group, and the namespace deleted, even when a test fails.
@@ -46,6 +49,7 @@ class Cluster:
     dashboard: str  # http://127.0.0.1:PORT
     node_ids: set[str]
     work: Path
+    worker_id: str  # the node in its own mount namespace
 
     def run(self, *args: str, timeout: float = 420) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -98,6 +102,21 @@ def _alive_nodes(prefix: list[str], env: dict[str, str], gcs: str) -> set[str]:
     return {w.removeprefix("node_") for w in active.split() if w.startswith("node_")}
 
 
+def _worker_node(prefix: list[str], env: dict[str, str], gcs: str) -> str:
+    """The id of the node that is not the head (Ray's state API, from inside the netns)."""
+    code = (
+        "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+        "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and "
+        "n['Resources'].get('node:__internal_head__') is None][0])"
+    )
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", code, gcs],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     netns = None
@@ -110,6 +129,9 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
         prefix = ["ip", "netns", "exec", netns]
     work = Path(tempfile.mkdtemp(prefix="rbt-cluster-"))
+    (work / "head-only").mkdir()
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("a worker node that cannot see the head's folder needs unshare -m (root)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `python` is this venv's
@@ -136,9 +158,16 @@ def cluster() -> Iterator[Cluster]:
             ([f"--address={gcs}"], "w"),
         ):
             temp_dir = tempfile.mkdtemp(prefix=f"rbt{temp}", dir="/tmp")  # short: socket paths
+            # the worker's daemons inherit its mount namespace: a tmpfs hides head-only/
+            private = (
+                ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 f'mount -t tmpfs tmpfs "{work / "head-only"}" && exec "$0" "$@"']
+                if temp == "w" else []
+            )  # fmt: skip
             start = subprocess.Popen(
                 [
                     *prefix,
+                    *private,
                     str(BIN / "ray"),
                     "start",
                     *args,
@@ -166,7 +195,9 @@ def cluster() -> Iterator[Cluster]:
             nodes = _alive_nodes(prefix, env, gcs)
             time.sleep(1)
         assert len(nodes) == 2, f"the cluster has {len(nodes)} live node(s), not 2"
-        yield Cluster(prefix, env, gcs, f"http://127.0.0.1:{dash_port}", nodes, work)
+        worker = _worker_node(prefix, env, gcs)
+        assert worker in nodes, (worker, nodes)
+        yield Cluster(prefix, env, gcs, f"http://127.0.0.1:{dash_port}", nodes, work, worker)
     finally:
         for pgid in reversed(groups):
             _kill_group(pgid)
@@ -229,6 +260,13 @@ def test_submit_runs_the_demo_study_as_a_job_on_both_nodes(cluster: Cluster) -> 
     assert len(rows) == 6
     used = {r["node_id"] for r in rows}
     assert used == c.node_ids, f"trials ran on {used}, the cluster has {c.node_ids}"
+    # the worker node (its own mount namespace) saved its finished trials in the shared folder
+    import json
+
+    trials = json.loads((c.work / "runs" / "demo" / "trials.json").read_text())
+    on_worker = {r["trial_id"] for r in rows if r["node_id"] == c.worker_id}
+    kept = {t["trial_id"] for t in trials if (Path(t["checkpoint"]) / "student.pt").is_file()}
+    assert on_worker and on_worker <= kept, (on_worker, kept)
 
     trials = _trial_runs(c, "demo", "trial")
     assert len(trials) == 6
@@ -266,6 +304,69 @@ def test_address_joins_the_cluster_from_the_driver(cluster: Cluster) -> None:
     teachers = _trial_runs(c, "joined", "teacher")
     assert [t.data.tags["rbm_tune.teacher_trained_here"] for t in teachers] == ["false"]
     assert len(TeacherCache.in_cache_dir(c.work / "cache").entries()) == 1
+
+
+@pytest.mark.parametrize("hidden", ["storage path", "teacher cache"])
+def test_a_folder_one_node_cannot_see_is_refused_before_any_trial(
+    cluster: Cluster, hidden: str
+) -> None:
+    """The storage path (or the cache) in head-only/, which the worker node's mount namespace
+    hides: one line naming that node and the folder, exit 2, before the teacher or any trial."""
+    c = cluster
+    name = "hidden-" + hidden.split()[0]
+    private = c.work / "head-only" / name
+    where = {
+        "storage path": [f"--storage-path={private}", f"--cache-dir={c.work / 'cache'}"],
+        "teacher cache": [f"--storage-path={c.work / 'runs'}", f"--cache-dir={private}"],
+    }[hidden]
+    done = c.run(
+        str(BIN / "rbm-tune"), "--space=demo", f"--name={name}", "--trials=2",
+        f"--address={c.gcs}", f"--tracking-uri=sqlite:///{c.work / 'mlflow.db'}", *where,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout + done.stderr)[-4000:]
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("rbm-tune: error:")]
+    assert line.startswith(f"rbm-tune: error: node 127.0.0.1 ({c.worker_id[:12]}) cannot read")
+    assert f"the {hidden} " in line and str(private) in line
+    assert "teacher " not in done.stdout and "Trial" not in done.stdout  # nothing started
+    assert not (c.work / "runs" / name).exists()
+    client = MlflowClient(f"sqlite:///{c.work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    assert not [r for r in runs if r.data.tags.get("rbm_tune.role") in ("trial", "teacher")]
+
+
+def test_a_gpu_space_on_a_cluster_without_gpus_ends_a_bounded_wait_in_one_line(
+    cluster: Cluster,
+) -> None:
+    """Trials that ask for a GPU on a cluster that has none (a CPU-only SLURM allocation) do not
+    pend until the walltime: the driver waits $RBM_TUNE_GPU_WAIT_S, then one line, exit 2,
+    before the teacher, MLflow or any trial."""
+    c = cluster
+    space = yaml.safe_load((SPACES / "demo.yaml").read_text())
+    space["study"]["resources"]["gpus_per_trial"] = 1
+    space_file = c.work / "gpu" / "demo-gpu.yaml"
+    space_file.parent.mkdir()
+    space_file.write_text(yaml.safe_dump(space, sort_keys=False))
+    start = time.monotonic()
+    done = subprocess.run(
+        [*c.prefix, str(BIN / "rbm-tune"), f"--space={space_file}", "--name=gpu-wait",
+         f"--address={c.gcs}", *_study_args(c)],
+        env={**c.env, "RBM_TUNE_GPU_WAIT_S": "3"}, cwd=c.work, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.stdout + done.stderr)[-4000:]
+    assert time.monotonic() - start < 240
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("rbm-tune: error:")]
+    assert f"the Ray cluster at {c.gcs} has 0 GPU(s) after 3 s" in line
+    assert "gpus_per_trial: 0" in line
+    assert "waiting up to 3 s" in done.stdout + done.stderr
+    assert "teacher " not in done.stdout and not (c.work / "runs" / "gpu-wait").exists()
+    exp = MlflowClient(f"sqlite:///{c.work / 'mlflow.db'}").get_experiment_by_name("gpu-wait")
+    assert exp is None or not MlflowClient(f"sqlite:///{c.work / 'mlflow.db'}").search_runs(
+        [exp.experiment_id]
+    )
 
 
 def test_ctrl_c_detaches_and_jobs_stop_ends_the_job(cluster: Cluster) -> None:

@@ -1,49 +1,22 @@
 """MLflow the way teams run it: ``mlflow server`` over PostgreSQL with served artifacts.
 
 A private PostgreSQL cluster (tests/support/postgres.py) on 127.0.0.1; skipped with the reason
-where PostgreSQL or its Python driver is missing.
+where PostgreSQL or its Python driver is missing. The studies here run as ``rbm-tune``
+processes against that server: one killed and resumed, then evaluated and exported; two at
+once with four concurrent trials each.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import postgres_cluster
-from tests.support.processes import free_port, stop_process_group
-
-
-def _start_server(db_uri: str, artifacts: Path, port: int, timeout: float = 120) -> tuple:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = artifacts.parent / "mlflow-server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db_uri,
-         "--serve-artifacts", "--artifacts-destination", str(artifacts),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text()[-1500:]
-            raise RuntimeError(
-                f"mlflow server exited ({proc.returncode}) before it answered: {tail}"
-            )
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
-                if resp.read().decode().strip() == "OK":
-                    return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    stop_process_group(proc)
-    raise RuntimeError(f"mlflow server did not become healthy in {timeout:.0f} s")
+from tests.support.postgres import mlflow_server_over, postgres_cluster
+from tests.support.processes import rbm_tune_cli, stop_process_group
+from tests.support.study_checks import all_runs, check_lost_nothing, write_study
 
 
 def test_postgres_server_with_served_artifacts_keeps_everything_once(tmp_path: Path) -> None:
@@ -51,8 +24,7 @@ def test_postgres_server_with_served_artifacts_keeps_everything_once(tmp_path: P
     from mlflow.tracking import MlflowClient
 
     with postgres_cluster() as db_uri:
-        proc, uri = _start_server(db_uri, tmp_path / "artifacts", free_port())
-        try:
+        with mlflow_server_over(db_uri, tmp_path / "artifacts") as uri:
             client = MlflowClient(tracking_uri=uri)
             exp = client.create_experiment("pg-check")
             run = client.create_run(exp).info.run_id
@@ -84,5 +56,104 @@ def test_postgres_server_with_served_artifacts_keeps_everything_once(tmp_path: P
             names = {e.name for e in client.search_experiments()}
             assert names == {"Default", "pg-check", "pg-study"}
             assert not client.search_runs(["0"], run_view_type=3)
-        finally:
-            stop_process_group(proc)
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """One PostgreSQL-backed ``mlflow server`` for the module's studies: (URI, artifacts)."""
+    pytest.importorskip("psycopg2", reason="psycopg2-binary (the dev extra) not installed")
+    artifacts = tmp_path_factory.mktemp("pg-server") / "artifacts"
+    with postgres_cluster() as db_uri, mlflow_server_over(db_uri, artifacts) as uri:
+        yield uri, artifacts
+
+
+def _cli(cwd: Path, *args: str, timeout: float = 400, **env: str) -> tuple[int, str]:
+    proc = rbm_tune_cli(*args, cwd=cwd, env={"RBM_TUNE_CACHE": str(cwd / "cache"), **env})
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:  # a killed driver leaves its local Ray behind
+        stop_process_group(proc, wait=5)
+    return proc.returncode, out
+
+
+def _served(artifacts: Path, uri: str, run_id: str) -> list[str]:
+    """The file names the server stored for one run (served artifacts live server-side)."""
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(uri).get_run(run_id).info.experiment_id
+    return sorted(p.name for p in (artifacts / exp / run_id).rglob("*") if p.is_file())
+
+
+@pytest.mark.usefixtures("teacher_in_cache")
+def test_a_study_killed_resumed_evaluated_and_exported_against_postgres(
+    tmp_path: Path, pg_server: tuple[str, Path]
+) -> None:
+    """A demo study on the server, its driver SIGKILLed after the 2nd trial, ``--resume``,
+    ``evaluate`` and ``export``: every run, param, epoch and artifact is there exactly once."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    uri, artifacts = pg_server
+    name, trials = "pgcrash", 3
+    space = write_study(tmp_path, name, trials=trials, epochs=5, concurrent=2)
+    common = ("--space", str(space), "--cpus", "2", "--tracking-uri", uri)
+    fault = {"RBM_TUNE_FAULT": "driver_complete@2=kill", "RBM_TUNE_FAULT_DIR": str(tmp_path)}
+    code, out = _cli(tmp_path, *common, **fault)
+    assert code == -signal.SIGKILL, f"the planted kill did not happen:\n{out[-3000:]}"
+    code, out = _cli(tmp_path, *common, "--resume")
+    assert code == 0, out[-4000:]
+
+    storage = tmp_path / "rbm-tune-runs"
+    finished = check_lost_nothing(uri, name, storage, trials=trials)
+    client = MlflowClient(uri)
+    for run in finished.values():  # the searched parameters, each logged once with one value
+        assert {"student.num_experts", "student.k", "distill.lr"} <= set(run.data.params)
+    (parent,) = [r for r in all_runs(uri, name) if r.data.tags.get("rbm_tune.role") == "study"]
+    listed = [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert len(listed) == len(set(listed)) and {"best_config.yaml", "results.csv"} <= set(listed)
+    stored = _served(artifacts, uri, parent.info.run_id)
+    assert stored.count("best_config.yaml") == 1 and stored.count("results.csv") == 1, stored
+
+    code, out = _cli(
+        tmp_path, "evaluate", "--name", name, "--top", "1", "--seeds", "2",
+        "--tracking-uri", uri, "--cpus", "2",
+    )  # fmt: skip
+    assert code == 0, out[-4000:]
+    stored = _served(artifacts, uri, parent.info.run_id)
+    assert stored.count("evaluate-top1-seeds2.md") == 1, stored
+    assert stored.count("evaluate-top1-seeds2.json") == 1, stored
+    # evaluate opened no run of its own and did not touch the trials' runs
+    assert check_lost_nothing(uri, name, storage, trials=trials).keys() == finished.keys()
+
+    code, out = _cli(tmp_path, "export", "--name", name, "--out", str(tmp_path / "student.pt"))
+    assert code == 0, out[-3000:]
+    student = torch.jit.load(str(tmp_path / "student.pt"))
+    assert student is not None
+
+
+@pytest.mark.usefixtures("teacher_in_cache")
+def test_two_studies_of_four_concurrent_trials_write_to_one_server_at_once(
+    tmp_path: Path, pg_server: tuple[str, Path]
+) -> None:
+    """Two drivers, each with 4 trials running at once, log to the same server at the same
+    time: every run of both studies is there, FINISHED, with each epoch once."""
+    uri, _ = pg_server
+    names = ("pgone", "pgtwo")
+    procs = []
+    for name in names:
+        space = write_study(tmp_path, name, trials=4, epochs=4, concurrent=4)
+        env = {"RBM_TUNE_CACHE": str(tmp_path / "cache")}
+        args = ("--space", str(space), "--cpus", "4", "--tracking-uri", uri,
+                "--storage-path", str(tmp_path / "runs"))  # fmt: skip
+        procs.append(rbm_tune_cli(*args, cwd=tmp_path, env=env))
+    outs = []
+    try:
+        for proc in procs:
+            outs.append(proc.communicate(timeout=500)[0])
+    finally:
+        for proc in procs:
+            stop_process_group(proc, wait=5)
+    for proc, out in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, out[-4000:]
+    for name in names:
+        check_lost_nothing(uri, name, tmp_path / "runs", trials=4)

@@ -10,13 +10,16 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import free_port
+from tests.support.processes import free_port, stop_process_group
 
 _BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
@@ -78,3 +81,41 @@ def postgres_cluster(db: str = "mlflow") -> Iterator[str]:
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server_over(db_uri: str, artifacts: Path, timeout: float = 120) -> Iterator[str]:
+    """``mlflow server`` over ``db_uri`` with served artifacts under ``artifacts``, on
+    127.0.0.1 and a free port; yields its http URI and stops it (and its workers) after."""
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = artifacts.parent / "mlflow-server.log"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", db_uri,
+         "--serve-artifacts", "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = log.read_text()[-1500:]
+                raise RuntimeError(
+                    f"mlflow server exited ({proc.returncode}) before it answered: {tail}"
+                )
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                    if resp.read().decode().strip() == "OK":
+                        break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not become healthy in {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        stop_process_group(proc)
