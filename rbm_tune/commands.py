@@ -12,6 +12,7 @@ from typing import Any
 
 from rbm_tune.config import find_config, shipped_configs
 from rbm_tune.errors import ConfigError
+from rbm_tune.metrics import OBJECTIVE
 from rbm_tune.paths import resolve_storage
 from rbm_tune.space.study import STUDY_NAME
 
@@ -406,11 +407,12 @@ def search(args: argparse.Namespace) -> int:
     )
     by = space.study.metric  # what the study searched and ranked by (val_acc by default)
     print(f"\nstudy {result.name}: top trials by {by} (test_acc at the best-val epoch)")
-    print(f"{'trial':<22} {'val_acc':>8} {'test_acc':>9} {'epochs':>6}  stopped_by_asha")
+    # each trial's objective: its val_acc at its best-validation epoch (rbm_tune.metrics)
+    print(f"{'trial':<22} {OBJECTIVE:>12} {'test_acc':>9} {'epochs':>6}  stopped_by_asha")
     for row in result.table[:10]:
         test = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
         print(
-            f"{row['trial_id']:<22} {row['val_acc']:>8.4f} {test:>9} {row['epochs']!s:>6}  "
+            f"{row['trial_id']:<22} {row[OBJECTIVE]:>12.4f} {test:>9} {row['epochs']!s:>6}  "
             f"{'yes' if row['asha_stopped'] else 'no'}"
         )
     if result.failed:

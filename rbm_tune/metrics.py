@@ -48,7 +48,14 @@ SKIPPED = "skipped"
 SKIPPED_BECAUSE = "skipped_because"  # the one-line reason, where there is more to say
 MEMORY_ESTIMATE = "memory_estimate_bytes"
 MEMORY_SHARE = "memory_share_bytes"
-# MLflow's name of a finished trial's val_acc (its best epoch's), beside the per-epoch val_acc
+# A trial's objective: its validation accuracy at its best-validation epoch, the value the
+# searcher ranks (a finished trial's final result has val_acc == best_val_acc), under one name
+# in the CLI summary, results.csv, MLflow (the last value of every trial run's best_val_acc,
+# the parent run's best_val_acc metric and tags) and trials.json. The per-epoch val_acc is that
+# epoch's value only; an ASHA-stopped trial's objective is its best epoch before it stopped.
+OBJECTIVE = BEST_VAL_ACC
+# the same number as OBJECTIVE, logged once on a finished trial's run; kept for the studies
+# and MLflow comparisons made before OBJECTIVE was logged at the end
 FINAL_VAL_ACC = "final_val_acc"
 
 # -- what a study may optimise --------------------------------------------------------------
@@ -74,6 +81,7 @@ __all__ = [
     "MEMORY_SHARE",
     "NODE_ID",
     "NUM_PARAMS",
+    "OBJECTIVE",
     "POST_SWITCH_EPOCH",
     "RAN_ON_CUDA",
     "SEARCH_METRICS",

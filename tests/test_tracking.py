@@ -228,3 +228,107 @@ def test_trial_processes_drop_the_systemexit_of_ray_s_sigterm_inside_callbacks(
     assert ref() is None
     assert dropped == ""
     assert "ValueError: a real bug" in kept and "Traceback" in kept
+
+
+def test_a_new_store_shows_no_default_experiment_and_keeps_artifacts_out_of_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite store the study creates: MLflow's empty "Default" experiment (id 0) is deleted,
+    artifacts go under the given root (a study's: its storage path), nothing lands in the cwd;
+    a store someone already used keeps its Default experiment and its runs."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    root = tmp_path / "runs" / "mlflow-artifacts"
+    tracker = Tracker(uri, "s", study_tags={"rbm_tune.study": "s"}, artifact_root=root)
+    art = tmp_path / "best.yaml"
+    art.write_text("a: 1\n")
+    tracker.log_artifact(tracker.parent_id, art)
+    client = MlflowClient(uri)
+    assert [e.name for e in client.search_experiments()] == ["s"]  # Default: deleted
+    assert client.get_experiment("0").lifecycle_stage == "deleted"
+    assert (root / "s").is_dir() and list(root.rglob("best.yaml"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.yaml", "fresh.db", "runs"]
+    # reopened (a resume, the outbox's own tracker): same experiment, nothing re-created
+    again = Tracker(uri, "s", study_tags={"rbm_tune.study": "s"})
+    assert again.experiment_id == tracker.experiment_id
+    assert [e.name for e in client.search_experiments()] == ["s"]
+    # someone's store, with a run in Default: left alone
+    used = f"sqlite:///{tmp_path / 'used.db'}"
+    other = MlflowClient(used)
+    other.create_run("0")
+    Tracker(used, "s", study_tags={})
+    assert sorted(e.name for e in other.search_experiments()) == ["Default", "s"]
+    # without a root, a SQLite store's artifacts go beside it, never into the cwd
+    exp = other.get_experiment_by_name("s")
+    assert exp.artifact_location == (tmp_path / "mlflow-artifacts" / "s").as_uri()
+
+
+def test_trial_params_are_the_yaml_names_with_their_effective_values() -> None:
+    """An or_zero parameter is two Optuna parameters (``<name>.is_zero`` and ``<name>``);
+    MLflow gets the YAML name only, with the value the trial trained with."""
+    from optuna.trial import FixedTrial
+
+    from rbm_tune.search_space import load_space
+    from rbm_tune.space.params import effective_values
+
+    space = load_space("cora")
+    zero = [p for p in space.params if p.or_zero]
+    assert zero
+    drawn = space.default_params()
+    for p in zero:  # every switch on: the zero branch draws no value
+        drawn = {k: v for k, v in drawn.items() if k != p.name} | {p.zero_name: True}
+    sampled = space.define_by_run(FixedTrial(drawn))
+    assert any(k.endswith(".is_zero") for k in sampled)
+    for source in (sampled, drawn):  # a define-by-run dict, or Optuna's own parameters
+        values = effective_values(source)
+        assert set(values) == set(space.param_names)
+        assert all(values[p.name] == 0 for p in zero)
+    params = {**space.fixed, **effective_values(sampled)}
+    assert params == space.config_for(sampled).flat()
+    off = effective_values({"distill.weight_decay.is_zero": False, "distill.weight_decay": 0.1})
+    assert off == {"distill.weight_decay": 0.1}
+
+
+def test_the_study_run_names_its_best_trial_and_how_to_reproduce_it(tmp_path: Path) -> None:
+    """The parent run's params (the study's settings) and tags (best trial, objective, a
+    markdown description naming what was searched and the commands)."""
+    from rbm_tune.metrics import OBJECTIVE
+    from rbm_tune.search_space import load_space
+    from rbm_tune.tracking.study_run import NOTE_TAG, best_tags, study_params
+
+    space = load_space("demo")
+    params = study_params(space, name="demo", trials=5)
+    assert params["dataset"] == "demo" and params["study.num_trials"] == 5
+    assert params["study.metric"] == "val_acc" and params["study.objective"] == OBJECTIVE
+    assert params["study.scheduler"] == "asha" and params["study.asha.grace_period"] == 4
+    assert set(params["study.searched"].split(", ")) == set(space.param_names)
+    config = space.define_by_run(__import__("optuna").trial.FixedTrial(space.default_params()))
+    best = {"trial_id": "abc_00003", OBJECTIVE: 0.8125, "test_acc": 0.79, "config": config}
+    tags = best_tags(
+        space, name="demo", trials=5, best=best, run_id="r1", storage=tmp_path / "runs"
+    )
+    assert tags["rbm_tune.best_trial_id"] == "abc_00003"
+    assert tags["rbm_tune.best_val_acc"] == "0.8125" and tags["rbm_tune.best_run_id"] == "r1"
+    note = tags[NOTE_TAG]
+    assert "abc_00003" in note and "0.8125" in note and "0.7900" in note
+    assert all(f"`{name}`" in note for name in space.param_names)
+    assert f"rbm-tune --space {space.path} --name demo" in note
+    assert "rbm-tune export --name demo" in note
+
+
+def test_a_study_may_not_take_the_name_of_the_artifacts_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its Ray folder would be the folder of every study's MLflow artifacts: refused before
+    anything is written."""
+    from rbm_tune.errors import RbmTuneError
+    from rbm_tune.search_space import load_space
+    from rbm_tune.study import run_study
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RbmTuneError, match="pass another --name") as err:
+        run_study(load_space("demo"), name="mlflow-artifacts", storage_path=tmp_path / "runs")
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []

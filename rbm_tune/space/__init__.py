@@ -64,6 +64,8 @@ Rules:
   calls and TPE sees a clean conditional space: ``<name>.is_zero`` (categorical
   ``[False, True]``) and, only when it is False, ``<name>`` itself. The dict
   :meth:`SearchSpace.define_by_run` returns always holds the final value under ``<name>``.
+  MLflow logs ``<name>`` only, with that value (:func:`~rbm_tune.space.params.effective_values`);
+  the switch's name lives on in the searcher's state of running studies: never rename it.
 - ASHA's ``max_t`` is derived, never written: the largest reachable ``distill.max_epochs``
   (``time_attr`` is ``post_switch_epoch``: pretraining epochs do not count). A grace period
   must be below it; ``early_stopping: false`` turns ASHA off (every trial runs to its end).

@@ -21,7 +21,20 @@ from rbm_tune.space.values import one_line
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["Bound", "Param", "checked_range", "on_grid", "pick_values", "suggest_all"]
+__all__ = [
+    "ZERO_SUFFIX",
+    "Bound",
+    "Param",
+    "checked_range",
+    "effective_values",
+    "on_grid",
+    "pick_values",
+    "suggest_all",
+]
+
+# the Optuna parameter of an ``or_zero`` switch is ``<name>.is_zero`` (searcher state pickled by
+# running studies holds these names: never change them)
+ZERO_SUFFIX = ".is_zero"
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,7 @@ class Param:
     @property
     def zero_name(self) -> str:
         """The Optuna name of the ``or_zero`` switch."""
-        return f"{self.name}.is_zero"
+        return f"{self.name}{ZERO_SUFFIX}"
 
     @property
     def refs(self) -> tuple[str, ...]:
@@ -97,6 +110,21 @@ def suggest_all(params: tuple[Param, ...], trial: Any, fixed: Mapping) -> dict[s
         drawn = param.suggest(trial, known)
         out.update(drawn)
         known[param.name] = drawn[param.name]
+    return out
+
+
+def effective_values(sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """``sampled`` (a define-by-run dict or Optuna's parameters) under the space's own names.
+
+    The ``<name>.is_zero`` switches are Optuna's encoding of ``or_zero``, not hyperparameters:
+    they are dropped, and a switch that chose zero gives ``<name>`` the value 0 where the dict
+    lacks it. What MLflow logs as a trial's params.
+    """
+    out = {k: v for k, v in sampled.items() if not k.endswith(ZERO_SUFFIX)}
+    for key, chose_zero in sampled.items():
+        name = key.removesuffix(ZERO_SUFFIX)
+        if key != name and chose_zero is True:
+            out.setdefault(name, 0)
     return out
 
 

@@ -4,7 +4,9 @@ Trial processes never talk to MLflow: this callback turns Ray Tune's trial event
 operations of a :class:`~rbm_tune.tracking.outbox.Outbox` (ordered, kept on disk through an
 outage or a driver crash). A trial attempt that fails and is retried (``study.max_failures``)
 ends as a FAILED run; the retry gets a run of its own. A trial that was skipped for memory is
-tagged ``rbm_tune.skipped`` and logs no value.
+tagged ``rbm_tune.skipped`` and logs no value. A trial run's params are the space's YAML names
+with the values the trial trained with (:func:`~rbm_tune.space.params.effective_values`); its
+``best_val_acc`` ends at the trial's objective (:data:`~rbm_tune.metrics.OBJECTIVE`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from rbm_tune.metrics import (
     TRAIN_LOSS,
     VAL_ACC,
 )
+from rbm_tune.space.params import effective_values
 from rbm_tune.testing import faults
 from rbm_tune.tracking.outbox import Outbox
 
@@ -157,7 +160,9 @@ class MlflowTrials(tune.Callback):
             "rbm_tune.attempt": str(failures if failed else failures + 1),
         }
         start_ms = self.start_ms.pop(tid, None)
-        self.outbox.send("start", tid, {**self.fixed, **trial.config}, tags, adopt, start_ms)
+        # the YAML names with the values the trial trained with (no ``.is_zero`` switches)
+        params = {**self.fixed, **effective_values(trial.config)}
+        self.outbox.send("start", tid, params, tags, adopt, start_ms)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # the run opens at the first result (a trial restored finished adopts its old run),

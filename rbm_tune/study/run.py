@@ -68,7 +68,14 @@ def run_study(
     from rbm_tune.data import load_graph
     from rbm_tune.paths import resolve_storage
     from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
-    from rbm_tune.tracking import Tracker, check_reachable, git_sha, resolve_tracking_uri
+    from rbm_tune.tracking import (
+        ARTIFACTS_DIR,
+        Tracker,
+        check_reachable,
+        git_sha,
+        resolve_tracking_uri,
+    )
+    from rbm_tune.tracking.study_run import study_params
 
     study = space.study
     name = name or study.name
@@ -83,6 +90,11 @@ def run_study(
         )
 
     # -- everything that can fail fast, before Ray -------------------------------------------
+    if name == ARTIFACTS_DIR:
+        raise RbmTuneError(
+            f"study name {name!r} is the folder of the studies' MLflow artifacts in {storage}; "
+            "pass another --name"
+        )
     refuse_ray_client(address)
     check_versions()
     warm = None
@@ -144,7 +156,10 @@ def run_study(
             # the --set KEY=VALUE changes to the space file (also in the digest)
             **({"rbm_tune.set": " ".join(space.overrides)} if space.overrides else {}),
         },
+        # a local store's artifacts: in the storage path, not in whatever the cwd is
+        artifact_root=storage / ARTIFACTS_DIR,
     )
+    tracker.log_params(tracker.parent_id, study_params(space, name=name, trials=trials))
     tracker.log_artifact(tracker.parent_id, Path(space.path))
     if warm is not None:
         tracker.set_tags(tracker.parent_id, warm.tags())

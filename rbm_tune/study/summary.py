@@ -28,6 +28,7 @@ from rbm_tune.metrics import (
     MEMORY_ESTIMATE,
     MEMORY_SHARE,
     NODE_ID,
+    OBJECTIVE,
     SKIPPED,
     SKIPPED_BECAUSE,
     TEST_ACC,
@@ -35,11 +36,13 @@ from rbm_tune.metrics import (
 )
 from rbm_tune.study.finished import mark_finished
 from rbm_tune.testing import faults
+from rbm_tune.tracking.study_run import best_tags
 
 __all__ = ["RESULTS_COLUMNS", "StudyResult", "rank_trials", "summarize", "trial_order"]
 
-# results.csv: one row per trial that reported, best first
-RESULTS_COLUMNS = ("trial_id", VAL_ACC, TEST_ACC, "epochs", "asha_stopped", NODE_ID)
+# results.csv: one row per trial that reported, best first; OBJECTIVE is each trial's val_acc
+# at its best-validation epoch (an ASHA-stopped trial's: before it stopped)
+RESULTS_COLUMNS = ("trial_id", OBJECTIVE, TEST_ACC, "epochs", "asha_stopped", NODE_ID)
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,13 @@ def trial_order(row: dict[str, Any]) -> str:
 
 def rank_trials(done: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
     """``done`` best first by the study's metric (val_acc unless the space chose another
-    per-epoch metric); ties go to the earliest trial (:func:`trial_order`)."""
+    per-epoch metric; for val_acc, by :data:`OBJECTIVE`, which is a finished trial's val_acc and
+    an ASHA-stopped trial's best before it stopped); ties go to the earliest trial
+    (:func:`trial_order`)."""
     by_trial = sorted(done, key=trial_order)
+    key = OBJECTIVE if metric == VAL_ACC else metric
     # sorted() is stable, also with reverse=True: equal scores keep trial order
-    return sorted(
-        by_trial, key=lambda r: r["metrics"].get(metric, r[VAL_ACC]), reverse=mode == "max"
-    )
+    return sorted(by_trial, key=lambda r: r["metrics"].get(key, r[VAL_ACC]), reverse=mode == "max")
 
 
 def error_line(error: BaseException) -> str:
@@ -94,6 +98,8 @@ def trial_rows(grid: Any) -> list[dict[str, Any]]:
             {
                 "trial_id": _trial_id(result),
                 VAL_ACC: m.get(VAL_ACC),
+                # a finished trial's best_val_acc is its val_acc; a stopped one's, its best yet
+                OBJECTIVE: m.get(OBJECTIVE, m.get(VAL_ACC)),
                 TEST_ACC: m.get(TEST_ACC),
                 "epochs": m.get(EPOCH),
                 "asha_stopped": not m.get(FINAL, False),
@@ -185,7 +191,16 @@ def summarize(
         if best["checkpoint"] is not None:
             with best["checkpoint"].as_directory() as ckpt:
                 tracker.log_artifact(tracker.parent_id, Path(ckpt) / "student.pt")
-        tracker.log_metrics(tracker.parent_id, {BEST_VAL_ACC: best[VAL_ACC]}, step=0)
+        tracker.log_metrics(tracker.parent_id, {BEST_VAL_ACC: best[OBJECTIVE]}, step=0)
+        tags = best_tags(
+            space,
+            name=name,
+            trials=len(rows),
+            best=best,
+            run_id=tracker.trial_run_id(str(best["trial_id"])),
+            storage=storage,
+        )
+        tracker.set_tags(tracker.parent_id, tags)
         tracker.end(tracker.parent_id)
     # last: the study ended; --resume of it now changes nothing (rbm_tune.study.finished)
     mark_finished(out_dir, trials=len(rows), best_trial=str(best["trial_id"]))
@@ -194,7 +209,7 @@ def summarize(
         storage_path=out_dir,
         experiment_url=tracker.experiment_url,
         best_config=best_config,
-        best_val_acc=float(best[VAL_ACC]),
+        best_val_acc=float(best[OBJECTIVE]),
         best_test_acc=None if best[TEST_ACC] is None else float(best[TEST_ACC]),
         table=[{k: v for k, v in r.items() if k not in ("checkpoint", "metrics")} for r in done],
         teacher_digest=key.digest,
@@ -291,7 +306,8 @@ def _write_trials(space: Any, done: list[dict[str, Any]], path: Path) -> None:
         rows.append(
             {
                 "trial_id": r["trial_id"],
-                VAL_ACC: r[VAL_ACC],
+                OBJECTIVE: r[OBJECTIVE],
+                VAL_ACC: r[VAL_ACC],  # its last result's: OBJECTIVE for a finished trial
                 TEST_ACC: r[TEST_ACC],
                 "epochs": r["epochs"],
                 "asha_stopped": r["asha_stopped"],

@@ -4,6 +4,10 @@ Runs are written from the Ray driver (a Ray Tune ``Callback``), so trial process
 to MLflow and a multi-node study only needs the *driver* to reach the tracking URI. The default
 URI is a SQLite file in the working directory, passed to MLflow as an absolute URI because Ray
 trials run in other directories (STACK.md). Reachability is checked before any trial starts.
+A local store's new experiment keeps its artifacts under the study's storage path
+(``<storage>/mlflow-artifacts/<study>``), never in the working directory, and a SQLite file a
+study creates loses MLflow's empty "Default" experiment (see docs/mlflow.md).
+The parent run's params, tags and description: :mod:`rbm_tune.tracking.study_run`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from rbm_tune.errors import TrackingError, first_line
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-__all__ = ["Tracker", "default_tracking_uri", "git_sha", "resolve_tracking_uri"]
+__all__ = [
+    "ARTIFACTS_DIR",
+    "Tracker",
+    "default_tracking_uri",
+    "git_sha",
+    "resolve_tracking_uri",
+]
 
 # Tracking-store schemes MLflow itself registers (mlflow.tracking._tracking_service.utils);
 # database URIs may carry a driver (postgresql+psycopg2://). Plugins add their own schemes.
@@ -116,11 +126,43 @@ def _tracking_plugins() -> set[str]:
     return {ep.name for ep in entry_points(group="mlflow.tracking_store")}
 
 
-def _artifact_location(uri: str, experiment: str) -> str | None:
-    """Artifacts of a SQLite store go beside the database, not into whatever the cwd is."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).as_uri()
-    return None  # a server decides (--artifacts-destination)
+ARTIFACTS_DIR = "mlflow-artifacts"  # in the storage path: a study's MLflow artifacts
+
+
+def _artifact_location(uri: str, experiment: str, artifact_root: Path | None) -> str | None:
+    """Where a new experiment of a local store keeps its artifacts: ``artifact_root /
+    <experiment>`` (a study's: ``<storage path>/mlflow-artifacts/<study>``), else beside the
+    database; never MLflow's default, a folder relative to whatever the cwd is. A server (or
+    a database shared through one) decides itself (``--artifacts-destination``)."""
+    if not uri.startswith(("sqlite:///", "file:")):
+        return None
+    if artifact_root is None:
+        if not uri.startswith("sqlite:///"):
+            return None  # the file store keeps artifacts in its own folder
+        artifact_root = Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS_DIR
+    return (Path(artifact_root) / experiment).resolve().as_uri()
+
+
+def _fresh_sqlite(uri: str) -> bool:
+    """Whether ``uri`` is a SQLite store whose file does not exist yet (MLflow creates it)."""
+    if not uri.startswith("sqlite:///"):
+        return False
+    path = Path(uri.removeprefix("sqlite:///"))
+    return not path.exists() or path.stat().st_size == 0
+
+
+def _drop_empty_default(client: MlflowClient) -> None:
+    """Delete the empty "Default" experiment (id 0) every new SQL store gets from MLflow.
+
+    Called only for a SQLite file this study created: a store someone else uses keeps it.
+    MLflow re-creates it only when it is missing altogether, so a deleted one stays deleted
+    (``mlflow experiments restore --experiment-id 0`` brings it back).
+    """
+    default = client.get_experiment("0")
+    if default is None or default.lifecycle_stage != "active":
+        return
+    if not client.search_runs(["0"], max_results=1, run_view_type=3):  # ViewType.ALL
+        client.delete_experiment("0")
 
 
 def _flat_str(values: Mapping[str, Any]) -> dict[str, str]:
@@ -134,9 +176,19 @@ class Tracker:
         uri: tracking URI (already resolved).
         experiment: experiment name (the study name).
         study_tags: tags set on the parent run and every trial run.
+        artifact_root: where a new experiment of a local store (SQLite, file) keeps its
+            artifacts, in a folder named after it (default: ``mlflow-artifacts/`` beside the
+            database). An existing experiment keeps its own location.
     """
 
-    def __init__(self, uri: str, experiment: str, *, study_tags: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        *,
+        study_tags: Mapping[str, str],
+        artifact_root: Path | None = None,
+    ) -> None:
         import logging
 
         import mlflow
@@ -154,12 +206,16 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         self.uri = uri
         self.experiment_name = experiment
+        fresh = _fresh_sqlite(uri)
         self.client: MlflowClient = MlflowClient(uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
+            if fresh:
+                _drop_empty_default(self.client)
             if exp is None:
+                location = _artifact_location(uri, experiment, artifact_root)
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=_artifact_location(uri, experiment)
+                    experiment, artifact_location=location
                 )
             else:
                 self.experiment_id = exp.experiment_id
@@ -308,6 +364,18 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def trial_run_id(self, trial_id: str) -> str | None:
+        """The live run (not FAILED / KILLED) of a trial of this study, if MLflow has one."""
+        study = self.study_tags.get(STUDY_TAG, "")
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`{STUDY_TAG}` = '{study}'"
+            " and attributes.status != 'FAILED' and attributes.status != 'KILLED'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        return found[0].info.run_id if found else None
 
     def trial_runs(self) -> list[Any]:
         """Every trial run of this study (for tests and the final table)."""

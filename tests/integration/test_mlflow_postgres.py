@@ -42,6 +42,20 @@ def test_postgres_server_with_served_artifacts_keeps_everything_once(tmp_path: P
             assert [a.path for a in client.list_artifacts(run)] == ["note.txt"]
             # Served artifacts: the file lives under the server's destination, not the client's.
             assert len(list((tmp_path / "artifacts").rglob("note.txt"))) == 1
+            # a study's tracker there: the server keeps its artifacts (the study's local
+            # artifact root stays unused), and the server's Default experiment is not its to
+            # delete, but holds none of its runs
+            from rbm_tune.tracking import Tracker
+
+            root = tmp_path / "runs" / "mlflow-artifacts"
+            tracker = Tracker(uri, "pg-study", study_tags={"rbm_tune.study": "pg-study"},
+                              artifact_root=root)  # fmt: skip
+            tracker.log_artifact(tracker.parent_id, tmp_path / "note.txt")
+            assert not root.exists()
+            assert len(list((tmp_path / "artifacts").rglob("note.txt"))) == 2
+            names = {e.name for e in client.search_experiments()}
+            assert names == {"Default", "pg-check", "pg-study"}
+            assert not client.search_runs(["0"], run_view_type=3)
 
 
 @pytest.fixture(scope="module")

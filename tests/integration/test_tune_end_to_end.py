@@ -212,3 +212,89 @@ def test_study_searching_another_per_epoch_metric(workdir: Path) -> None:
     best = min(finished, key=lambda t: t["metrics"]["train_loss"])
     assert result.best_val_acc == best["val_acc"]
     assert space.config_for(best["sampled"]).to_dict() == result.best_config
+
+
+@pytest.mark.usefixtures("teacher_in_cache")
+def test_one_objective_name_and_the_study_run(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tiny study through the command line: the best trial's objective (best_val_acc, its
+    val_acc at its best-validation epoch) is the same number in the CLI summary, results.csv,
+    MLflow and the searcher; trial runs log the YAML names only (an or_zero parameter logs its
+    effective value, no ``.is_zero`` switch); the parent run carries the study's settings, the
+    best trial and a description; no run lands in a "Default" experiment, which this store
+    does not show; artifacts stay out of the working directory."""
+    import csv
+
+    from rbm_tune.cli import main
+    from rbm_tune.metrics import OBJECTIVE
+
+    path = write_space(workdir, "obj", trials=4, concurrent=2, epochs=6)
+    text = path.read_text().replace(
+        "  patience: 50\n",
+        "  patience: 50\n  weight_decay: {float: [1.0e-5, 1.0e-2], log: true, or_zero: true, "
+        "default: 0}\n",
+    )
+    path.write_text(text)
+    space = load_space(path)
+    capsys.readouterr()
+    assert main(["--space", str(path), "--cpus", "2"]) == 0
+    printed = capsys.readouterr().out
+    study = workdir / "rbm-tune-runs" / "obj"
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    # 1. results.csv: the objective column, best first
+    with open(study / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert OBJECTIVE in rows[0] and "val_acc" not in rows[0]
+    trials = json.loads((study / "trials.json").read_text())
+    best = next(t for t in trials if not t["asha_stopped"])
+    best_id, value = best["trial_id"], float(best[OBJECTIVE])
+    assert float(next(r for r in rows if r["trial_id"] == best_id)[OBJECTIVE]) == value
+    # 2. the CLI summary names the objective and prints the best trial's value
+    assert OBJECTIVE in printed
+    (line,) = [ln for ln in printed.splitlines() if ln.startswith(best_id)]
+    assert f"{value:.4f}" in line.split(), line
+    # 3. MLflow: the trial run's best_val_acc ends at it; the parent run names the trial
+    runs = {r.data.tags["rbm_tune.trial_id"]: r for r in _runs(uri, "obj", "trial")}
+    assert runs[best_id].data.metrics[OBJECTIVE] == value
+    (parent,) = _runs(uri, "obj", "study")
+    tags = parent.data.tags
+    assert tags["rbm_tune.best_trial_id"] == best_id
+    assert float(tags[f"rbm_tune.{OBJECTIVE}"]) == value
+    assert tags["rbm_tune.best_run_id"] == runs[best_id].info.run_id
+    assert parent.data.metrics[OBJECTIVE] == value
+    note = tags["mlflow.note.content"]
+    assert best_id in note and f"{value:.4f}" in note and "rbm-tune --space" in note
+    assert "`distill.weight_decay`" in note
+    params = parent.data.params
+    assert params["dataset"] == "demo" and params["study.num_trials"] == "4"
+    assert params["study.metric"] == "val_acc" and params["study.scheduler"] == "asha"
+    assert params["study.asha.grace_period"] == "2"
+    assert params["study.cpus_per_trial"] == "1"
+    # 4. the searcher: TPE's value for that trial
+    (state_file,) = study.glob("searcher-state-*.pkl")
+    state = pickle.loads(state_file.read_bytes())
+    ot = state["_ot_study"].trials[state["_ot_trials"][best_id].number]
+    assert ot.values == [value]
+    # the searcher keeps Optuna's own names (a resumed study's pickled state holds them) ...
+    assert "distill.weight_decay.is_zero" in ot.params
+    # ... while every trial run logs exactly the YAML names, with the values trained with
+    names = set(space.config_for(best["sampled"]).flat())
+    zero_seen = False
+    for tid, run in runs.items():
+        logged = run.data.params
+        assert set(logged) == names, set(logged) ^ names
+        sampled = next(t["sampled"] for t in trials if t["trial_id"] == tid)
+        effective = space.config_for(sampled).flat()
+        assert logged == {k: "null" if v is None else str(v) for k, v in effective.items()}
+        zero_seen |= float(logged["distill.weight_decay"]) == 0
+    assert zero_seen  # the default point chose the zero branch
+    # no run in a "Default" experiment, and no empty one left in this new store
+    assert not client.search_runs(["0"], run_view_type=3)
+    assert [e.name for e in client.search_experiments()] == ["obj"]
+    # artifacts under the storage path, none in the working directory
+    assert not (workdir / "mlartifacts").exists()
+    location = client.get_experiment_by_name("obj").artifact_location
+    assert location == (workdir / "rbm-tune-runs" / "mlflow-artifacts" / "obj").as_uri()
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"results.csv"}
