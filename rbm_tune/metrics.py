@@ -48,6 +48,9 @@ SKIPPED = "skipped"
 SKIPPED_BECAUSE = "skipped_because"  # the one-line reason, where there is more to say
 MEMORY_ESTIMATE = "memory_estimate_bytes"
 MEMORY_SHARE = "memory_share_bytes"
+# an "rbm-tune: warning: ..." line of a trial's process (e.g. a GPU it could not use): handed to
+# the driver in the trial's results, which prints each text once (rbm_tune.study.console)
+WARNING = "rbm_tune_warning"
 # MLflow's name of a finished trial's val_acc (its best epoch's), beside the per-epoch val_acc
 FINAL_VAL_ACC = "final_val_acc"
 

@@ -15,7 +15,6 @@ The data flow (STYLE.md §4):
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,13 @@ def run_study(
     tracking_uri: str | None = None,
     address: str | None = None,
     storage_path: str | Path | None = None,
-    verbose: int = 1,
+    verbose: int = 0,
     log: Callable[[str], None] = print,
 ) -> StudyResult:
     """Run (or resume) a study over ``space``. See the module docstring for the data flow.
+
+    ``verbose``: 0, the compact console (rbm_tune.study.console); 1 or 2, Ray Tune's own output
+    at that level too, and the output of Ray's worker processes.
 
     Raises:
         RbmTuneError: a bad space, missing data, an unreachable tracking store or Ray cluster,
@@ -99,7 +101,9 @@ def run_study(
         _check_fits(space, graph, cpus, log)
 
     # -- Ray, then MLflow (nothing is written before both are there), then the teacher, once --
-    init_ray(address, cpus, gpus)
+    # without --verbose, trial processes' own output stays in their logs: what a trial has to
+    # say comes through its results (rbm_tune.study.console)
+    init_ray(address, cpus, gpus, verbose=verbose > 0)
     import ray
 
     if address and address != "local":  # every node must see what the driver reads back
@@ -128,13 +132,14 @@ def run_study(
     # it under the key's lock on a GPU if the cluster has one.
     teacher, trained = cache.get(key), False
     if teacher is None:
+        log(f"teacher {key.digest[:12]}: not cached here; a Ray task trains it (once) or loads it")
         gpu_for_teacher = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         task = ray.remote(
             num_cpus=1 if gpu_for_teacher else _teacher_cpus(study), num_gpus=gpu_for_teacher
         )(_resolve_teacher)
         fallback = study.cpu_fallback
         try:
-            teacher, trained = ray.get(
+            teacher, trained, warning = ray.get(
                 task.remote(cache, key, base.teacher, graph, base.seed, fallback)
             )
         except ray.exceptions.RayTaskError as err:
@@ -142,6 +147,8 @@ def run_study(
                 tracker.close_orphan(tracker.parent_id, "the teacher task found no CUDA")
                 raise RbmTuneError(str(err.cause)) from None
             raise
+        if warning:  # printed here: a task's own output reaches the console only with --verbose
+            log(warning)
     _log_teacher(tracker, key, teacher, trained)
     log(
         f"teacher {key.digest[:12]} ({'trained' if trained else 'from cache'}): test_acc "
@@ -231,25 +238,27 @@ def _teacher_cpus(study: Any) -> float:
 
 def _resolve_teacher(
     cache: Any, key: Any, spec: Any, graph: Any, seed: int, cpu_fallback: bool = False
-) -> tuple[Any, bool]:
+) -> tuple[Any, bool, str | None]:
     """Runs as one Ray task: the cached teacher, or train it (exactly once, under its lock) on
-    the device Ray gave the task (rbm_tune.placement)."""
+    the device Ray gave the task (rbm_tune.placement); whether it trained, and the placement's
+    warning for the driver to print."""
     import torch
 
     from rbm_tune.placement import from_ray
     from rbm_tune.teacher import train_teacher
 
     trained: list[bool] = []
+    warnings: list[str] = []
 
     def train() -> Any:
         trained.append(True)
         placement = from_ray(cpu_fallback=cpu_fallback, what="teacher task")
         if placement.warning:
-            print(placement.warning, file=sys.stderr)
+            warnings.append(placement.warning)
         device = torch.device(placement.device)
         return train_teacher(spec, graph, seed=seed, device=device)
 
-    return cache.get_or_train(key, train), bool(trained)
+    return cache.get_or_train(key, train), bool(trained), warnings[0] if warnings else None
 
 
 def _log_teacher(tracker: Any, key: Any, teacher: Any, trained: bool) -> None:
