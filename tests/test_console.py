@@ -194,12 +194,25 @@ def test_quiet_libraries_silences_optuna_and_ray_tune_s_output_engine_and_restor
 
     before = optuna.logging.get_verbosity()
     env = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    errors = os.environ.get("TUNE_PRINT_ALL_TRIAL_ERRORS")
+    tune_log = logging.getLogger("ray.tune.tune")
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune.tune", logging.ERROR, "tune.py", 1, msg, ("x",), None)
+
+    incomplete, other = record("Trials did not complete: %s"), record("Snapshot failed %s")
     with quiet_libraries():
         optuna.create_study()
         assert os.environ.get("RAY_AIR_NEW_OUTPUT") == (env or "0")
         assert logging.getLogger("ray.tune").getEffectiveLevel() == logging.ERROR
+        assert os.environ.get("TUNE_PRINT_ALL_TRIAL_ERRORS") == (errors or "0")
+        # Ray Tune's closing list of errored trials by their function names: dropped
+        assert not tune_log.filter(incomplete)
+        assert tune_log.filter(other)
     assert "A new study created" not in capfd.readouterr().err
     assert optuna.logging.get_verbosity() == before
     assert os.environ.get("RAY_AIR_NEW_OUTPUT") == env
+    assert os.environ.get("TUNE_PRINT_ALL_TRIAL_ERRORS") == errors
+    assert tune_log.filter(incomplete)
     with quiet_libraries(False):
         assert optuna.logging.get_verbosity() == before
