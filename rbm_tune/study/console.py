@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -400,9 +401,11 @@ class StudyConsole(tune.Callback):
         )
         if self.tty:
             if force or now - self.last_status >= REDRAW_S:
-                pad = max(0, self.shown - len(line))
-                self._write("\r" + line + " " * pad + ("\n" if force else ""))
-                self.shown = 0 if force else len(line)
+                # a line wider than the terminal would wrap, and \r redraw only its last row
+                shown = line if force else line[: max(20, shutil.get_terminal_size().columns - 1)]
+                pad = max(0, self.shown - len(shown))
+                self._write("\r" + shown + " " * pad + ("\n" if force else ""))
+                self.shown = 0 if force else len(shown)
                 self.last_status = now
         elif force or now - self.last_status >= HEARTBEAT_S:
             self._write(line + "\n")
