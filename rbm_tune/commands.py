@@ -387,7 +387,7 @@ def search(args: argparse.Namespace) -> int:
         verbose=1 if getattr(args, "verbose", False) else 0,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    from rbm_tune.study.console import summary_lines
+    from rbm_tune.study.report import summary_lines
 
     for line in summary_lines(result, space.study.metric, _next_args(args)):
         print(line)

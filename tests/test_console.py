@@ -20,12 +20,11 @@ from rbm_tune.study.console import (
     classify,
     eta_seconds,
     format_duration,
-    next_commands,
     quiet_libraries,
     status_line,
-    summary_lines,
     trial_line,
 )
+from rbm_tune.study.report import next_commands, summary_lines
 from rbm_tune.study.summary import StudyResult
 
 

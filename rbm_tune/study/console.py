@@ -4,11 +4,11 @@ By default a study prints no output of Ray Tune's own (no tables, result boxes o
 hint: :func:`quiet_libraries` turns Ray Tune's output engine and Optuna's INFO lines off), and
 :class:`StudyConsole`, a Ray Tune ``Callback``, prints instead:
 
-* a line per ended trial, ``[3/8] trial 5c7e1a2b_00002 finished: val_acc 0.7612 (epoch 27)``
+* a line per ended trial, ``[3/8] trial 5c7e1a2b finished: val_acc 0.7612 (epoch 27)``
   (``pruned`` when ASHA stopped it, ``skipped`` when it was not trained for memory, ``errored``
   when it failed with no retries left);
 * a status line, ``3/8 done (2 finished, 1 pruned), 2 running | best val_acc 0.7733 (trial
-  5c7e1a2b_00000) | 0:42 elapsed, ~1:10 left``: on a terminal redrawn in place (a carriage
+  0c3c1091) | 0:42 elapsed, ~1:10 left``: on a terminal redrawn in place (a carriage
   return, no escape codes), elsewhere (a pipe, a file) printed as a plain line at most every
   :data:`HEARTBEAT_S` seconds, and once more when the search ends;
 * the ``rbm-tune: warning: ...`` lines of the driver and of the trials (a trial hands its
@@ -17,21 +17,20 @@ hint: :func:`quiet_libraries` turns Ray Tune's output engine and Optuna's INFO l
 Trials are named by Ray Tune's trial id, as in the summary table, ``results.csv`` and MLflow's
 ``rbm_tune.trial_id`` tag (their folders keep Ray's names: ``--resume`` depends on them).
 ``rbm-tune --verbose`` keeps Ray Tune's own output as well. The formatting is pure functions
-(:func:`status_line`, :func:`trial_line`, :func:`format_duration`), tested on their own.
+(:func:`status_line`, :func:`trial_line`, :func:`format_duration`), tested on their own. The
+summary after the search: ``rbm_tune.study.report``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 from ray import tune
@@ -46,7 +45,6 @@ __all__ = [
     "format_duration",
     "quiet_libraries",
     "status_line",
-    "summary_lines",
     "trial_line",
 ]
 
@@ -234,67 +232,6 @@ def trial_line(
     epoch = result.get(EPOCH)
     at = f" (epoch {int(epoch)})" if isinstance(epoch, (int, float)) else ""
     return f"{head} {what}: {metric} {value:.4f}{at}"
-
-
-# the options each next command takes again (rbm_tune/cli.py), of those a study was given
-NEXT_OPTIONS = {
-    "best": ("--storage-path",),
-    "evaluate": ("--storage-path", "--tracking-uri", "--data-root", "--cache-dir", "--address"),
-    "export": ("--storage-path",),
-}
-
-
-def next_commands(name: str, experiment_url: str, options: dict[str, str]) -> list[str]:
-    """The commands to run after a study, with the options (``{"--storage-path": DIR}``) the
-    study was given that they need to find it again; last, MLflow's UI for a local store."""
-
-    def command(sub: str, *extra: str) -> str:
-        given = [f"{o} {shlex.quote(options[o])}" for o in NEXT_OPTIONS[sub] if o in options]
-        return " ".join(["rbm-tune", sub, "--name", shlex.quote(name), *extra, *given])
-
-    out = [
-        f"{command('best')}  # the best config, as trial YAML",
-        f"{command('evaluate')}  # the top configs over new seeds, beside the MLP and teacher",
-        f"{command('export', '--out', shlex.quote(f'{name}-student.pt'))}  # TorchScript",
-    ]
-    if experiment_url.startswith("mlflow ui"):
-        out.append(experiment_url)
-    return out
-
-
-def summary_lines(result: Any, metric: str, options: dict[str, str]) -> list[str]:
-    """The end of a study's output: its top trials, the best one, where its files are, and the
-    commands to run next (:func:`next_commands`). ``result``: a ``StudyResult``."""
-    folder = Path(result.storage_path)
-    lines = [
-        "",
-        f"study {result.name}: top trials by {metric} (test_acc at the best-val epoch)",
-        f"{'trial':<22} {'val_acc':>8} {'test_acc':>9} {'epochs':>6}  stopped_by_asha",
-    ]
-    for row in result.table[:10]:
-        test = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
-        lines.append(
-            f"{row['trial_id']:<22} {row['val_acc']:>8.4f} {test:>9} {row['epochs']!s:>6}  "
-            f"{'yes' if row['asha_stopped'] else 'no'}"
-        )
-    if len(result.table) > 10:
-        lines.append(f"... {len(result.table) - 10} more in {folder / 'results.csv'}")
-    if result.failed:
-        lines.append(
-            f"{len(result.failed)} trial(s) failed after their retries (study.max_failures): "
-            f"{', '.join(result.failed)}; their errors are in {folder}/*/error.txt"
-        )
-    finished = [r for r in result.table if not r["asha_stopped"]] or result.table
-    best = f" (trial {finished[0]['trial_id']})" if finished else ""
-    lines.append(f"best config{best}: {folder / 'best_config.yaml'}")
-    if (folder / "plots").is_dir():
-        lines.append(f"plots: {folder / 'plots'}")
-    lines.append(f"Ray results: {folder}")
-    if not result.experiment_url.startswith("mlflow ui"):
-        lines.append(f"MLflow: {result.experiment_url}")
-    lines.append("next:")
-    lines += [f"  {line}" for line in next_commands(result.name, result.experiment_url, options)]
-    return lines
 
 
 def _error_text(trial: Any) -> str:
