@@ -121,11 +121,14 @@ def test_warnings_once_and_a_terminal_s_status_line_is_redrawn_without_escapes()
     console.status([])
     console.log("rbm-tune: warning: no GPU; using CPUs")
     console.log("rbm-tune: warning: no GPU; using CPUs")  # the same text again: not shown
+    console.log("rbm-tune: warning: given GPU 0 on node 1a")
+    console.log("rbm-tune: warning: given GPU 1 on node 1a")  # the same warning
     console.log("teacher abc (from cache)")
     console.status([], force=True)
     text = term.getvalue()
     assert "\x1b" not in text
     assert text.count("rbm-tune: warning: no GPU; using CPUs") == 1
+    assert text.count("given GPU") == 1
     # the status line is drawn with a carriage return, cleared before a line is printed
     assert text.startswith("\r0/8 done (0 finished), 0 running | 0:00 elapsed")
     assert "\r\n" not in text.replace(" \r", "")

@@ -12,7 +12,7 @@ hint: :func:`quiet_libraries` turns Ray Tune's output engine and Optuna's INFO l
   return, no escape codes), elsewhere (a pipe, a file) printed as a plain line at most every
   :data:`HEARTBEAT_S` seconds, and once more when the search ends;
 * the ``rbm-tune: warning: ...`` lines of the driver and of the trials (a trial hands its
-  warning to the driver in its results, :data:`rbm_tune.metrics.WARNING`), each text once.
+  warning to the driver in its results, :data:`rbm_tune.metrics.WARNING`), each once.
 
 Trials are named by Ray Tune's trial id, as in the summary table, ``results.csv`` and MLflow's
 ``rbm_tune.trial_id`` tag (their folders keep Ray's names: ``--resume`` depends on them).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "quiet_libraries",
     "status_line",
     "trial_line",
+    "warning_key",
 ]
 
 HEARTBEAT_S = 30.0  # a plain status line at most this often when the output is not a terminal
@@ -234,6 +236,12 @@ def trial_line(
     return f"{head} {what}: {metric} {value:.4f}{at}"
 
 
+def warning_key(line: str) -> str:
+    """What makes two warnings the same: their text, whatever numbers it carries (the trials
+    given GPU 0 and GPU 1 that both fall back to their CPUs say one thing)."""
+    return re.sub(r"\d+", "#", line)
+
+
 def _error_text(trial: Any) -> str:
     """An errored trial's error in one line (where Ray Tune keeps it) and its error file."""
     text = ""
@@ -306,11 +314,12 @@ class StudyConsole(tune.Callback):
             self.shown = 0
 
     def log(self, line: str) -> None:
-        """Print ``line`` (a warning only the first time its text comes)."""
+        """Print ``line``; a warning only the first time (:func:`warning_key`)."""
         if "warning:" in line:
-            if line in self.warned:
+            key = warning_key(line)
+            if key in self.warned:
                 return
-            self.warned.add(line)
+            self.warned.add(key)
         self._clear()
         if self._log is not None:
             self._log(line)
