@@ -218,3 +218,19 @@ def test_quiet_libraries_silences_optuna_and_ray_tune_s_output_engine_and_restor
     assert tune_log.filter(incomplete)
     with quiet_libraries(False):
         assert optuna.logging.get_verbosity() == before
+
+
+def test_a_failed_trial_s_error_line_names_its_folder_in_the_study(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from rbm_tune.study.console import _error_text
+
+    staged = tmp_path / "staging" / "error.txt"
+    staged.parent.mkdir()
+    staged.write_text("Traceback (most recent call last):\n  ...\nValueError: bad lr\n\n")
+    folder = tmp_path / "runs" / "demo" / "_trial_fn_ab12cd34_1"
+    # the attributes Ray Tune's Trial has: its staged error file, its folder in the study
+    trial = SimpleNamespace(error_file=str(staged), path=str(folder))
+    assert _error_text(trial) == f"ValueError: bad lr; traceback in {folder}/error.txt"
+    gone = SimpleNamespace(error_file=None, path=None)
+    assert _error_text(gone) == "no message; traceback in the trial's error.txt"

@@ -243,18 +243,22 @@ def warning_key(line: str) -> str:
 
 
 def _error_text(trial: Any) -> str:
-    """An errored trial's error in one line (where Ray Tune keeps it) and its error file."""
+    """A failed trial's error in one line, and where its traceback is kept: its folder in the
+    study (Ray Tune writes it in a staging folder first, then syncs it there)."""
     text = ""
-    path = getattr(trial, "error_file", None) or ""
+    staged = getattr(trial, "error_file", None) or ""
     try:
-        if path and os.path.isfile(path):
-            with open(path) as handle:
+        if staged and os.path.isfile(staged):
+            with open(staged) as handle:
                 lines = [line.strip() for line in handle if line.strip()]
             text = lines[-1] if lines else ""
     except OSError:
         text = ""
     text = text if len(text) <= 200 else text[:197] + "..."
-    return f"{text}; traceback in {path}" if path else text or "see the trial's error.txt"
+    folder = getattr(trial, "path", None)
+    name = os.path.basename(staged) if staged else "error.txt"
+    where = f"{folder}/{name}" if folder else staged or "the trial's error.txt"
+    return f"{text or 'no message'}; traceback in {where}"
 
 
 class StudyConsole(tune.Callback):

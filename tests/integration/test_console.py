@@ -3,7 +3,8 @@
 The compact console (rbm_tune/study/console.py): a short log of plain lines, no escape codes
 or carriage returns in a pipe, no Ray Tune tables or trial-function names, no TensorBoard hint,
 no Optuna or Ray routine notices, each warning once, a done-count reaching N of N, and the
-summary naming the plots folder and the next commands.
+summary naming the plots folder and the next commands. And the GPU-fallback warnings of the
+trials and the teacher task: once each, from the driver.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.support.processes import stop_process_group
+from tests.support.spaces import write_space
 
 TRIALS = 8  # the demo space's study.num_trials
 
@@ -72,3 +76,30 @@ def test_demo_study_prints_a_compact_log(tmp_path: Path) -> None:
     db = (tmp_path / "mlflow.db").resolve()
     assert f"mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1" in tail
     assert lines[-1].lstrip().startswith("mlflow ui")
+
+
+def test_gpu_fallback_warnings_come_once_through_the_driver(
+    workdir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Logical GPUs on this CUDA-less machine with study.cpu_fallback: the teacher task and
+    every trial run on CPUs with a warning. Each text reaches the study's log once, from the
+    driver; no trial process prints it (Ray streams worker output here, colour codes and all)."""
+    import ray
+
+    from rbm_tune.search_space import load_space
+    from rbm_tune.study import run_study
+
+    path = write_space(workdir, "fallback", trials=4, concurrent=4, gpus=0.5, epochs=8)
+    path.write_text(path.read_text().replace("study:\n", "study:\n  cpu_fallback: true\n"))
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False)  # logical GPUs, worker output on
+    lines: list[str] = []
+    result = run_study(load_space(path), gpus=2, verbose=0, log=lines.append)
+    assert result.teacher_trained and not result.failed
+    warnings = [line for line in lines if line.startswith("rbm-tune: warning:")]
+    trial = [w for w in warnings if "this trial was given GPU" in w]
+    teacher = [w for w in warnings if "this teacher task was given GPU" in w]
+    assert len(trial) == 1 and len(teacher) == 1, lines
+    assert len(warnings) == len(set(warnings)), warnings
+    printed = capfd.readouterr()
+    assert "was given GPU" not in printed.out + printed.err  # not by the processes themselves
