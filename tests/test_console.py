@@ -134,12 +134,16 @@ def test_warnings_once_and_a_terminal_s_status_line_is_redrawn_without_escapes()
     assert "\r\n" not in text.replace(" \r", "")
     assert text.endswith("0/8 done (0 finished), 0 running | 0:00 elapsed\n")
     # a pipe or a file: plain lines only, at most one status line per heartbeat
+    now = [0.0]
     pipe = io.StringIO()
-    console = StudyConsole(8, "val_acc", "max", stream=pipe)
-    for _ in range(3):
+    console = StudyConsole(8, "val_acc", "max", stream=pipe, clock=lambda: now[0])
+    for t in (1.0, 29.0, 31.0, 40.0, 62.0):
+        now[0] = t
         console.status([])
-    console.status([], force=True)
-    assert pipe.getvalue() == "0/8 done (0 finished), 0 running | 0:00 elapsed\n" * 2
+    now[0] = 63.0
+    console.status([], force=True)  # the end of the search
+    shown = [f"0/8 done (0 finished), 0 running | {t} elapsed" for t in ("0:31", "1:02", "1:03")]
+    assert pipe.getvalue().splitlines() == shown
     # Ray saves callbacks with the Tuner: the console pickles without its stream
     again = pickle.loads(pickle.dumps(console))
     assert again.total == 8 and again.stream is not None

@@ -295,7 +295,8 @@ class StudyConsole(tune.Callback):
         self.warned: set[str] = set()
         self.states: dict[str, str] = {}
         self.shown = 0  # characters of the status line a terminal shows now
-        self.last_status = -1.0e9
+        # a terminal shows the status line at once; a pipe's first comes after a heartbeat
+        self.last_status = -1.0e9 if self.tty else self.start
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "stream": None, "_log": None, "clock": time.monotonic}
@@ -374,6 +375,8 @@ class StudyConsole(tune.Callback):
 
     def setup(self, *args: Any, **info: Any) -> None:
         self.start = self.clock()
+        if not self.tty:
+            self.last_status = self.start
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
