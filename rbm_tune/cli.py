@@ -141,6 +141,12 @@ def build_parser() -> _Parser:
         "name in --storage-path, a study folder or its results.csv",
     )
     search.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray Tune's own progress tables and result boxes, and the output of "
+        "Ray's worker processes (default: one progress line and a line per ended trial)",
+    )
+    search.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",

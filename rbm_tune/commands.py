@@ -12,7 +12,6 @@ from typing import Any
 
 from rbm_tune.config import find_config, shipped_configs
 from rbm_tune.errors import ConfigError
-from rbm_tune.metrics import OBJECTIVE
 from rbm_tune.paths import resolve_storage
 from rbm_tune.space.study import STUDY_NAME
 
@@ -403,27 +402,27 @@ def search(args: argparse.Namespace) -> int:
         address=args.address,
         storage_path=args.storage_path,
         warm_start=args.warm_start,
+        verbose=1 if getattr(args, "verbose", False) else 0,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    by = space.study.metric  # what the study searched and ranked by (val_acc by default)
-    print(f"\nstudy {result.name}: top trials by {by} (test_acc at the best-val epoch)")
-    # each trial's objective: its val_acc at its best-validation epoch (rbm_tune.metrics)
-    print(f"{'trial':<22} {OBJECTIVE:>12} {'test_acc':>9} {'epochs':>6}  stopped_by_asha")
-    for row in result.table[:10]:
-        test = "-" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
-        print(
-            f"{row['trial_id']:<22} {row[OBJECTIVE]:>12.4f} {test:>9} {row['epochs']!s:>6}  "
-            f"{'yes' if row['asha_stopped'] else 'no'}"
-        )
-    if result.failed:
-        print(
-            f"{len(result.failed)} trial(s) failed after their retries (study.max_failures): "
-            f"{', '.join(result.failed)}; their errors are in {result.storage_path}/*/error.txt"
-        )
-    print(f"best config: {result.storage_path / 'best_config.yaml'}")
-    print(f"Ray results: {result.storage_path}")
-    print(f"MLflow: {result.experiment_url}")
+    from rbm_tune.study.report import summary_lines
+
+    for line in summary_lines(result, space.study.metric, _next_args(args)):
+        print(line)
     return 0
+
+
+def _next_args(args: argparse.Namespace) -> dict[str, str]:
+    """The options of this study command that its next commands (best, evaluate, export) need
+    again to find the same study, as the user gave them."""
+    given = {
+        "--storage-path": args.storage_path,
+        "--tracking-uri": args.tracking_uri,
+        "--data-root": args.data_root,
+        "--cache-dir": args.cache_dir,
+        "--address": args.address,
+    }
+    return {option: str(value) for option, value in given.items() if value is not None}
 
 
 def best(args: argparse.Namespace) -> int:

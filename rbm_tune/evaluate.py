@@ -130,7 +130,13 @@ def _seed_teachers(
             key = TeacherKey.of(graphs[where], config.teacher, seed=seed)
             if key.digest not in by_key:
                 teacher, trained = resolve_teacher(
-                    cache, key, config.teacher, graphs[where], seed, cpu_fallback=cpu_fallback
+                    cache,
+                    key,
+                    config.teacher,
+                    graphs[where],
+                    seed,
+                    cpu_fallback=cpu_fallback,
+                    log=log,
                 )
                 how = "trained" if trained else "from cache"
                 log(f"teacher {key.digest[:12]} for seed {seed} ({how})")

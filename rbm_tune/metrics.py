@@ -54,6 +54,9 @@ MEMORY_SHARE = "memory_share_bytes"
 # the parent run's best_val_acc metric and tags) and trials.json. The per-epoch val_acc is that
 # epoch's value only; an ASHA-stopped trial's objective is its best epoch before it stopped.
 OBJECTIVE = BEST_VAL_ACC
+# an "rbm-tune: warning: ..." line of a trial's process (e.g. a GPU it could not use): handed to
+# the driver in the trial's results, which prints each text once (rbm_tune.study.console)
+WARNING = "rbm_tune_warning"
 # the same number as OBJECTIVE, logged once on a finished trial's run; kept for the studies
 # and MLflow comparisons made before OBJECTIVE was logged at the end
 FINAL_VAL_ACC = "final_val_acc"

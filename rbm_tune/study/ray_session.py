@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 from rbm_tune.errors import RbmTuneError, first_line
 
@@ -81,19 +82,34 @@ def _loopback_only() -> None:
     set_driver_cluster_flag(value.strip().lower() in ("1", "true", "yes"))
 
 
-def init_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
+def init_ray(
+    address: str | None, cpus: int | None, gpus: float | None, *, verbose: bool = True
+) -> None:
+    """Join ``address`` or start a local Ray (module docstring). Without ``verbose``, the
+    output of Ray's worker processes is not streamed to this one and Ray's driver logs only
+    errors (not its start-up and token-authentication notices)."""
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return
+    quiet: dict[str, Any] = {}
+    if not verbose:
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **quiet)
         else:
             _loopback_only()
             # whole GPUs (the CLI refuses a fraction for a local Ray)
             num_gpus = None if gpus is None else int(gpus)
-            ray.init(num_cpus=cpus, num_gpus=num_gpus, include_dashboard=False)
+            ray.init(
+                num_cpus=cpus,
+                num_gpus=num_gpus,
+                include_dashboard=False,
+                **quiet,
+            )
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as err:
         first = first_line(err)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"

@@ -52,7 +52,7 @@ def run_study(
     tracking_uri: str | None = None,
     address: str | None = None,
     storage_path: str | Path | None = None,
-    verbose: int = 1,
+    verbose: int = 0,
     log: Callable[[str], None] = print,
     warm_start: list[str] | None = None,
 ) -> StudyResult:
@@ -60,6 +60,8 @@ def run_study(
 
     ``warm_start``: earlier studies (names in the storage path, study folders or their
     ``results.csv``) whose finished trials the searcher gets first (rbm_tune.study.warm_start).
+    ``verbose``: 0, the compact console (rbm_tune.study.console); 1 or 2, Ray Tune's own output
+    at that level too, and the output of Ray's worker processes.
 
     Raises:
         RbmTuneError: a bad space, missing data, an unreachable tracking store or Ray cluster,
@@ -133,7 +135,9 @@ def run_study(
         _check_fits(space, graph, cpus, log)
 
     # -- Ray, then MLflow (nothing is written before both are there), then the teacher, once --
-    init_ray(address, cpus, gpus)
+    # without --verbose, trial processes' own output stays in their logs: what a trial has to
+    # say comes through its results (rbm_tune.study.console)
+    init_ray(address, cpus, gpus, verbose=verbose > 0)
 
     if address and address != "local":  # every node must see what the driver reads back
         from rbm_tune.paths import cache_subdir
@@ -177,6 +181,7 @@ def run_study(
             base.seed,
             cpu_fallback=study.cpu_fallback,
             cpus=study.teacher_cpus,
+            log=log,
         )
     except NoCudaError as err:  # before any trial: one line, exit 2
         tracker.close_orphan(tracker.parent_id, "the teacher task found no CUDA")

@@ -12,6 +12,7 @@ returned teacher too: the next study on the same key trains nothing.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rbm_tune.placement import NoCudaError
@@ -37,8 +38,11 @@ def resolve_teacher(
     *,
     cpu_fallback: bool = False,
     cpus: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[Any, bool]:
-    """``(teacher, trained)``: the cached teacher of ``key``, or one trained by a Ray task.
+    """``(teacher, trained)``: the cached teacher of ``key``, or one trained by a Ray task. The
+    task's placement warning (e.g. a GPU without CUDA, falling back) goes to ``log`` (default
+    stderr): a task's own output reaches the console only with ``--verbose``.
 
     Raises:
         NoCudaError: Ray gave the task a GPU but its process has no CUDA (one line).
@@ -51,11 +55,15 @@ def resolve_teacher(
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=1 if gpus else teacher_cpus(cpus), num_gpus=gpus)(train_or_read)
     try:
-        teacher, trained = ray.get(task.remote(cache, key, spec, graph, seed, cpu_fallback))
+        teacher, trained, warning = ray.get(
+            task.remote(cache, key, spec, graph, seed, cpu_fallback)
+        )
     except ray.exceptions.RayTaskError as err:
         if isinstance(err.cause, NoCudaError):
             raise NoCudaError(str(err.cause)) from None
         raise
+    if warning:
+        (log or (lambda line: print(line, file=sys.stderr)))(warning)
     write_back(cache, key, teacher)
     return teacher, trained
 
@@ -71,22 +79,24 @@ def write_back(cache: Any, key: Any, teacher: Any) -> bool:
 
 def train_or_read(
     cache: Any, key: Any, spec: Any, graph: Any, seed: int, cpu_fallback: bool = False
-) -> tuple[Any, bool]:
+) -> tuple[Any, bool, str | None]:
     """Runs as one Ray task: the cached teacher, or train it (exactly once, under its lock) on
-    the device Ray gave the task (rbm_tune.placement)."""
+    the device Ray gave the task (rbm_tune.placement); whether it trained, and the placement's
+    warning for the driver to print."""
     import torch
 
     from rbm_tune.placement import from_ray
     from rbm_tune.teacher import train_teacher
 
     trained: list[bool] = []
+    warnings: list[str] = []
 
     def train() -> Any:
         trained.append(True)
         placement = from_ray(cpu_fallback=cpu_fallback, what="teacher task")
         if placement.warning:
-            print(placement.warning, file=sys.stderr)
+            warnings.append(placement.warning)
         device = torch.device(placement.device)
         return train_teacher(spec, graph, seed=seed, device=device)
 
-    return cache.get_or_train(key, train), bool(trained)
+    return cache.get_or_train(key, train), bool(trained), warnings[0] if warnings else None

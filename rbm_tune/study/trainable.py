@@ -38,6 +38,7 @@ from rbm_tune.metrics import (
     RAN_ON_CUDA,
     SKIPPED,
     SKIPPED_BECAUSE,
+    WARNING,
 )
 from rbm_tune.placement import NoCudaError, from_ray
 
@@ -150,8 +151,8 @@ def _trial_fn(
     except NoCudaError as err:  # fails in one line, not retried (a retry finds no CUDA either)
         tune.report(_skipped("no_cuda", space.study, 0, 0, node, why=str(err)))
         return
-    if placement.warning:
-        print(placement.warning, file=sys.stderr)
+    # the driver prints it, once per study (its console), not each trial process
+    warned = {WARNING: placement.warning} if placement.warning else {}
     device = torch.device(placement.device)
     pretrain = cfg.distill.pretrain_epochs if cfg.student.model != "mlp" else 0
 
@@ -184,7 +185,9 @@ def _trial_fn(
         held.clear()
         last = time.monotonic()
         post = m[M.EPOCH] - pretrain
-        tune.report({**m, POST_SWITCH_EPOCH: post, NODE_ID: node, **costs, HELD_EPOCHS: rows})
+        tune.report(
+            {**m, POST_SWITCH_EPOCH: post, NODE_ID: node, **costs, **warned, HELD_EPOCHS: rows}
+        )
 
     def report(m: dict[str, float]) -> None:
         faults.fire("trial_epoch", int(m[M.EPOCH]))
@@ -233,6 +236,7 @@ def _trial_fn(
         INFERENCE_MS: inference,
         RAN_ON_CUDA: int(device.type == "cuda"),
         **costs,  # the objectives keep the values the searcher saw in every report
+        **warned,
         HELD_EPOCHS: HeldEpochs(),
         FINAL: 1,
         # which Ray node trained it (several nodes of one cluster may share an IP and host name)

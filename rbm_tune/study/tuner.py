@@ -6,8 +6,9 @@ resources; :class:`~rbm_tune.study.searcher.TrialSearch` drawing each trial from
 ``SearchSpace.define_by_run``, the space's default point first (warm-started: an earlier study's
 trials already in its Optuna study, the earlier best first); ASHA on ``val_acc`` (or the
 study's metric) over post-switch epochs; :class:`~rbm_tune.study.mlflow_callback.MlflowTrials`
-mirroring every trial into MLflow. After ``fit`` it drains the MLflow outbox and hands the
-``ResultGrid`` to :func:`rbm_tune.study.summary.summarize`.
+mirroring every trial into MLflow; :class:`~rbm_tune.study.console.StudyConsole` printing the
+study's progress (Ray Tune's own output only with ``verbose`` > 0). After ``fit`` it drains the
+MLflow outbox and hands the ``ResultGrid`` to :func:`rbm_tune.study.summary.summarize`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ray import tune
 from rbm_tune.errors import RbmTuneError, first_line
 from rbm_tune.metrics import POST_SWITCH_EPOCH
 from rbm_tune.study._compat import disable_actor_reuse, replace_restored_callbacks
+from rbm_tune.study.console import StudyConsole, quiet_libraries
 from rbm_tune.study.mlflow_callback import PENDING_MLFLOW, MlflowTrials
 from rbm_tune.study.summary import StudyResult, summarize
 from rbm_tune.study.trainable import _trial_fn
@@ -46,6 +48,51 @@ def fit_and_summarize(
     log: Callable[[str], None],
     on_cluster: bool = False,
     cache_dir: str | None = None,
+    warm: Any = None,
+) -> StudyResult:
+    study = space.study
+    # the compact console (rbm_tune.study.console); its log prints each warning once and never
+    # inside a terminal's status line. With verbose > 0 Ray Tune's own output comes too.
+    console = StudyConsole(trials, study.metric, study.mode, log=log, live=verbose == 0)
+    log = console.log
+    with quiet_libraries(verbose == 0):
+        return _fit_and_summarize(
+            space,
+            graph,
+            teacher,
+            key,
+            tracker,
+            trained,
+            console,
+            name=name,
+            trials=trials,
+            storage=storage,
+            resume=resume,
+            verbose=verbose,
+            log=log,
+            on_cluster=on_cluster,
+            cache_dir=cache_dir,
+            warm=warm,
+        )
+
+
+def _fit_and_summarize(
+    space: Any,
+    graph: Any,
+    teacher: Any,
+    key: Any,
+    tracker: Any,
+    trained: bool,
+    console: StudyConsole,
+    *,
+    name: str,
+    trials: int,
+    storage: Path,
+    resume: bool,
+    verbose: int,
+    log: Callable[[str], None],
+    on_cluster: bool,
+    cache_dir: str | None,
     warm: Any = None,
 ) -> StudyResult:
     import optuna
@@ -77,7 +124,7 @@ def fit_and_summarize(
     mirror = MlflowTrials(
         tracker, space.fixed, key.digest, storage / name / PENDING_MLFLOW, log=log
     )
-    callbacks: list[tune.Callback] = [mirror]
+    callbacks: list[tune.Callback] = [mirror, console]
     run_config = tune.RunConfig(
         name=name,
         storage_path=str(storage),
