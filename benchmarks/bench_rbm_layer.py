@@ -2,7 +2,7 @@
 
 Both run a training forward + backward (EMA, aux losses, dropout off) on the same inputs, side
 by side in one process; the script prints seconds per call and the loop/vectorised ratio. The
-loop is the test oracle of tests/test_rbm_equivalence.py (spec §3.3 one expert at a time, with
+loop is the test oracle of tests/test_rbm_equivalence.py (method §3.3 one expert at a time, with
 ``nonzero`` index lists, i.e. a device-to-host sync per expert, as the reference does).
 
     python benchmarks/bench_rbm_layer.py [--device cuda] [--rows 2708] [--in-dim 1433]

@@ -5,11 +5,11 @@ split) and ogbn-arxiv size (169,343 x 128, 40 classes, 90,941/29,799/48,603 spli
 paper's ogbn-arxiv RbM settings: hidden 1024, E = 5 experts, k = 3, 3 layers, batch 4096,
 dropout 0.2 (per (node, expert) pair), batch norm, one Adam step per epoch. Variants:
 
-(a) oracle: the per-expert loop of ``tests/test_rbm_equivalence.py`` (``LoopRbMLayer``, spec §3.3
+(a) oracle: the per-expert loop of ``tests/test_rbm_equivalence.py`` (``LoopRbMLayer``, method §3.3
     one expert at a time with ``nonzero`` index lists) stacked into a 3-layer student, trained in
     the paper's code style: an epoch is CE chunks over the train nodes + KD chunks over all
     nodes (gradients accumulated, ``loss.item()`` per chunk), one Adam step, then a chunked
-    full-graph evaluation (spec §4.3).
+    full-graph evaluation (method §4.3).
 (b) rbm-tune's RbM through ``rbm_tune.distill.train_student`` in ``reference`` mode (same epoch).
 (c) the same in ``fast`` mode (one forward per node per epoch, spec-weighted terms) with
     ``eval_nodes: needed`` (validation nodes each epoch, test nodes at a new best validation
@@ -192,7 +192,7 @@ def synthetic(size: Size, seed: int = 0, density: float = 1.0) -> tuple[Graph, T
 class OracleLayer(LoopRbMLayer):
     """``LoopRbMLayer`` with the reference's per-(node, expert) input dropout and an eval path.
 
-    Training: the oracle's forward (spec §3.3 steps 1-7, one expert at a time) with a fresh
+    Training: the oracle's forward (method §3.3 steps 1-7, one expert at a time) with a fresh
     dropout mask per (slot, node) — one independent mask per chosen (node, expert) pair, as the
     reference's ``Dropout`` inside each expert draws. Eval: steps 1-5 with the frozen memory (the
     same loop), no EMA, no aux.
@@ -221,7 +221,7 @@ class OracleLayer(LoopRbMLayer):
 
 
 class OracleStudent(nn.Module):
-    """3-layer RbM student of :class:`OracleLayer` s; between layers norm -> ReLU (spec §3.3)."""
+    """3-layer RbM student of :class:`OracleLayer` s; between layers norm -> ReLU (method §3.3)."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()

@@ -5,7 +5,7 @@ training code (here rbm-tune's own library functions stand in for it, in ``mode:
 see below) and reads Ray Tune's documentation writes to search its hyperparameters:
 
 - one function trainable, the paper's ``main``: load the dataset, train the GNN teacher (the
-  paper's code trains it for every run: rbm-spec.md §10.1 item 15), distil the student,
+  paper's code trains it for every run: method §10.1 item 15), distil the student,
   ``tune.report`` the metrics every epoch, save the trained student as the trial's checkpoint;
 - ``tune.Tuner`` with ``tune.with_resources(train, {"cpu": 1})``, Ray Tune's defaults
   otherwise (a fresh actor per trial: ``TuneConfig.reuse_actors`` is False by default);

@@ -1,7 +1,7 @@
 """Reproduce the reference configurations: teacher, MLP, MoE and RbM over several seeds.
 
 For each dataset and setting, the shipped configs ``<dataset>-<setting>-<teacher>-{mlp,moe,rbm}``
-(rbm-spec.md §7, Tables A/B/C) are run for every seed; a teacher is trained once per
+(method §7, Tables A/B/C) are run for every seed; a teacher is trained once per
 (teacher config, seed) and shared by the students whose configs ask for the same teacher. A
 ``plain-mlp`` row trains the MLP config on labels only (``label_weight: 1``), the no-distillation
 baseline. Writes a markdown table: mean ± std over seeds of the test accuracy at the best

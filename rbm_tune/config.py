@@ -72,7 +72,7 @@ PRECISIONS = ("float32", "tf32", "bf16")
 ROUTERS = ("reference", "noisy_topk")  # MoE: as wired in the reference (§3.2), or Shazeer's
 EXPERT_DROPOUTS = ("per_pair", "shared")  # one mask per (node, expert) as the reference, or node
 
-# Keys of the reference implementation's parameters.yaml -> our one name (spec §7, §11.5).
+# Keys of the reference implementation's parameters.yaml -> our one name (method §7, §11.5).
 ALIASES = {
     "lambda": "label_weight",
     "tau": "temperature",
@@ -164,7 +164,7 @@ class _Section:
 
 @dataclass(frozen=True)
 class TeacherSpec(_Section):
-    """The GNN teacher (spec §2). Trained full-batch with Adam and best-val selection."""
+    """The GNN teacher (method §2). Trained full-batch with Adam and best-val selection."""
 
     model: str = "sage"
     num_layers: int = 2
@@ -233,7 +233,7 @@ class StudentSpec(_Section):
 
 @dataclass(frozen=True)
 class DistillSpec(_Section):
-    """How the student is trained (spec §4). Defaults are the reference behaviour."""
+    """How the student is trained (method §4). Defaults are the reference behaviour."""
 
     lr: float = 0.01
     weight_decay: float = 5e-4

@@ -34,7 +34,7 @@ def deepwalk_cache_key(
     epochs: int,
     dim: int,
 ) -> str:
-    """Build the cache key of one DeepWalk embedding (R8; §10.1 item 14 keys by graph and seed).
+    """Build the cache key of one DeepWalk embedding (R8; method §10.1 item 14: by graph and seed).
 
     Args:
         graph_fingerprint: content hash of the graph that was walked (edges and node count).

@@ -1,4 +1,4 @@
-"""Train a node-wise student from a teacher's outputs (spec §4). Knows nothing of Ray/MLflow.
+"""Train a node-wise student from a teacher's outputs (method §4). Knows nothing of Ray/MLflow.
 
 ``train_student`` runs the epoch loop and reports one plain dict per epoch through ``report``;
 the caller decides what a report means (print it, hand it to Ray Tune, append it to a list).
@@ -6,7 +6,7 @@ One epoch, the losses and the evaluation are :class:`rbm_tune.student_trainer.St
 (the ``reference`` and ``fast`` epoch semantics, ``eval_nodes``, the speed options and the
 sparse-feature path are described there).
 
-Selection: best validation accuracy over post-switch epochs only (spec §10.1 item 8); the
+Selection: best validation accuracy over post-switch epochs only (method §10.1 item 8); the
 primary result is the test accuracy at that epoch; the max-over-epochs test accuracy is kept
 under a name that says it is an oracle. Test accuracy never appears in a per-epoch report.
 With ``eval_nodes: needed`` the reported ``train_acc`` is that of a fixed seeded sample of at
@@ -96,7 +96,7 @@ def train_student(
     device: torch.device | str = "cpu",
     keep_model: bool = False,
 ) -> DistillResult:
-    """Distil ``teacher`` into the student ``config.student`` (spec §4).
+    """Distil ``teacher`` into the student ``config.student`` (method §4).
 
     Args:
         config: the trial (student and distill sections are used; ``seed`` seeds everything).

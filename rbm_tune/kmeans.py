@@ -1,4 +1,4 @@
-"""K-means in torch, on whatever device the data lives (spec §3.3 switch, §10.2).
+"""K-means in torch, on whatever device the data lives (method §3.3 switch, §10.2).
 
 Replaces the reference's scikit-learn call (1.0.2 defaults: greedy k-means++ init, 10 restarts,
 up to 300 Lloyd iterations, relative tolerance 1e-4). Deviations: seeded through a

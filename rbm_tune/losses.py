@@ -1,4 +1,4 @@
-"""Loss terms of student training (spec §4.2, §4.6, §3.2): pure functions, no state.
+"""Loss terms of student training (method §4.2, §4.6, §3.2): pure functions, no state.
 
 Every function returns the *unweighted* term. The weights are applied by the caller
 (:mod:`rbm_tune.student_trainer`): ``label_weight`` (the paper's λ) times :func:`label_loss`,
@@ -21,7 +21,7 @@ __all__ = [
 
 
 def label_loss(logp: Tensor, y: Tensor) -> Tensor:
-    """Mean negative log-likelihood of the true classes (spec §4.2, L_CE without λ).
+    """Mean negative log-likelihood of the true classes (method §4.2, L_CE without λ).
 
     Args:
         logp: student log-probabilities (log-softmax of logits), shape (B, C).
@@ -34,13 +34,13 @@ def label_loss(logp: Tensor, y: Tensor) -> Tensor:
 
 
 def kd_reference(logp_student: Tensor, logp_teacher: Tensor, temperature: float) -> Tensor:
-    """The reference implementation's KD term, exactly (spec §4.2, L_KD without 1 - λ).
+    """The reference implementation's KD term, exactly (method §4.2, L_KD without 1 - λ).
 
     ``F.kl_div(logp_s / τ, logp_t / τ, log_target=True, reduction="batchmean")``, i.e.
     ``1/B Σ_i Σ_c p_T^{1/τ} (log p_T - log p_S) / τ``. τ divides *log-probabilities*, so the
     target is unnormalised for τ ≠ 1 and there is no τ² factor; at τ = 1 this is KL(p_T ‖ p_S)
     averaged over the batch. Kept as the faithful default because the configs were tuned with it
-    (spec §10.1 item 2).
+    (method §10.1 item 2).
 
     Args:
         logp_student: student log-softmax outputs, shape (B, C).
@@ -79,7 +79,7 @@ def kd_hinton(logits_student: Tensor, logp_teacher: Tensor, temperature: float) 
 
 
 def cv_squared(v: Tensor) -> Tensor:
-    """Squared coefficient of variation ``Var(v) / (mean(v)² + 1e-10)`` (spec §3.2).
+    """Squared coefficient of variation ``Var(v) / (mean(v)² + 1e-10)`` (method §3.2).
 
     Uses the unbiased variance, as the reference does; a one-element ``v`` gives 0.
 
@@ -96,7 +96,7 @@ def cv_squared(v: Tensor) -> Tensor:
 
 
 def similarity_loss(z_student: Tensor, h_teacher: Tensor) -> Tensor:
-    """Gram-matrix similarity distillation term ``mean((Z Zᵀ - H Hᵀ)²)`` (spec §4.6).
+    """Gram-matrix similarity distillation term ``mean((Z Zᵀ - H Hᵀ)²)`` (method §4.6).
 
     The Gram matrices are B × B, so the student and teacher widths may differ.
 

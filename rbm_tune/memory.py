@@ -107,7 +107,7 @@ def _sizes(n: int, d: int, c: int, e: int, train: int, val: int, test: int) -> G
 
 
 # Nodes, features, classes, directed edges (as rbm_tune.data loads them: both directions, the
-# self-loops the spec adds), train, validation and test nodes of the transductive split (a test
+# self-loops method §6.1 adds), train, validation and test nodes of the transductive split (a test
 # checks them against the loaded files). OGB: the official counts (arxiv made undirected) plus one
 # self-loop per node; PubMed: Planetoid's published sizes, a self-loop per node added.
 DATASET_SIZES = {

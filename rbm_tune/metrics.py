@@ -4,7 +4,7 @@ Per-epoch reports carry :data:`EPOCH`, :data:`TRAIN_LOSS`, :data:`TRAIN_ACC`, :d
 :data:`BEST_VAL_ACC` and :data:`IS_PRETRAINING` — never a test accuracy, so nothing derived from
 the test set can reach a searcher or scheduler. Test accuracy is reported once, at the end:
 :data:`TEST_ACC` at the best-validation epoch (the honest, primary number) and
-:data:`TEST_ACC_ORACLE`, the maximum over epochs that the reference code reports (spec §6.5).
+:data:`TEST_ACC_ORACLE`, the maximum over epochs that the reference code reports (method §6.5).
 
 A study's trials add the keys below the training loop's (``rbm_tune.study.trainable``): what
 Ray Tune, ASHA, the searcher, MLflow and ``results.csv`` read. Loading a search space imports

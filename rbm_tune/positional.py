@@ -1,4 +1,4 @@
-"""DeepWalk positional encoding in pure torch (spec §4.7, §10.1 item 14, §10.2).
+"""DeepWalk positional encoding in pure torch (method §4.7, §10.1 item 14, §10.2).
 
 The reference builds a networkx graph, walks it in Python with one worker and trains gensim's
 Word2Vec on the walks. Here the walks are one tensor op per step over a CSR adjacency (no

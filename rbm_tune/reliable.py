@@ -1,4 +1,4 @@
-"""KRD reliable sampling of distillation pairs (spec §4.4, §10.1 item 10).
+"""KRD reliable sampling of distillation pairs (method §4.4, §10.1 item 10).
 
 Wu et al. (2023), "Quantifying the Knowledge in GNNs for Reliable Distillation into MLPs": a
 node whose teacher prediction changes much under feature noise (large entropy shift δ) is an

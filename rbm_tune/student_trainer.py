@@ -1,9 +1,9 @@
 """One student training run's state and steps: the two epoch semantics, the losses and the
-evaluation (spec §4). :func:`rbm_tune.distill.train_student` drives it; no Ray/MLflow here.
+evaluation (method §4). :func:`rbm_tune.distill.train_student` drives it; no Ray/MLflow here.
 
 Two epoch semantics (``distill.mode``):
 
-- ``reference`` reproduces spec §4.3 exactly: gradients of per-chunk mean losses accumulate over
+- ``reference`` reproduces method §4.3 exactly: gradients of per-chunk mean losses accumulate over
   a CE phase (training nodes) and a KD phase (distillation pairs), optionally an adversarial
   phase, then one Adam step per epoch.
 - ``fast`` forwards each training-graph node once per epoch, in chunks of ``batch_size`` rows
@@ -207,7 +207,7 @@ class StudentTrainer:
         return (1 - self.d.label_weight) * self._kd(out.logits, self.logp_t[v]) + out.aux
 
     def _perturb(self, x: Tensor, raw_loss: Callable[[Tensor], Tensor]) -> Tensor:
-        """PGD on the inputs (spec §4.5): returns x + δ after ``adv_iters`` signed steps."""
+        """PGD on the inputs (method §4.5): returns x + δ after ``adv_iters`` signed steps."""
         eps = self.d.adv_eps
         delta = (torch.rand(x.shape, generator=self.gen, device=x.device) * 2 - 1) * eps
         clean = self.d.memory_update == "every_forward"
@@ -247,7 +247,7 @@ class StudentTrainer:
         return torch.zeros((), dtype=torch.float64, device=self.device)
 
     def epoch_reference(self) -> float:
-        """Spec §4.3 steps 2-7: accumulate chunk losses, one Adam step."""
+        """method §4.3 steps 2-7: accumulate chunk losses, one Adam step."""
         d = self.d
         u, v = self._pairs()
         ema_adv = d.memory_update == "every_forward"

@@ -1,4 +1,4 @@
-"""Train a GNN teacher and extract what the student needs from it (spec §2.2).
+"""Train a GNN teacher and extract what the student needs from it (method §2.2).
 
 Full-batch on the training graph (the whole graph when transductive, the observed subgraph when
 inductive), Adam, best-validation checkpoint (ties move it forward) and patience. The outputs
@@ -36,9 +36,9 @@ class TeacherOutputs:
 
     Attributes:
         log_probs: log-softmax outputs of the best-val teacher, (N_obs, C).
-        embedding: last hidden layer of the best-val teacher, (N_obs, H) (spec §2.1).
+        embedding: last hidden layer of the best-val teacher, (N_obs, H) (method §2.1).
         krd_delta: KRD knowledge-uncertainty δ in [0, 1] under unit Gaussian feature noise,
-            (N_obs,) (spec §4.4).
+            (N_obs,) (method §4.4).
         val_acc: validation accuracy at the best-val epoch.
         test_acc: test accuracy at the best-val epoch (primary, honest).
         test_acc_oracle: maximum test accuracy over epochs (what the reference reports).

@@ -1,6 +1,6 @@
-"""Teacher cache: train each teacher once, reuse it in every trial, study and node (spec §10.2).
+"""Teacher cache: train each teacher once, reuse it in every trial, study and node (method §10.2).
 
-**Key.** :class:`TeacherKey` covers everything that changes a teacher's outputs (spec §7.5): the
+**Key.** :class:`TeacherKey` covers everything that changes a teacher's outputs (method §7.5): the
 dataset and setting, the graph's fingerprint (features, edges, labels, split), every field of the
 ``TeacherSpec``, the training seed and :data:`TEACHER_CODE_VERSION` (bump it when ``teacher.py``
 or ``models/teachers.py`` change what they compute). The device is not in the key.
@@ -131,7 +131,7 @@ class TeacherKey:
 
     @classmethod
     def of(cls, graph: Graph, spec: TeacherSpec, *, seed: int) -> TeacherKey:
-        """The key of training ``spec`` on ``graph`` with ``seed`` (spec §7.5)."""
+        """The key of training ``spec`` on ``graph`` with ``seed`` (method §7.5)."""
         return cls(graph.name, graph.setting, graph.fingerprint, spec.to_dict(), seed)
 
     @classmethod

@@ -82,7 +82,7 @@ class TrialResult:
 def student_features(
     config: TrialConfig, graph: Graph, cache_dir: str | Path | None = None
 ) -> torch.Tensor:
-    """Node features the student sees: raw, plus DeepWalk columns when enabled (spec §4.7).
+    """Node features the student sees: raw, plus DeepWalk columns when enabled (method §4.7).
 
     The walk graph is the training graph; inductive held-out nodes get the mean of their
     full-graph neighbours' embeddings. Embeddings are cached per graph fingerprint, seed and

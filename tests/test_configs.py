@@ -1,4 +1,4 @@
-"""Shipped trial configs (rbm_tune/configs/*.yaml): they load, match spec §7, regenerate."""
+"""Shipped trial configs (rbm_tune/configs/*.yaml): they load, match method §7, regenerate."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_generator_reproduces_shipped_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", GENERATED_FILES)
 def test_generated_header_and_components_off(name: str) -> None:
     text = (CONFIG_DIR / name).read_text()
-    assert text.startswith("# Generated from rbm-spec.md §7 Table ")
+    assert text.startswith("# Generated from method §7 Table ")
     assert "python tools/generate_configs.py" in text.splitlines()[2]
     distill = _load(name).distill
     assert not (

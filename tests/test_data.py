@@ -41,7 +41,7 @@ def test_real_dataset_sizes(name: str, shared_data: Path) -> None:
     assert g.edge_index.max() < nodes
     loops = int((g.edge_index[0] == g.edge_index[1]).sum())
     if name in PLANETOID_SPLIT:
-        assert loops == nodes  # spec §6.1: exactly one self-loop per node
+        assert loops == nodes  # method §6.1: exactly one self-loop per node
         assert _edges_without_loops(g) == raw_edges
         assert torch.allclose(g.x.sum(1)[g.x.sum(1) > 0], torch.tensor(1.0))  # row-normalised
     else:
@@ -186,7 +186,7 @@ def test_ogbn_arxiv_through_ogb(tmp_path: Path) -> None:
     assert (g.num_nodes, g.num_features, g.num_classes) == (600, 16, 5)
     sizes = (g.train_idx.numel(), g.val_idx.numel(), g.test_idx.numel())
     assert sizes == arxiv_split_sizes(600)
-    # made undirected, then one self-loop per node (spec §6.1)
+    # made undirected, then one self-loop per node (method §6.1)
     assert int((g.edge_index[0] == g.edge_index[1]).sum()) == 600
     fwd = set(map(tuple, g.edge_index.t().tolist()))
     assert all((b, a) in fwd for a, b in fwd)

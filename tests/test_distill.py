@@ -246,7 +246,7 @@ def test_patience_counts_epochs_without_improvement(tiny_graph: Graph, teacher) 
 
 
 def test_validation_ties_reset_patience(tiny_graph: Graph, teacher) -> None:
-    # reference tie rule (spec §4.3 step 10): val >= best moves the checkpoint and resets patience
+    # reference tie rule (method §4.3 step 10): val >= best moves the checkpoint, resets patience
     cfg = config(distill={"max_epochs": 20, "patience": 3, "lr": 1e-12, "pretrain_epochs": 2})
     result = train_student(cfg, tiny_graph, teacher)
     assert result.epochs == 22

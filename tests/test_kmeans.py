@@ -1,4 +1,4 @@
-"""Torch k-means: recovery, seeding, empty clusters (spec §3.3 switch, §10.2)."""
+"""Torch k-means: recovery, seeding, empty clusters (method §3.3 switch, §10.2)."""
 
 from __future__ import annotations
 

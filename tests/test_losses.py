@@ -1,4 +1,4 @@
-"""Loss terms on hand-sized tensors (spec §4.2, §4.6, §3.2; acceptance check §11.3)."""
+"""Loss terms on hand-sized tensors (method §4.2, §4.6, §3.2; acceptance check §11.3)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_kd_reference_at_tau_one_is_kl_teacher_student() -> None:
 def test_kd_reference_matches_spec_expression(tau: float) -> None:
     logp_s = F.log_softmax(LOGITS_S, dim=-1)
     logp_t = F.log_softmax(LOGITS_T, dim=-1)
-    # spec §4.2: 1/(Bτ) Σ_i Σ_c p_T^{1/τ} (log p_T - log p_S); the (1 - λ) factor is the caller's.
+    # method §4.2: 1/(Bτ) Σ_i Σ_c p_T^{1/τ} (log p_T - log p_S); the (1 - λ) is the caller's.
     total = 0.0
     for i in range(3):
         for c in range(4):

@@ -1,4 +1,4 @@
-"""Contract suite over every student and teacher (spec §2.1, §3; acceptance check §11.2)."""
+"""Contract suite over every student and teacher (method §2.1, §3; acceptance check §11.2)."""
 
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def test_batchnorm_student_accepts_one_row_chunk(variant: str, device: torch.dev
 def test_switch_scales_each_layer_by_s_and_gate(
     input_attention: bool, device: torch.device
 ) -> None:
-    """Spec §11.2: after the switch, layer(h) = s · linear_pretrained(g · h), s = 2, g = 1.1."""
+    """method §11.2: after the switch, layer(h) = s · linear_pretrained(g · h), s = 2, g = 1.1."""
     torch.manual_seed(0)
     model = RbM(
         IN_DIM,

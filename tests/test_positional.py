@@ -1,4 +1,4 @@
-"""DeepWalk positional encoding (spec §4.7): walks, skip-gram, inductive imputation, cache."""
+"""DeepWalk positional encoding (method §4.7): walks, skip-gram, inductive imputation, cache."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The vectorised RbM layer equals a plain per-expert loop (acceptance check §11.1, spec §10.3).
+"""The vectorised RbM layer equals a plain per-expert loop (acceptance check §11.1, method §10.3).
 
-``LoopRbMLayer`` is the oracle: spec §3.3 steps 1-7 written straightforwardly, one expert at a
+``LoopRbMLayer`` is the oracle: method §3.3 steps 1-7 written straightforwardly, one expert at a
 time with index lists and host-side branching, the way the reference code does it.
 """
 
@@ -29,7 +29,7 @@ def _cv_squared(v: Tensor) -> Tensor:
 
 
 class LoopRbMLayer(nn.Module):
-    """Spec §3.3 after pretraining, one expert at a time; ``masks`` emulates expert dropout."""
+    """method §3.3 after pretraining, one expert at a time; ``masks`` emulates expert dropout."""
 
     def __init__(self, layer: RbMLayer) -> None:
         super().__init__()

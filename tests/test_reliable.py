@@ -1,4 +1,4 @@
-"""KRD reliable sampling (spec §4.4): entropy shift, pair sampling, power update."""
+"""KRD reliable sampling (method §4.4): entropy shift, pair sampling, power update."""
 
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
-"""Write the shipped trial configs from the reference's hyperparameter tables (rbm-spec.md §7).
+"""Write the shipped trial configs from the reference's hyperparameter tables (method §7).
 
-The tables below are ``parameters.yaml`` of the reference implementation as transcribed in
-rbm-spec.md §7: Table A (RbM student), Table B (MLP student), Table C (vanilla MoE student), one
-row per (dataset, setting, teacher), and Table D (per-dataset component parameters). Every row
-of Tables A, B and C becomes one YAML file ``<dataset>-<setting>-<teacher>-<student>.yaml`` in
-``rbm_tune/configs/`` (27 rows x 3 students = 81 files). Rows are kept one per line, in the spec's column
-order and with the spec's names (``tran``/``ind``, ``amazon-com``, ``academic-*``), so that each
-can be compared with the spec line by line; slash-joined spec cells are tuples.
+The tables below transcribe ``parameters.yaml`` of the reference implementation in the layout of
+method §7 (docs/method.md): Table A (RbM student), Table B (MLP student), Table C (vanilla MoE
+student), one row per (dataset, setting, teacher), and Table D (per-dataset component
+parameters); docs/method.md prints Tables A and D in full and summarises B and C, whose rows
+live only here. Every row of Tables A, B and C becomes one YAML file
+``<dataset>-<setting>-<teacher>-<student>.yaml`` in ``rbm_tune/configs/`` (27 rows x 3 students
+= 81 files). Rows are kept one per line, in the tables' column order and with the reference's
+names (``tran``/``ind``, ``amazon-com``, ``academic-*``), so that each can be compared with
+``parameters.yaml`` line by line; slash-joined cells are tuples.
 
 Regenerate the shipped files with::
 
@@ -18,7 +20,7 @@ the installed package: the generated files are shipped, the generator is not
 (tests/test_configs.py checks that it still reproduces them byte for byte).
 """
 
-# ruff: noqa: E501  (table rows stay one per line, as in the spec)
+# ruff: noqa: E501  (table rows stay one per line, as in method §7)
 
 from __future__ import annotations
 
@@ -166,7 +168,7 @@ KRD_MIN_UPDATE_EXCEPTION = {("cora", "tran", "gcn", "moe"): 10}  # Table D title
 
 COMPONENTS_NOTE = (
     "Components are switched off: the per-dataset flag set used for the paper is unknown "
-    "(spec §4.9). Their parameters are Table D's for this dataset, ready to be switched on."
+    "(method §4.9). Their parameters are Table D's for this dataset, ready to be switched on."
 )
 
 _TYPES = {
@@ -318,7 +320,7 @@ def _mlp(row: tuple) -> tuple[dict[str, Any], dict[str, str]]:
     notes = {
         "teacher.lr": (
             "teacher lr / weight_decay are not in Table B: lr 0.01 everywhere, weight decay 0 "
-            "for amazon-com, else 5e-4 (spec §2.2, §7.5)"
+            "for amazon-com, else 5e-4 (method §2.2, §7.5)"
         ),
         "student.model": "Table B has no expert columns: the expert keys are left out",
     }
@@ -353,17 +355,17 @@ def _moe(row: tuple) -> tuple[dict[str, Any], dict[str, str]]:
     notes = {
         "teacher.lr": (
             "teacher lr / weight_decay are not in Table C: lr 0.01 everywhere, weight decay 0 "
-            "for amazon-com, else 5e-4 (spec §2.2, §7.5)"
+            "for amazon-com, else 5e-4 (method §2.2, §7.5)"
         ),
         "student.num_experts": (
             "momentum, vq_coef, sim_coef, input_attention are RbM-only: left out, so the "
             "defaults apply (unused by the MoE student). k is parameters.yaml's value; the "
-            "reference router picks the top k+1 experts (spec §3.2)"
+            "reference router picks the top k+1 experts (method §3.2)"
         ),
     }
     if krd_min_update is not None:
         notes["distill.krd_min_update_epoch"] = (
-            f"{krd_min_update}, not Table D's 50: the one exception (Table D title, spec §7.5)"
+            f"{krd_min_update}, not Table D's 50: the one exception (Table D title, method §7.5)"
         )
     return config, notes
 
@@ -412,8 +414,8 @@ def _render(config: dict[str, Any], header: list[str], notes: dict[str, str]) ->
 def _header(table: str, row: tuple) -> list[str]:
     dataset, setting, teacher = row[:3]
     return [
-        f"Generated from rbm-spec.md §7 Table {table}, row {dataset} | {setting} | {teacher}",
-        f"(+ Table D, row {dataset}, for the component parameters).",
+        f"Generated from method §7 Table {table}, row {dataset} | {setting} | {teacher}",
+        f"(+ Table D, row {dataset}, for the component parameters; method §7 is docs/method.md).",
         "Do not edit by hand; regenerate with `python tools/generate_configs.py`.",
     ]
 

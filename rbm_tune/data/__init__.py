@@ -1,6 +1,6 @@
-"""Datasets: ``load_graph(name, root=..., setting=..., seed=...) -> Graph`` (spec §6).
+"""Datasets: ``load_graph(name, root=..., setting=..., seed=...) -> Graph`` (method §6).
 
-Preprocessing per dataset family (spec §6.1):
+Preprocessing per dataset family (method §6.1):
 
 - Planetoid (cora, citeseer, pubmed): features row-normalised (as DGL's loaders do), exactly one
   self-loop per node, the public split (fixed across seeds).
@@ -9,7 +9,7 @@ Preprocessing per dataset family (spec §6.1):
 - OGB: official split; arxiv made undirected, then self-loops; products gets self-loops.
 - demo: an embedded contextual SBM (``demo.py``), seeded 20/30-per-class split.
 
-Inductive (spec §6.3): held-out test nodes and every edge touching them are removed from the
+Inductive (method §6.3): held-out test nodes and every edge touching them are removed from the
 training graph; observed nodes are ordered train, val, rest.
 """
 
@@ -143,13 +143,13 @@ def load_graph(
     download: bool = False,
     cache_dir: str | Path | None = None,
 ) -> Graph:
-    """Load a dataset, preprocess and split it as spec §6 says.
+    """Load a dataset, preprocess and split it as method §6 says.
 
     Args:
         name: a dataset name (``rbm-tune datasets`` lists them).
         root: data root; ``None`` resolves ``RBM_TUNE_DATA``, then ``<cache>/data``.
         setting: ``transductive`` or ``inductive``.
-        seed: seeds the split where the spec seeds it (Amazon/Coauthor/demo 20/30 per class,
+        seed: seeds the split where method §6.2 seeds it (Amazon/Coauthor/demo 20/30 per class,
             the inductive hold-out of non-Planetoid data).
         download: let PyG / OGB download missing files (needs internet).
         cache_dir: the rbm-tune cache (``--cache-dir``); processed copies go to its
@@ -198,7 +198,7 @@ def make_graph(
     train_per_class: int = 20,
     val_per_class: int = 30,
 ) -> Graph:
-    """Split an already preprocessed graph and wrap it in a :class:`Graph` (spec §6.2-6.3).
+    """Split an already preprocessed graph and wrap it in a :class:`Graph` (method §6.2-6.3).
 
     Args:
         split: official train/val/test indices; ``None`` draws the seeded per-class split.

@@ -1,4 +1,4 @@
-"""The one typed object every stage of rbm-tune receives: a graph with its split (spec §6)."""
+"""The one typed object every stage of rbm-tune receives: a graph with its split (method §6)."""
 
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ class Graph:
 
     Node ids in ``x``, ``y``, ``edge_index`` and the ``*_idx`` tensors are full-graph ids.
     The *training graph* is what teachers and students may see: the whole graph when
-    transductive, the subgraph induced by ``observed_idx`` when inductive (spec §6.3).
+    transductive, the subgraph induced by ``observed_idx`` when inductive (method §6.3).
 
     Attributes:
         name: dataset name as the CLI spells it (``cora``, ``ogbn-arxiv``, ...).
         setting: ``transductive`` or ``inductive``.
-        seed: the seed that drew the split (where the spec says splits are seeded).
+        seed: the seed that drew the split (where method §6.2 says splits are seeded).
         x: node features, (N, d) float32.
         y: labels, (N,) int64.
-        edge_index: full-graph edges, (2, E) int64, self-loops where the spec adds them.
+        edge_index: full-graph edges, (2, E) int64, self-loops where method §6.1 adds them.
         train_idx, val_idx: labelled train/validation nodes, full-graph ids.
         test_idx: scored nodes: the base test set (transductive) or the held-out inductive
             test nodes (inductive).

@@ -1,4 +1,4 @@
-"""Where each dataset's files live and how the real PyG / OGB loaders read them (spec §6.1).
+"""Where each dataset's files live and how the real PyG / OGB loaders read them (method §6.1).
 
 The data root may be read-only (tests use ``../shared/data``), but PyG and OGB write a
 ``processed/`` folder beside ``raw/``. So unless ``download=True`` we load from a private work
@@ -57,7 +57,7 @@ class Source:
     """One dataset: its loader family, folder under the data root and the files it needs.
 
     ``nodes``/``edges``/``features``/``classes`` are the sizes after rbm-tune's preprocessing
-    (LCC for Amazon/Coauthor; self-loops and reverse edges where the spec adds them are not
+    (LCC for Amazon/Coauthor; self-loops and reverse edges where method §6.1 adds them are not
     counted in ``edges``, which is PyG's directed count of the raw graph).
     """
 
@@ -69,7 +69,7 @@ class Source:
     nodes: int
     features: int
     classes: int
-    seeded_split: bool  # spec §6.2: the split changes with the seed
+    seeded_split: bool  # method §6.2: the split changes with the seed
 
 
 def _planetoid(name: str, folder: str, nodes: int, features: int, classes: int) -> Source:

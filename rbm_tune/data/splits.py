@@ -1,4 +1,4 @@
-"""Split protocols of spec §6.2-6.3 and the largest-connected-component preprocessing."""
+"""Split protocols of method §6.2-6.3 and the largest-connected-component preprocessing."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def add_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
 def per_class_split(
     y: Tensor, num_classes: int, *, seed: int, train_per_class: int = 20, val_per_class: int = 30
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """CPF/GLNN-style random split (spec §6.2): per class 20 train, then 30 val; rest test.
+    """CPF/GLNN-style random split (method §6.2): per class 20 train, then 30 val; rest test.
 
     Seeded with ``numpy.random.default_rng(seed)``; the same seed gives the same split.
 
@@ -107,7 +107,7 @@ def inductive_split(
     heldout_all_test: bool,
     split_rate: float = 0.2,
 ) -> tuple[Tensor, Tensor]:
-    """Split nodes into observed ones and held-out inductive test nodes (spec §6.3).
+    """Split nodes into observed ones and held-out inductive test nodes (method §6.3).
 
     Args:
         heldout_all_test: Planetoid protocol: the held-out set is the whole official test set

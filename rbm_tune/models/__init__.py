@@ -1,4 +1,4 @@
-"""Students and teachers, built by exact name from their typed specs (spec §2-§3, STYLE R7)."""
+"""Students and teachers, built by exact name from their typed specs (method §2-§3, STYLE R7)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def build_student(
         in_dim: input feature width d (including PE / extra columns).
         out_dim: number of classes C.
         feature_encoder: also create the ``Linear(h, h)`` feature encoder for similarity
-            distillation (spec §4.6).
+            distillation (method §4.6).
 
     Returns:
         An untrained :class:`Student`; call ``end_pretraining`` at the switch epoch.
@@ -110,7 +110,7 @@ def build_student(
 
 
 def build_teacher(spec: TeacherSpec, in_dim: int, out_dim: int) -> Teacher:
-    """Build the GNN teacher named by ``spec.model`` (spec §2.1).
+    """Build the GNN teacher named by ``spec.model`` (method §2.1).
 
     Args:
         spec: the teacher's architecture (training fields are ignored here).

@@ -38,7 +38,7 @@ LOG_100 = math.log(100.0)
 
 
 class StudentOutput(NamedTuple):
-    """What every student returns (spec §3).
+    """What every student returns (method §3).
 
     Attributes:
         embedding: output of the first layer before norm and activation, shape (B, D_emb)
@@ -54,7 +54,7 @@ class StudentOutput(NamedTuple):
 
 
 class TeacherOutput(NamedTuple):
-    """What every teacher returns (spec §2.1).
+    """What every teacher returns (method §2.1).
 
     Attributes:
         logits: class logits, shape (N, C).
@@ -67,7 +67,7 @@ class TeacherOutput(NamedTuple):
 
 
 def clamped_exp(theta: Tensor) -> Tensor:
-    """``exp(min(theta, ln 100))``: the learnable scales and gates of spec §3.2-§3.3."""
+    """``exp(min(theta, ln 100))``: the learnable scales and gates of method §3.2-§3.3."""
     return theta.clamp(max=LOG_100).exp()
 
 
@@ -94,7 +94,7 @@ def check_student_args(
 
 
 def check_expert_args(*, num_experts: int, k: int, expert_dropout: str) -> None:
-    """Validate the mixture hyperparameters: ``1 <= k < num_experts`` (spec §3.3, strict)."""
+    """Validate the mixture hyperparameters: ``1 <= k < num_experts`` (method §3.3, strict)."""
     if num_experts < 2:
         raise ValueError(f"num_experts={num_experts} must be >= 2; raise it or use the MLP")
     if not 1 <= k < num_experts:
@@ -108,11 +108,11 @@ def check_expert_args(*, num_experts: int, k: int, expert_dropout: str) -> None:
 
 
 class PhasedLayer(nn.Module):
-    """A mixture layer with a pretraining phase (spec §3.2-§3.3).
+    """A mixture layer with a pretraining phase (method §3.2-§3.3).
 
     The phase flag is a Python bool, so ``forward`` never syncs with the device to read it, and
     it travels in the ``state_dict`` as extra state: reloading a checkpoint taken during
-    pretraining brings the phase back with the weights (spec §10.1 item 8).
+    pretraining brings the phase back with the weights (method §10.1 item 8).
 
     Args:
         pretraining: start in the pretraining phase.
@@ -135,7 +135,7 @@ class PhasedLayer(nn.Module):
 
 
 class Student(nn.Module):
-    """Behaviour shared by the node-wise students (spec §3).
+    """Behaviour shared by the node-wise students (method §3).
 
     Subclasses build their layer stack with :meth:`_build_stack`, which sets ``self.dropout_p``,
     ``self.embedding_dim`` and ``self.feature_encoder`` (a ``Linear(D_emb, D_emb)`` for
@@ -213,10 +213,10 @@ class Student(nn.Module):
         kmeans_max_iter: int = 300,
         kmeans_max_rows: int = 0,
     ) -> None:
-        """Leave the pretraining phase (spec §4.3 step 1). A no-op unless overridden."""
+        """Leave the pretraining phase (method §4.3 step 1). A no-op unless overridden."""
 
     def similarity_features(self, embedding: Tensor) -> Tensor:
-        """``dropout(ReLU(F · embedding))`` for similarity distillation (spec §4.6).
+        """``dropout(ReLU(F · embedding))`` for similarity distillation (method §4.6).
 
         Args:
             embedding: ``StudentOutput.embedding``, shape (B, D_emb).
@@ -253,7 +253,7 @@ class ExpertStudent(Student):
         num_experts: E per layer.
         k: the configured k.
         expert_dropout: ``"per_pair"`` or ``"shared"``.
-        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (spec §4.6).
+        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (method §4.6).
 
     Raises:
         ValueError: a hyperparameter is out of range, e.g. k >= num_experts.

@@ -1,4 +1,4 @@
-"""The experts of a mixture layer and the two ways to dispatch rows to them (spec §10.3).
+"""The experts of a mixture layer and the two ways to dispatch rows to them (method §10.3).
 
 - :class:`ExpertBank`: E independent ``Linear(d_in, d_out)`` experts stored as one
   ``(E, d_out, d_in)`` weight tensor. Its :meth:`~ExpertBank.mix` is the *dense* dispatch:
@@ -77,7 +77,7 @@ class ExpertBank(nn.Module):
 
     @torch.no_grad()
     def copy_first_to_all(self) -> None:
-        """Overwrite experts 1..E-1 with expert 0 (the end of pretraining, spec §3.3 step 4)."""
+        """Overwrite experts 1..E-1 with expert 0 (the end of pretraining, method §3.3 step 4)."""
         self.weight[1:] = self.weight[0]
         self.bias[1:] = self.bias[0]
 
@@ -96,12 +96,12 @@ class ExpertBank(nn.Module):
         """Weighted sum of the chosen experts: ``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)``.
 
         ``e = index[i, j]``. The gates are folded into the weights
-        (``Ŵ_e = W_e diag(g_e)``), so every expert runs in one GEMM over the chunk (spec §10.3).
+        (``Ŵ_e = W_e diag(g_e)``), so every expert runs in one GEMM over the chunk (method §10.3).
 
         Dropout: with ``per_pair`` (the reference) an independent input mask is drawn for every
         (node, chosen expert) pair; this is done as one batched GEMM over a (k, B, d_in) stack of
         independently dropped copies of the chunk, costing k times the dense FLOPs. Otherwise
-        (``shared``, a deviation, spec §10.4) one mask per node is shared by its experts and the
+        (``shared``, a deviation, method §10.4) one mask per node is shared by its experts and the
         whole layer is a single dense GEMM. Without active dropout (eval mode or p = 0) or with
         k = 1 both are the same and the dense path is used.
 
@@ -279,7 +279,7 @@ def grouped_mix(
 ) -> Tensor:
     """``Σ_j w_ij · (W_e drop(g_e ⊙ x_i) + b_e)`` with ``e = index[i, j]``, grouped by expert.
 
-    The same function as :meth:`ExpertBank.mix`, computed the way spec §10.3 calls the exact
+    The same function as :meth:`ExpertBank.mix`, computed the way method §10.3 calls the exact
     path: the B·k (node, chosen expert) pairs are sorted by expert and each expert runs one GEMM
     on its own rows, so the expert FLOPs are k per node (the dense path: E, and k·E with
     per-pair dropout). Costs one device-to-host sync (the per-expert row counts).

@@ -1,4 +1,4 @@
-"""MLP student, the GLNN baseline (spec §3.1)."""
+"""MLP student, the GLNN baseline (method §3.1)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ __all__ = ["MLP"]
 
 
 class MLP(Student):
-    """Plain MLP ``d -> h -> ... -> C`` (spec §3.1).
+    """Plain MLP ``d -> h -> ... -> C`` (method §3.1).
 
     Between layers: optional norm -> ReLU -> dropout; no dropout on the input features.
     The embedding is the first ``Linear``'s output, before norm and ReLU. There is no
@@ -27,7 +27,7 @@ class MLP(Student):
         norm_type: ``"none"``, ``"batch"`` or ``"layer"``.
         pretraining: accepted so every student has the same constructor; ignored.
         feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` for similarity
-            distillation (spec §4.6); D_emb = h, or C when L = 1.
+            distillation (method §4.6); D_emb = h, or C when L = 1.
 
     Attributes:
         sparse: force (True) or forbid (False) the first layer's CSR path for sparse features

@@ -1,12 +1,12 @@
-"""Vanilla sparse MoE student, as the reference wires it (spec §3.2).
+"""Vanilla sparse MoE student, as the reference wires it (method §3.2).
 
 Deviations from the reference, all deliberate:
 
-- The dispatch is dense (spec §10.3, :meth:`rbm_tune.models.experts.ExpertBank.mix`): every
+- The dispatch is dense (method §10.3, :meth:`rbm_tune.models.experts.ExpertBank.mix`): every
   expert runs on the whole chunk in one GEMM and the chosen ones are mixed with
   ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
 - ``router="noisy_topk"`` offers the real Shazeer-style router the reference defines but never
-  uses (spec §10.1 item 9); the default ``"reference"`` is the cosine router actually wired.
+  uses (method §10.1 item 9); the default ``"reference"`` is the cosine router actually wired.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Route(NamedTuple):
 
 
 class CosineRouter(nn.Module):
-    """The router the reference actually uses (spec §3.2), despite its "noisy top-k" label.
+    """The router the reference actually uses (method §3.2), despite its "noisy top-k" label.
 
     ``ℓ = s_r · norm(P x)ᵀ norm(K)``; in training ``ℓ += ε`` with ε ~ N(0, (1/E)²) (fixed std);
     the top ``min(k + 1, E)`` experts are chosen and weighted by ``softmax(ℓ)`` over **all** E
@@ -86,7 +86,7 @@ class CosineRouter(nn.Module):
 
 
 class NoisyTopKRouter(nn.Module):
-    """Shazeer et al. (2017) noisy top-k gating, the spec's alternative (§3.2, §10.1 item 9).
+    """Shazeer et al. (2017) noisy top-k gating, the other router (method §3.2, §10.1 item 9).
 
     ``H = x W_g + ξ · (softplus(x W_n) + 0.01)`` with ξ ~ N(0, 1) in training only; the top k
     entries of H are kept and renormalised with a softmax. importance = Σ_i G_i; load (training)
@@ -209,7 +209,7 @@ class MoELayer(PhasedLayer):
         nn.init.constant_(self.scale_logit, math.log(2.0))
 
     def end_pretraining(self) -> None:
-        """Switch the learned router on; nothing is copied or re-initialised (spec §3.2)."""
+        """Switch the learned router on; nothing is copied or re-initialised (method §3.2)."""
         self._pretraining = False
 
     def forward(self, x: Tensor, csr: CsrRows | None = None) -> tuple[Tensor, Tensor]:
@@ -269,7 +269,7 @@ class MoE(ExpertStudent):
         router: ``"reference"`` or ``"noisy_topk"``.
         expert_dropout: ``"per_pair"`` (reference) or ``"shared"`` (fast, a deviation).
         pretraining: start in the slice-dispatch pretraining phase (call ``end_pretraining``).
-        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (spec §4.6).
+        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (method §4.6).
 
     Raises:
         ValueError: a hyperparameter is out of range, e.g. k >= num_experts.
@@ -333,7 +333,7 @@ class MoE(ExpertStudent):
         kmeans_max_iter: int = 300,
         kmeans_max_rows: int = 0,
     ) -> None:
-        """Switch every layer's router on (spec §3.2); the arguments are ignored."""
+        """Switch every layer's router on (method §3.2); the arguments are ignored."""
         for layer in self.moe_layers:
             layer.end_pretraining()
 

@@ -1,4 +1,4 @@
-"""Normalisation layers between the hidden layers of students and teachers (spec §3, §2.1)."""
+"""Normalisation layers between the hidden layers of students and teachers (method §3, §2.1)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ class SafeBatchNorm1d(nn.BatchNorm1d):
 
     Plain BatchNorm raises on a 1-row chunk in training mode; the reference wraps it so that such
     a chunk is normalised as in eval mode (running statistics, no statistics update) instead
-    (spec §3). The row count is a static shape, so the check costs no device sync.
+    (method §3). The row count is a static shape, so the check costs no device sync.
 
     Args:
         num_features: width D of the input, shape (B, D).

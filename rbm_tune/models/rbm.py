@@ -1,8 +1,8 @@
-"""Routing-by-Memory layer and student (spec §3.3), vectorised as spec §10.3.
+"""Routing-by-Memory layer and student (method §3.3), vectorised as method §10.3.
 
 Deviations from the reference, all deliberate:
 
-- Vectorised (spec §10.3): the memory EMA as one matmul, the commitment loss without a loop
+- Vectorised (method §10.3): the memory EMA as one matmul, the commitment loss without a loop
   over k, cosines as ``(x M̂ᵀ) / ||x||``. The experts and their two dispatch paths live in
   :mod:`rbm_tune.models.experts`: *grouped* (:func:`~rbm_tune.models.experts.grouped_mix`,
   k expert FLOPs per node, one device-to-host sync) on the CPU and wherever per-pair dropout
@@ -25,7 +25,7 @@ Deviations from the reference, all deliberate:
 - Before the switch the memory holds random unit vectors (the reference: zeros); it is unused
   until the switch overwrites it, and a student built with ``pretraining=False`` routes with it.
 - The phase flag is part of the ``state_dict`` (extra state), see :class:`PhasedLayer`.
-- ``update_memory = False`` skips the EMA (the "once per clean chunk" variant, spec §10.4).
+- ``update_memory = False`` skips the EMA (the "once per clean chunk" variant, method §10.4).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ __all__ = ["RbM", "RbMLayer", "grouped_mix"]
 class RbMLayer(PhasedLayer):
     """One RbM layer: E experts, one memory vector per expert, a learned output scale.
 
-    Forward after pretraining, for a chunk X (B × d_in) (spec §3.3 steps 1-7):
+    Forward after pretraining, for a chunk X (B × d_in) (method §3.3 steps 1-7):
     route by cosine to the pre-update memory (top-k, softmax weights w) -> output
     ``s · Σ_j sg(w_ij) (W_j drop(g_j ⊙ x_i) + b_j)`` -> in training, the memory EMA
     ``M ← β M̂ + (1 - β) μ`` -> in training, the aux loss
@@ -141,7 +141,7 @@ class RbMLayer(PhasedLayer):
 
     @torch.no_grad()
     def switch(self, memory: Tensor) -> None:
-        """End pretraining: set the memory, copy expert 0 into all experts (spec §3.3).
+        """End pretraining: set the memory, copy expert 0 into all experts (method §3.3).
 
         Args:
             memory: the new memory, shape (E, d_in) (normalised k-means centres).
@@ -227,7 +227,7 @@ class RbMLayer(PhasedLayer):
 
 
 class RbM(ExpertStudent):
-    """RbM student: every layer (input, hidden, output) is an :class:`RbMLayer` (spec §3.3).
+    """RbM student: every layer (input, hidden, output) is an :class:`RbMLayer` (method §3.3).
 
     Between layers: optional norm -> ReLU (dropout sits inside the experts). Embedding = first
     layer's output, before norm/ReLU. aux = sum of the layers' aux losses.
@@ -248,7 +248,7 @@ class RbM(ExpertStudent):
         input_attention: per-expert learned input gates.
         expert_dropout: ``"per_pair"`` (reference) or ``"shared"`` (fast, a deviation).
         pretraining: start as a plain MLP; call :meth:`end_pretraining` to switch.
-        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (spec §4.6).
+        feature_encoder: create ``feature_encoder = Linear(D_emb, D_emb)`` (method §4.6).
 
     Raises:
         ValueError: a hyperparameter is out of range, e.g. k >= num_experts.
@@ -327,7 +327,7 @@ class RbM(ExpertStudent):
         kmeans_max_iter: int = 300,
         kmeans_max_rows: int = 0,
     ) -> None:
-        """Switch every layer from a plain linear layer to RbM routing (spec §3.3).
+        """Switch every layer from a plain linear layer to RbM routing (method §3.3).
 
         Layer by layer, in eval mode and without gradient: compute the layer's inputs for all
         rows of ``x_all`` through the already-switched earlier layers (chunks of

@@ -1,4 +1,4 @@
-"""GNN teachers: thin wrappers over PyG's own GCN / GraphSAGE / GAT models (spec §2.1).
+"""GNN teachers: thin wrappers over PyG's own GCN / GraphSAGE / GAT models (method §2.1).
 
 The convolutions are PyG's (``torch_geometric.nn.models``); the wrappers only walk the model's
 ``convs`` themselves, with their own norms (``norm="layer"`` in PyG would normalise over the whole
@@ -9,7 +9,7 @@ Deviations from the reference's DGL layers:
 - GCN: PyG's ``gcn_norm`` uses the in-degree on both sides of an edge where DGL uses the source's
   out-degree; identical on the symmetric graphs of every dataset here. A node without in-edges
   gets only the bias where DGL would raise.
-- A 1-layer GCN has no output activation (the reference's has a ReLU); spec §2.1 says none.
+- A 1-layer GCN has no output activation (the reference's has a ReLU); method §2.1 says none.
 - GAT is not in the reference; it uses PyG's defaults (self-loops, attention dropout = dropout,
   heads concatenated in hidden layers and averaged in the last).
 
@@ -222,7 +222,7 @@ class _PlainTeacher(Teacher):
 class GCNTeacher(_PlainTeacher):
     """GCN: ``GCNConv(add_self_loops=False, normalize=True)``; hidden: ReLU -> norm -> dropout.
 
-    Self-loops come only from the data (spec §2.1, §10.1 item 13). Embedding: after the ReLU.
+    Self-loops come only from the data (method §2.1, §10.1 item 13). Embedding: after the ReLU.
 
     Args:
         in_dim: d.
@@ -259,7 +259,7 @@ class GCNTeacher(_PlainTeacher):
 
 
 class SAGETeacher(_PlainTeacher):
-    """GraphSAGE with DGL's ``gcn`` aggregator (spec §2.1).
+    """GraphSAGE with DGL's ``gcn`` aggregator (method §2.1).
 
     ``SAGEConv(aggr="mean", root_weight=False)`` over the edges plus one appended self-loop per
     node: ``W · (Σ_neighbours h + h_self) / (in_degree + 1) + b``. A node whose graph already has
@@ -316,7 +316,7 @@ class SAGETeacher(_PlainTeacher):
 class GATTeacher(Teacher):
     """GAT with ``heads`` attention heads (PyG defaults); hidden: norm -> ReLU -> dropout.
 
-    Embedding before the norm. Not part of the reference (spec §2).
+    Embedding before the norm. Not part of the reference (method §2).
 
     Args:
         in_dim: d.

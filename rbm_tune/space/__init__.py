@@ -43,7 +43,7 @@ Rules:
   before the file's in the sampling order, so a bound may name any of them.
 - A distribution is a mapping with exactly one of ``int: [lo, hi]``, ``float: [lo, hi]`` or
   ``categorical: [choice, ...]``, plus optional ``log`` (true/false), ``step`` (not with
-  ``log``), ``or_zero`` (spec §9's "{0} ∪ range") and ``default`` (the value
+  ``log``), ``or_zero`` (method §9's "{0} ∪ range") and ``default`` (the value
   :meth:`SearchSpace.default_params` proposes; without one, the base's value, else the first
   choice or the (geometric) middle of the range). Anything else (a list, null, an unknown
   option) is an error.

@@ -89,7 +89,7 @@ class StudySettings:
             ("sampler_seed", is_int(self.sampler_seed) and self.sampler_seed >= 0,
              "is not an integer >= 0; use e.g. 0"),
             ("metric", not (isinstance(metric, str) and metric.startswith("test")),
-             "is a test metric, which must never steer the search (spec §9); use val_acc"),
+             "is a test metric, which must never steer the search (method §9); use val_acc"),
             ("metric", direction is not None, f"is unknown; choose one of {list(SEARCH_METRICS)}"),
             ("mode", self.mode == direction, f"does not fit {metric}; use {direction} (or omit)"),
             ("max_concurrent", self.max_concurrent is None
