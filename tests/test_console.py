@@ -50,15 +50,15 @@ def test_trial_states_from_ray_status_and_last_result() -> None:
 
 
 def test_best_is_the_summary_s_best_finished_first_ties_to_the_earliest() -> None:
-    rows = [
+    rows = [  # in the order the trials were created (Ray's ids are random: not by id)
         ("c3", "finished", 0.77),
         ("a1", "finished", 0.77),
         ("b2", "pruned", 0.9),  # an ASHA-stopped trial's early value does not count ...
         ("d4", "running", 0.99),
         ("e5", "finished", None),
     ]
-    assert best_of(rows, "max") == Best(0.77, "a1")
-    assert best_of(rows, "min") == Best(0.77, "a1")
+    assert best_of(rows, "max") == Best(0.77, "c3")
+    assert best_of(rows, "min") == Best(0.77, "c3")
     # ... unless no trial finished
     assert best_of([("b2", "pruned", 0.9), ("f6", "pruned", 0.5)], "max") == Best(0.9, "b2")
     assert best_of([("d4", "running", 0.99)], "max") is None
@@ -152,7 +152,7 @@ def test_warnings_once_and_a_terminal_s_status_line_is_redrawn_without_escapes()
 def _result(tmp_path: Path, url: str) -> StudyResult:
     (tmp_path / "plots").mkdir()
     table = [
-        {"trial_id": f"t{i}", "val_acc": 0.9 - i / 100, "test_acc": None, "epochs": 7}
+        {"trial_id": f"t{i}", "best_val_acc": 0.9 - i / 100, "test_acc": None, "epochs": 7}
         | {"asha_stopped": i == 0}
         for i in range(12)
     ]

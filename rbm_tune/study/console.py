@@ -159,14 +159,15 @@ class Best:
 
 
 def best_of(ended: Iterable[tuple[str, str, Any]], mode: str) -> Best | None:
-    """The best of ``(trial_id, state, value)`` rows as the study's summary picks it: among
-    finished trials (ASHA-stopped ones only when none finished), ties to the earliest trial."""
+    """The best of ``(trial_id, state, value)`` rows (in the order the trials were created) as
+    the study's summary picks it: among finished trials (ASHA-stopped ones only when none
+    finished), ties to the earliest trial."""
     rows = [(tid, state, v) for tid, state, v in ended if isinstance(v, (int, float))]
     pool = [r for r in rows if r[1] == "finished"] or [r for r in rows if r[1] == "pruned"]
     if not pool:
         return None
     sign = -1.0 if mode == "max" else 1.0
-    tid, _, value = min(pool, key=lambda r: (sign * float(r[2]), r[0]))
+    _, (tid, _, value) = min(enumerate(pool), key=lambda ir: (sign * float(ir[1][2]), ir[0]))
     return Best(float(value), tid)
 
 

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rbm_tune.errors import RbmTuneError, TrackingError, first_line
@@ -62,10 +62,18 @@ class StudyResult:
     skipped: tuple[str, ...] = ()  # trials not trained for memory, or that ran out of it
 
 
-def trial_order(row: dict[str, Any]) -> str:
-    """Sort key of a trial row in the order its trial was created (Ray's trial ids share a
-    study prefix and end in a zero-padded index)."""
-    return str(row["trial_id"])
+def trial_order(row: dict[str, Any]) -> tuple[float, str]:
+    """Sort key of a trial row in the order its trial was created: the index Ray Tune puts in
+    the trial's folder name (``_trial_fn_<id>_<n>_...``; Ray 2.60's ids are random hex), then
+    the id (rows without a folder index)."""
+    order = row.get("order")
+    return (float("inf") if order is None else float(order), str(row["trial_id"]))
+
+
+def _creation_index(path: Any) -> int | None:
+    """The ``<n>`` of a trial folder ``_trial_fn_<id>_<n>_<params>_<time>``."""
+    match = re.match(r"_trial_fn_[^_]+_(\d+)(?:_|$)", PurePosixPath(str(path or "")).name)
+    return int(match.group(1)) if match else None
 
 
 def rank_trials(done: list[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
@@ -97,6 +105,7 @@ def trial_rows(grid: Any) -> list[dict[str, Any]]:
         rows.append(
             {
                 "trial_id": _trial_id(result),
+                "order": _creation_index(getattr(result, "path", None)),
                 VAL_ACC: m.get(VAL_ACC),
                 # a finished trial's best_val_acc is its val_acc; a stopped one's, its best yet
                 OBJECTIVE: m.get(OBJECTIVE, m.get(VAL_ACC)),
