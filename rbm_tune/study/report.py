@@ -36,7 +36,7 @@ def next_commands(name: str, experiment_url: str, options: dict[str, str]) -> li
         f"{command('evaluate')}  # the top configs over new seeds, beside the MLP and teacher",
         f"{command('export', '--out', shlex.quote(f'{name}-student.pt'))}  # TorchScript",
     ]
-    if experiment_url.startswith("mlflow ui"):
+    if _is_ui_command(experiment_url):
         out.append(experiment_url)
     return out
 
@@ -70,8 +70,14 @@ def summary_lines(result: Any, metric: str, options: dict[str, str]) -> list[str
     if (folder / "plots").is_dir():
         lines.append(f"plots: {folder / 'plots'}")
     lines.append(f"Ray results: {folder}")
-    if not result.experiment_url.startswith("mlflow ui"):
+    if not _is_ui_command(result.experiment_url):
         lines.append(f"MLflow: {result.experiment_url}")
     lines.append("next:")
     lines += [f"  {line}" for line in next_commands(result.name, result.experiment_url, options)]
     return lines
+
+
+def _is_ui_command(experiment_url: str) -> bool:
+    """Whether the study's MLflow "URL" is the UI command for a local store (rbm_tune.tracking
+    writes it with ``--host 127.0.0.1``), not an http address."""
+    return experiment_url.split()[:2] == ["mlflow", "ui"]

@@ -77,7 +77,14 @@ def test_warm_started_study_and_its_resume(workdir: Path) -> None:
     assert study_json["warm_start"]["sources"] == ["earlier"]
     assert study_json["warm_start"]["points"] == len(finished)
 
-    # --resume (with the same --warm-start, as a rerun of the command line would): nothing twice
+    # --resume (with the same --warm-start, as a rerun of the command line would): nothing twice.
+    # A finished study's --resume is a no-op (rbm_tune.study.finished); this one stands for a
+    # study whose driver died before its summary ended, which has no finished.json yet
+    from rbm_tune.study.finished import FINISHED_FILE, StudyAlreadyFinished
+
+    with pytest.raises(StudyAlreadyFinished):
+        run_study(space, cpus=2, verbose=0, resume=True, warm_start=["earlier"], log=print)
+    (later.storage_path / FINISHED_FILE).unlink()
     lines.clear()
     run_study(space, cpus=2, verbose=0, resume=True, warm_start=["earlier"], log=lines.append)
     assert any("already in the resumed searcher; not added again" in line for line in lines)
