@@ -33,6 +33,7 @@ __all__ = [
     "CONFIG_DIR",
     "DATASETS",
     "EXPERT_DROPOUTS",
+    "FAMILY_KEYS",
     "NORM_TYPES",
     "RENAMED",
     "ROUTERS",
@@ -71,6 +72,20 @@ STUDENTS = ("mlp", "moe", "rbm")
 PRECISIONS = ("float32", "tf32", "bf16")
 ROUTERS = ("reference", "noisy_topk")  # MoE: as wired in the reference (§3.2), or Shazeer's
 EXPERT_DROPOUTS = ("per_pair", "shared")  # one mask per (node, expert) as the reference, or node
+# The keys only some student models read (flat name -> those models); the others ignore them.
+# A space searching student.model draws such a key only for these (rbm_tune.space.conditions).
+FAMILY_KEYS = {
+    "student.num_experts": ("moe", "rbm"),
+    "student.k": ("moe", "rbm"),
+    "student.load_balance_coef": ("moe", "rbm"),
+    "student.expert_dropout": ("moe", "rbm"),
+    "student.router": ("moe",),
+    "student.momentum": ("rbm",),
+    "student.vq_coef": ("rbm",),
+    "student.sim_coef": ("rbm",),
+    "student.input_attention": ("rbm",),
+    "distill.pretrain_epochs": ("moe", "rbm"),  # the MLP has no pretraining switch
+}
 
 # Keys of the reference implementation's parameters.yaml -> our one name (method §7, §11.5).
 ALIASES = {

@@ -16,6 +16,7 @@ from typing import Any
 
 from rbm_tune.config import RENAMED, SECTIONS, TrialConfig
 from rbm_tune.errors import ConfigError, SpaceError
+from rbm_tune.space.conditions import describe
 from rbm_tune.space.params import Param, pick_values, suggest_all
 from rbm_tune.space.values import is_int, one_line
 
@@ -52,6 +53,12 @@ def to_config(
         )
     values = dict(fixed)
     for p in params:
+        if not p.active(values):  # not drawn: the schema's default (a model that ignores it)
+            if p.name in sampled or p.zero_name in sampled:
+                raise SpaceError(
+                    f"{path}: {p.name}: drawn only when {describe(p.when)}; drop it here"
+                )
+            continue
         if p.name in sampled:
             values[p.name] = sampled[p.name]
         elif p.or_zero and sampled.get(p.zero_name) is True:
@@ -116,13 +123,31 @@ def corner_points(
     for p in params:
         ends: list[Any] = list(range(len(p.choices))) if p.choices else ["lo", "hi"]
         ends += ["zero"] if p.or_zero else []
-        corners += [(base, {p.name: end}) for end in ends for base in ("low", "high")]
+        corners += [
+            (base, {**_enabling(params, p, base), p.name: end})
+            for end in ends
+            for base in ("low", "high")
+        ]
     seen: set[str] = set()
     for base, picks in corners:
         values = pick_values(path, params, fixed, base, picks)
         if repr(values) not in seen:
             seen.add(repr(values))
             yield base, picks, values
+
+
+def _enabling(params: tuple[Param, ...], p: Param, base: str) -> dict[str, int]:
+    """Picks that make ``p`` drawn (its conditions, and theirs): each condition's first
+    allowed choice at the ``"low"`` corners and its last at the ``"high"`` ones, so every
+    family's parameters reach their ends with that family's model."""
+    by_name = {q.name: q for q in params}
+    picks: dict[str, int] = {}
+    for name, allowed in p.when:
+        cond = by_name[name]
+        picks.update(_enabling(params, cond, base))
+        choice = allowed[0] if base == "low" else allowed[-1]
+        picks[name] = cond.choices.index(choice)
+    return picks
 
 
 def check_reachable(

@@ -67,11 +67,18 @@ class Param:
     step: float | None = None
     or_zero: bool = False
     default: Any = None  # None: the first choice, or the (geometric) middle of the range
+    # drawn only where every (earlier categorical parameter, its allowed choices) holds
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @property
     def zero_name(self) -> str:
         """The Optuna name of the ``or_zero`` switch."""
         return f"{self.name}{ZERO_SUFFIX}"
+
+    def active(self, known: Mapping[str, Any]) -> bool:
+        """Whether it is drawn, given the values drawn before it (``known``): every parameter
+        its ``when`` names was drawn, with one of the allowed choices."""
+        return all(name in known and known[name] in allowed for name, allowed in self.when)
 
     @property
     def refs(self) -> tuple[str, ...]:
@@ -104,9 +111,13 @@ class Param:
 
 
 def suggest_all(params: tuple[Param, ...], trial: Any, fixed: Mapping) -> dict[str, Any]:
+    """Draw every active parameter in order (an inactive one is not drawn at all: Optuna's
+    conditional space, and the trial config gets the schema's default for it)."""
     known = dict(fixed)
     out: dict[str, Any] = {}
     for param in params:
+        if not param.active(known):
+            continue
         drawn = param.suggest(trial, known)
         out.update(drawn)
         known[param.name] = drawn[param.name]
@@ -178,6 +189,8 @@ def pick_values(
     known = dict(fixed)
     out: dict[str, Any] = {}
     for p in params:
+        if not p.active(known):
+            continue
         pick = picks.get(p.name, base)
         if p.kind == "categorical":
             if pick == "default":

@@ -28,6 +28,7 @@ from rbm_tune.config import (
     warn_renamed,
 )
 from rbm_tune.errors import ConfigError, SpaceError
+from rbm_tune.space.conditions import conditions
 from rbm_tune.space.params import Bound, Param, checked_range, on_grid
 from rbm_tune.space.study import STUDY_KEYS
 from rbm_tune.space.values import NUM, is_int, number, one_line
@@ -42,7 +43,7 @@ _TERM = re.compile(
 )
 _AGG = re.compile(r"\s*(min|max)\s*\((.*)\)\s*")
 _KINDS = ("int", "float", "categorical")
-_OPTIONS = ("log", "step", "or_zero", "default")
+_OPTIONS = ("log", "step", "or_zero", "default", "when")
 _FIELD_KIND = {bool: "true/false", int: "integer", float: "number", str: "string"}
 
 
@@ -123,7 +124,9 @@ class Parser:
                 param = self.param(name, hint, value, order[:index], order)
                 if param.default is None and name in base:
                     param = self.base_default(param, base[name])
-                params.append(param)
+                before = {p.name: p for p in params}
+                when = conditions(self.fail, param, value.get("when"), before, self.choice)
+                params.append(dataclasses.replace(param, when=when))
             else:
                 fixed[name] = self.scalar(name, hint, value)
         return fixed, tuple(params), study
@@ -175,6 +178,11 @@ class Parser:
                     "write default: <a value in the range>",
                 )
         return dataclasses.replace(param, default=float(value) if param.kind == "float" else value)
+
+    def choice(self, name: str, value: object) -> Any:
+        """``value`` as a value of the field ``name`` (a ``when:`` choice)."""
+        section, _, key = name.partition(".")
+        return self.scalar(name, get_type_hints(SECTIONS[section])[key], value)
 
     def scalar(self, name: str, hint: Any, value: object) -> Any:
         """A fixed value (or a categorical choice) of the field's type."""

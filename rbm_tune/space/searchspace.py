@@ -30,7 +30,9 @@ class SearchSpace:
         study: the study settings.
         fixed: every hyperparameter that is not searched, by flat name (``dataset``,
             ``setting``, ``seed``, ``teacher.*``, ``student.*``, ``distill.*``, schema defaults
-            included): ``{**fixed, **final values}`` is exactly ``config_for(...).flat()``.
+            included): ``{**fixed, **final values}`` is exactly ``config_for(...).flat()``
+            but for the parameters a trial did not draw (``when:``), which hold the schema's
+            default there.
         params: the searched hyperparameters in sampling (file) order.
         overrides: the ``--set KEY=VALUE`` changes applied to the file (in the digest too).
     """
@@ -45,6 +47,11 @@ class SearchSpace:
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether some parameter is drawn only under a condition (``when:``, the family)."""
+        return any(p.when for p in self.params)
 
     def define_by_run(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Optuna/Ray define-by-run: draw every parameter in file order.

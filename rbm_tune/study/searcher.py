@@ -21,6 +21,11 @@ end PRUNED all the same.
 before its first suggestion, once: the record it keeps travels in the saved state, so a restored
 searcher never adds them again.
 
+:func:`tpe_sampler` is the study's TPE: for a space with conditional parameters (``when:``, the
+student family: a ``num_experts`` only MoE/RbM trials draw) Optuna's multivariate TPE with
+``group=True``, which models each set of parameters drawn together on the trials that drew them;
+otherwise the independent TPE every earlier study used.
+
 Everything else (suggestions, ``points_to_evaluate``, saving and restoring the searcher's state
 for ``Tuner.restore``) is OptunaSearch's own. Imported only by the driver: trial processes never
 load Optuna's searcher.
@@ -29,17 +34,28 @@ load Optuna's searcher.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from rbm_tune.metrics import EPOCH, FINAL, HELD_EPOCHS, POST_SWITCH_EPOCH
 from rbm_tune.study._compat import completed_trials, optuna_study, optuna_trials
 
-__all__ = ["TrialSearch"]
+__all__ = ["TrialSearch", "tpe_sampler"]
 
 logger = logging.getLogger(__name__)
+
+
+def tpe_sampler(space: Any, seed: int | None) -> optuna.samplers.TPESampler:
+    """TPE for ``space``: grouped multivariate where some parameter is conditional."""
+    if not getattr(space, "conditional", False):
+        return optuna.samplers.TPESampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 class TrialSearch(OptunaSearch):

@@ -95,12 +95,11 @@ def _fit_and_summarize(
     cache_dir: str | None,
     warm: Any = None,
 ) -> StudyResult:
-    import optuna
     import ray
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from rbm_tune.payload import TrialPayload
-    from rbm_tune.study.searcher import TrialSearch
+    from rbm_tune.study.searcher import TrialSearch, tpe_sampler
 
     study = space.study
     gpus_per_trial = study.gpus_per_trial
@@ -170,7 +169,7 @@ def _fit_and_summarize(
             space=space.define_by_run,
             metric=metric,
             mode=mode,
-            sampler=optuna.samplers.TPESampler(seed=study.sampler_seed),
+            sampler=tpe_sampler(space, study.sampler_seed),
             points_to_evaluate=None if warm is not None else opening,
         )
         if warm is not None:
