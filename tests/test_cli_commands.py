@@ -57,6 +57,7 @@ def test_spaces_lists_every_shipped_space_in_one_line(capsys: pytest.CaptureFixt
     assert demo[5] == "8"  # trials
     assert demo[6] == "8" and "params" in demo  # what it searches
     assert rows["arxiv"][1] == "ogbn-arxiv"
+    assert rows["cora-family"][1:5] == ["cora", "transductive", "sage", "mlp/moe/rbm"]
 
 
 def test_spaces_show_prints_the_file_exactly(capsys: pytest.CaptureFixture[str]) -> None:

@@ -70,10 +70,11 @@ def write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
 
 
 def test_shipped_file_set() -> None:
-    assert set(shipped_spaces()) == {"demo.yaml", *DATASET_SPACES}
+    # cora-family.yaml: cora.yaml with student.model searched (tests/test_space_conditions.py)
+    assert set(shipped_spaces()) == {"demo.yaml", "cora-family.yaml", *DATASET_SPACES}
 
 
-@pytest.mark.parametrize("name", sorted({"demo.yaml", *DATASET_SPACES}))
+@pytest.mark.parametrize("name", sorted({"demo.yaml", "cora-family.yaml", *DATASET_SPACES}))
 def test_every_shipped_space_loads(name: str) -> None:
     space = load_space(SHIPPED_DIR / name)
     assert space.path == SHIPPED_DIR / name

@@ -41,12 +41,12 @@ class SpaceSummary:
         searched = f"{len(self.searched)} params ({parts})" if self.searched else "nothing"
         return (
             f"{self.name:<18} {self.dataset:<17} {self.setting:<12} {self.teacher:<7} "
-            f"{self.student:<7} {self.trials:>6}  {searched}"
+            f"{self.student:<11} {self.trials:>6}  {searched}"
         )
 
 
 HEADER = (
-    f"{'space':<18} {'dataset':<17} {'setting':<12} {'teacher':<7} {'student':<7} "
+    f"{'space':<18} {'dataset':<17} {'setting':<12} {'teacher':<7} {'student':<11} "
     f"{'trials':>6}  searched"
 )
 
@@ -61,7 +61,10 @@ def summarize(path: Path) -> SpaceSummary:
         dataset=str(fixed["dataset"]),
         setting=str(fixed["setting"]),
         teacher=str(fixed.get("teacher.model", "sage")),
-        student=str(fixed.get("student.model", "rbm")),
+        student=next(  # a searched family: its choices, mlp/moe/rbm
+            ("/".join(map(str, p.choices)) for p in params if p.name == "student.model"),
+            str(fixed.get("student.model", "rbm")),
+        ),
         trials=int(trials),
         searched=tuple(p.name for p in params),
     )

@@ -102,6 +102,12 @@ def reachability_error(
             f"fixed k={k} (k must be < num_experts); raise its lower bound to "
             f"{k + 1} or search k: {{int: [1, num_experts - 1]}}"
         )
+    drawn_where = {p.name: p.when for p in params if p.when and p.name not in known}
+    if key in drawn_where:  # a conditional parameter not drawn here: its fix is its when
+        message = (
+            f"{message.split('; ')[0]}; {key} is not drawn there (only when "
+            f"{describe(drawn_where[key])}) and holds its default: widen its when"
+        )
     kinds = {p.name: p.kind for p in params}
     fixes = {None: f"change {key}", "categorical": f"drop that choice of {key}"}
     fix = "" if "; " in message else f"; {fixes.get(kinds.get(key), f'narrow the range of {key}')}"
