@@ -271,3 +271,17 @@ def test_warm_start_replays_an_mlp_trial_without_expert_parameters(tmp_path: Pat
     # an RbM trial of an earlier space without student.model: the family space draws the
     # model, so it is missing
     assert _replay(space, {"student.hidden_dim": 64, "distill.lr": 0.02}) == "missing"
+
+
+def test_mlflow_description_names_each_condition(tmp_path: Path) -> None:
+    from rbm_tune.metrics import OBJECTIVE
+    from rbm_tune.tracking.study_run import describe
+
+    space = load_space(write(tmp_path, FAMILY))
+    best = {"trial_id": "t1", OBJECTIVE: 0.9, "config": {}}
+    text = describe(
+        space, name="s", trials=4, best=best, values={"student.model": "mlp"}, storage=tmp_path
+    )
+    assert "multivariate, grouped" in text
+    row = next(line for line in text.splitlines() if "`student.num_experts`" in line)
+    assert "when student.model in ['moe', 'rbm']" in row and row.endswith("| - |")

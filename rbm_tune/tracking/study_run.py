@@ -57,6 +57,12 @@ def study_params(space: Any, *, name: str, trials: int) -> dict[str, Any]:
 
 
 def _range(p: Any) -> str:
+    when = getattr(p, "when", ())  # drawn only where it holds ("-" in the table otherwise)
+    text = _distribution(p)
+    return text + "".join(f"; when {name} in {list(allowed)}" for name, allowed in when)
+
+
+def _distribution(p: Any) -> str:
     if p.kind == "categorical":
         return f"one of {list(p.choices)}"
     assert p.low is not None and p.high is not None
@@ -92,8 +98,11 @@ def describe(
         else "no early stopping"
     )
     space_file = Path(space.path)
+    conditional = getattr(space, "conditional", False)
     lines = [
-        f"**Study `{name}`**: {trials} trials of Optuna TPE (seed {study.sampler_seed}) and "
+        f"**Study `{name}`**: {trials} trials of Optuna TPE ("
+        + ("multivariate, grouped: conditional parameters; " if conditional else "")
+        + f"seed {study.sampler_seed}) and "
         f"{scheduler} over `{space_file.name}` on `{fixed.get('dataset')}` "
         f"({fixed.get('setting')}), ranked by `{study.metric}` ({study.mode}).",
         "",
