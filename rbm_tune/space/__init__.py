@@ -60,6 +60,11 @@ Rules:
   the flat names ``student.num_experts``; the file order is the sampling order. The YAML
   dialect is :mod:`rbm_tune.yamlio`'s: ``1e-4`` is a number and a key written twice is an
   error. ``seed`` may also sit at the top level, as in a trial config.
+- ``when: {name: [choice, ...]}`` draws a parameter only where an earlier categorical
+  parameter took one of those choices; where ``student.model`` is searched, the keys only some
+  models read (``num_experts``, ``k``, ``router``, ...) get that condition implied
+  (:mod:`rbm_tune.space.conditions`). A parameter not drawn is absent from the trial's Optuna
+  parameters and MLflow params; its trial config holds the schema's default.
 - ``or_zero`` is encoded for Optuna as two parameters, so define-by-run needs only ``suggest_*``
   calls and TPE sees a clean conditional space: ``<name>.is_zero`` (categorical
   ``[False, True]``) and, only when it is False, ``<name>`` itself. The dict
@@ -82,7 +87,8 @@ into a :class:`~rbm_tune.config.TrialConfig` through ``optuna.trial.FixedTrial``
 a one-line :class:`~rbm_tune.errors.SpaceError`: ``<file>: <key>: <what is wrong>; <fix>``.
 
 Modules: :mod:`~rbm_tune.space.parser` (the file's keys, values and distributions),
-:mod:`~rbm_tune.space.params` (``Param``, ``Bound``), :mod:`~rbm_tune.space.corners` (the
+:mod:`~rbm_tune.space.params` (``Param``, ``Bound``), :mod:`~rbm_tune.space.conditions`
+(``when:``), :mod:`~rbm_tune.space.corners` (the
 reachability checks), :mod:`~rbm_tune.space.study` (the ``study:`` block),
 :mod:`~rbm_tune.space.searchspace` and :mod:`~rbm_tune.space.load`. This package imports
 neither torch nor Ray; Optuna only when a file is validated.
