@@ -14,6 +14,7 @@ from optuna.trial import FixedTrial
 from rbm_tune.config import FAMILY_KEYS, StudentSpec
 from rbm_tune.errors import SpaceError
 from rbm_tune.search_space import SHIPPED_DIR, load_space
+from rbm_tune.space.conditions import ignored_by_model
 from rbm_tune.space.params import effective_values
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -79,11 +80,22 @@ def test_fixed_trial_of_an_mlp_draws_no_expert_parameter(tmp_path: Path) -> None
     assert config.student.model == "mlp"
     assert config.student.num_experts == StudentSpec.num_experts
     assert config.student.router == StudentSpec.router
-    # MLflow's params of the trial: the fixed values and what it drew, nothing it did not use
-    logged = {**space.fixed, **effective_values(sampled)}
+    # MLflow's params of the trial (as rbm_tune.study.mlflow_callback builds them): the fixed
+    # values and what it drew, nothing it did not use, fixed keys its model ignores neither
+    drawn = effective_values(sampled)
+    ignored = ignored_by_model(drawn)
+    logged = {k: v for k, v in {**space.fixed, **drawn}.items() if k not in ignored}
     assert "student.num_experts" not in logged and "student.k" not in logged
     assert "student.vq_coef" not in logged and "distill.krd_bins" not in logged
-    assert logged["student.model"] == "mlp"
+    assert "student.sim_coef" in space.fixed and "student.sim_coef" not in logged  # fixed
+    assert logged["student.model"] == "mlp" and logged["student.dropout"] == 0.5
+    assert ignored_by_model({"student.model": "moe"}) == {
+        "student.momentum",
+        "student.vq_coef",
+        "student.sim_coef",
+        "student.input_attention",
+    }
+    assert ignored_by_model({"student.hidden_dim": 32}) == set()  # student.model not searched
     # an inactive parameter passed to config_for is an error, not silently trained with
     with pytest.raises(SpaceError, match=r"student\.num_experts: drawn only when"):
         space.config_for({**sampled, "student.num_experts": 3})

@@ -29,7 +29,7 @@ from rbm_tune.config import ALIASES, FAMILY_KEYS, RENAMED
 from rbm_tune.errors import SpaceError
 from rbm_tune.space.params import Param
 
-__all__ = ["MODEL", "conditions", "describe"]
+__all__ = ["MODEL", "conditions", "describe", "ignored_by_model"]
 
 MODEL = "student.model"
 
@@ -39,6 +39,15 @@ When = tuple[tuple[str, tuple[Any, ...]], ...]
 def describe(when: When) -> str:
     """``student.model in [moe, rbm]`` (conditions joined by ``and``)."""
     return " and ".join(f"{name} in {list(allowed)}" for name, allowed in when)
+
+
+def ignored_by_model(sampled: Mapping[str, Any]) -> set[str]:
+    """The family keys the trial's student ignores, where ``student.model`` was drawn
+    (``sampled``: a define-by-run dict): not logged to MLflow, even fixed ones."""
+    model = sampled.get(MODEL)
+    if model is None:
+        return set()
+    return {key for key, models in FAMILY_KEYS.items() if model not in models}
 
 
 def _flat(name: str, key: object) -> str:

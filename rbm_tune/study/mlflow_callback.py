@@ -5,7 +5,9 @@ operations of a :class:`~rbm_tune.tracking.outbox.Outbox` (ordered, kept on disk
 outage or a driver crash). A trial attempt that fails and is retried (``study.max_failures``)
 ends as a FAILED run; the retry gets a run of its own. A trial that was skipped for memory is
 tagged ``rbm_tune.skipped`` and logs no value. A trial run's params are the space's YAML names
-with the values the trial trained with (:func:`~rbm_tune.space.params.effective_values`); its
+with the values the trial trained with (:func:`~rbm_tune.space.params.effective_values`), less
+the keys its model ignores where the study searches ``student.model`` (an MLP's ``momentum``:
+:func:`~rbm_tune.space.conditions.ignored_by_model`); its
 ``best_val_acc`` ends at the trial's objective (:data:`~rbm_tune.metrics.OBJECTIVE`).
 """
 
@@ -41,6 +43,7 @@ from rbm_tune.metrics import (
     TRAIN_LOSS,
     VAL_ACC,
 )
+from rbm_tune.space.conditions import ignored_by_model
 from rbm_tune.space.params import effective_values
 from rbm_tune.testing import faults
 from rbm_tune.tracking.outbox import Outbox
@@ -160,8 +163,11 @@ class MlflowTrials(tune.Callback):
             "rbm_tune.attempt": str(failures if failed else failures + 1),
         }
         start_ms = self.start_ms.pop(tid, None)
-        # the YAML names with the values the trial trained with (no ``.is_zero`` switches)
-        params = {**self.fixed, **effective_values(trial.config)}
+        # the YAML names with the values the trial trained with (no ``.is_zero`` switches);
+        # a searched student family: not the keys the trial's model ignores
+        drawn = effective_values(trial.config)
+        ignored = ignored_by_model(drawn)
+        params = {k: v for k, v in {**self.fixed, **drawn}.items() if k not in ignored}
         self.outbox.send("start", tid, params, tags, adopt, start_ms)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -1,9 +1,10 @@
 """A study that searches the student family: ``student.model: {categorical: [mlp, rbm]}``.
 
 Real Ray, Optuna (grouped multivariate TPE) and MLflow (SQLite) on the embedded demo graph, a
-few 4-epoch trials: MLP trials draw and log no ``num_experts`` / ``k`` / RbM coefficients, RbM
+few 8-epoch trials: MLP trials draw and log no ``num_experts`` / ``k`` / RbM coefficients, RbM
 trials do; the RbM is handicapped (a load-balance loss 50-100 times its usual weight, an RbM-only
-parameter) so the plain distilled MLP wins, and ``rbm-tune best`` and ``rbm-tune train --config
+parameter, and a learning rate drawn for it alone, a thousandth of the MLP's) so the plain
+distilled MLP wins, and ``rbm-tune best`` and ``rbm-tune train --config
 best_config.yaml`` work for that MLP winner.
 """
 
@@ -26,14 +27,18 @@ FAMILY = """\
   model: {categorical: [mlp, rbm], default: rbm}
   load_balance_coef: {float: [50.0, 100.0]}
 """
-RBM_ONLY = {"student.num_experts", "student.k", "student.load_balance_coef"}
+# the RbM learns at a thousandth of the MLP's rate (the schema's 0.01): a `when:` on a key
+# every model reads
+RBM_LR = "  lr: {float: [1.0e-5, 2.0e-5], when: {student.model: [rbm]}}\n"
+RBM_ONLY = {"student.num_experts", "student.k", "student.load_balance_coef", "distill.lr"}
 
 
 def test_family_study_finds_the_mlp_and_logs_only_what_each_trial_used(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_space(workdir, "family", trials=5, concurrent=2, epochs=4)
-    path.write_text(path.read_text().replace("  model: rbm\n", FAMILY))
+    path = write_space(workdir, "family", trials=5, concurrent=2, epochs=8)
+    text = path.read_text().replace("  model: rbm\n", FAMILY)
+    path.write_text(text.replace("  lr: {categorical: [0.01, 0.00001], default: 0.01}\n", RBM_LR))
     space = load_space(path)
     assert space.conditional
     result = run_study(space, cpus=2, verbose=0)
@@ -57,15 +62,17 @@ def test_family_study_finds_the_mlp_and_logs_only_what_each_trial_used(
         params = run.data.params
         model = params["student.model"]
         assert model == models[run.data.tags["rbm_tune.trial_id"]]
+        # fixed keys an MLP ignores are not logged for it either
         if model == "mlp":
-            assert not RBM_ONLY & set(params), params
+            assert not (RBM_ONLY | {"student.momentum", "student.vq_coef"}) & set(params), params
         else:
-            assert RBM_ONLY <= set(params)
+            assert RBM_ONLY | {"student.momentum", "student.vq_coef"} <= set(params)
             assert int(params["student.k"]) < int(params["student.num_experts"])
 
     # the plain MLP wins; best_config.yaml is a valid MLP trial config
     best = load_config(result.storage_path / "best_config.yaml")
-    assert best.student.model == "mlp", models
+    assert best.student.model == "mlp", [(r["sampled"], r["val_acc"]) for r in rows]
+    assert best.distill.lr == 0.01
     from rbm_tune.cli import main
 
     capsys.readouterr()  # drop Ray Tune's progress output
