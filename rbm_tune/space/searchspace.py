@@ -53,6 +53,13 @@ class SearchSpace:
         """Whether some parameter is drawn only under a condition (``when:``, the family)."""
         return any(p.when for p in self.params)
 
+    @property
+    def undrawn_defaults(self) -> dict[str, Any]:
+        """What a trial config holds for each conditional parameter where it is not drawn (the
+        schema's default; MLflow logs it for the trials that use it, as for a fixed value)."""
+        schema = TrialConfig().flat()
+        return {p.name: schema[p.name] for p in self.params if p.when}
+
     def define_by_run(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Optuna/Ray define-by-run: draw every parameter in file order.
 

@@ -121,7 +121,12 @@ def _fit_and_summarize(
         {"cpu": study.cpus_per_trial, "gpu": gpus_per_trial},
     )
     mirror = MlflowTrials(
-        tracker, space.fixed, key.digest, storage / name / PENDING_MLFLOW, log=log
+        # a conditional parameter a trial does not draw: its default, unless its model ignores it
+        tracker,
+        {**space.undrawn_defaults, **space.fixed},
+        key.digest,
+        storage / name / PENDING_MLFLOW,
+        log=log,
     )
     callbacks: list[tune.Callback] = [mirror, console]
     run_config = tune.RunConfig(

@@ -30,7 +30,7 @@ FAMILY = """\
 # the RbM learns at a thousandth of the MLP's rate (the schema's 0.01): a `when:` on a key
 # every model reads
 RBM_LR = "  lr: {float: [1.0e-5, 2.0e-5], when: {student.model: [rbm]}}\n"
-RBM_ONLY = {"student.num_experts", "student.k", "student.load_balance_coef", "distill.lr"}
+RBM_ONLY = {"student.num_experts", "student.k", "student.load_balance_coef"}
 
 
 def test_family_study_finds_the_mlp_and_logs_only_what_each_trial_used(
@@ -49,6 +49,7 @@ def test_family_study_finds_the_mlp_and_logs_only_what_each_trial_used(
     assert set(models.values()) == {"mlp", "rbm"}, models
     for row in rows:
         drawn = set(row["sampled"])
+        assert ("distill.lr" in drawn) == (models[row["trial_id"]] == "rbm")
         assert (RBM_ONLY <= drawn) == (models[row["trial_id"]] == "rbm"), row["sampled"]
         assert RBM_ONLY & drawn in (set(), RBM_ONLY)
 
@@ -62,7 +63,9 @@ def test_family_study_finds_the_mlp_and_logs_only_what_each_trial_used(
         params = run.data.params
         model = params["student.model"]
         assert model == models[run.data.tags["rbm_tune.trial_id"]]
-        # fixed keys an MLP ignores are not logged for it either
+        # distill.lr, drawn for the RbM only: the MLP logs the 0.01 it trained with; the fixed
+        # keys an MLP ignores are not logged for it
+        assert (params["distill.lr"] == "0.01") == (model == "mlp"), params
         if model == "mlp":
             assert not (RBM_ONLY | {"student.momentum", "student.vq_coef"}) & set(params), params
         else:
