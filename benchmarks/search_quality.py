@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from rbm_tune.verdict import GLNN, TEACHER  # the evaluate table's row labels
+
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
 SCORE_BASE = 1000  # scoring seeds: SCORE_BASE + 1 .. SCORE_BASE + --score-seeds
 
@@ -64,6 +66,16 @@ def write_space(
     return path
 
 
+def _wall(workdir: Path, key: str, seconds: float | None = None) -> float:
+    """A run's wall seconds, kept in ``walls.json`` so a read-back run reports them too."""
+    path = workdir / "walls.json"
+    walls = json.loads(path.read_text()) if path.is_file() else {}
+    if seconds is not None:
+        walls[key] = seconds
+        path.write_text(json.dumps(walls, indent=1))
+    return float(walls.get(key, 0.0))
+
+
 def study(label: str, space_file: Path, workdir: Path, args: argparse.Namespace) -> float:
     """Run the study ``label`` (or read it back); its wall seconds (0 when read back)."""
     import ray
@@ -72,7 +84,7 @@ def study(label: str, space_file: Path, workdir: Path, args: argparse.Namespace)
     from rbm_tune.study import run_study
 
     if (workdir / "runs" / label / "trials.json").is_file():
-        return 0.0
+        return _wall(workdir, label)
     if ray.is_initialized():
         ray.shutdown()
     start = time.time()
@@ -88,7 +100,7 @@ def study(label: str, space_file: Path, workdir: Path, args: argparse.Namespace)
         log=lambda line: print(f"[{label}] {line}", flush=True),
     )
     ray.shutdown()
-    return time.time() - start
+    return _wall(workdir, label, time.time() - start)
 
 
 def evaluate(
@@ -105,7 +117,7 @@ def evaluate(
     pattern = f"evaluate-top{top}-seeds{seeds}{'-set-*' if sets else ''}.json"
     found = sorted((runs / label).glob(pattern))
     if found:
-        return json.loads(found[0].read_text()), 0.0
+        return json.loads(found[0].read_text()), _wall(workdir, found[0].name)
     if ray.is_initialized():
         ray.shutdown()
     start = time.time()
@@ -123,7 +135,7 @@ def evaluate(
     )
     ray.shutdown()
     (path,) = sorted((runs / label).glob(pattern))
-    return json.loads(path.read_text()), time.time() - start
+    return json.loads(path.read_text()), _wall(workdir, path.name, time.time() - start)
 
 
 def row(evaluation: dict[str, Any], model: str) -> list[dict[str, float]]:
@@ -168,7 +180,7 @@ def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
     selection, wall_sel = evaluate(a, workdir, args, k, s_sel, None)
     chosen = mean_val_choice(selection)
     scores, _ = evaluate(a, workdir, args, max(chosen, 1), s_score, SCORE_BASE)
-    rivals = {"GLNN": row(scores, "GLNN"), "teacher": row(scores, "teacher")}
+    rivals = {"GLNN": row(scores, GLNN), "teacher": row(scores, TEACHER)}
     cpu_h = args.cpus / 3600
     top1 = row(scores, "#1 ")
     lines.append(score_line(dataset, "search (1 seed)", top1, rivals, wall_a * cpu_h))
@@ -190,7 +202,7 @@ def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
         lines.append(f"| {dataset} | seeds_per_trial 2 | skipped: {str(err).splitlines()[0]} |")
     else:
         scores_c, _ = evaluate(c, workdir, args, 1, s_score, SCORE_BASE)
-        rivals_c = {"GLNN": row(scores_c, "GLNN"), "teacher": row(scores_c, "teacher")}
+        rivals_c = {"GLNN": row(scores_c, GLNN), "teacher": row(scores_c, TEACHER)}
         arm = "seeds_per_trial 2 (half the trials)"
         lines.append(score_line(dataset, arm, row(scores_c, "#1 "), rivals_c, wall_c * cpu_h))
     glnn = [r["test_acc"] for r in rivals["GLNN"]]
