@@ -22,6 +22,7 @@ from ray import tune
 
 from rbm_tune.errors import RbmTuneError, first_line
 from rbm_tune.metrics import POST_SWITCH_EPOCH
+from rbm_tune.storage import study_uri
 from rbm_tune.study._compat import disable_actor_reuse, replace_restored_callbacks
 from rbm_tune.study.console import StudyConsole, quiet_libraries
 from rbm_tune.study.mlflow_callback import PENDING_MLFLOW, MlflowTrials
@@ -46,6 +47,7 @@ def fit_and_summarize(
     resume: bool,
     verbose: int,
     log: Callable[[str], None],
+    remote: str | None = None,
     on_cluster: bool = False,
     cache_dir: str | None = None,
     warm: Any = None,
@@ -67,6 +69,7 @@ def fit_and_summarize(
             name=name,
             trials=trials,
             storage=storage,
+            remote=remote,
             resume=resume,
             verbose=verbose,
             log=log,
@@ -88,6 +91,7 @@ def _fit_and_summarize(
     name: str,
     trials: int,
     storage: Path,
+    remote: str | None,
     resume: bool,
     verbose: int,
     log: Callable[[str], None],
@@ -127,7 +131,8 @@ def _fit_and_summarize(
     callbacks: list[tune.Callback] = [mirror, console]
     run_config = tune.RunConfig(
         name=name,
-        storage_path=str(storage),
+        # an object store's URI (rbm_tune.storage): Ray Tune writes the trials there itself
+        storage_path=remote or str(storage),
         callbacks=callbacks,
         verbose=verbose,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -136,7 +141,7 @@ def _fit_and_summarize(
     if resume:
         try:
             tuner = tune.Tuner.restore(
-                str(storage / name),
+                study_uri(remote, name) if remote else str(storage / name),
                 trainable=trainable,
                 resume_unfinished=True,
                 resume_errored=True,
