@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +130,17 @@ def _study(space: Path, cwd: Path, env: dict[str, str], *args: str, **extra: str
     return proc.returncode, out
 
 
+def _cli(cwd: Path, env: dict[str, str], *args: str) -> str:
+    """``rbm-tune ARGS`` (not a study): its stdout; fails the test unless it exits 0."""
+    full = {**os.environ, **env, "RBM_TUNE_CACHE": str(cwd / "local-cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "rbm_tune", *args],
+        cwd=cwd, env=full, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_study_resume_and_teacher_cache_on_s3(tmp_path: Path, s3_server: dict[str, str]) -> None:
     env, name = s3_server, "s3study"
     space = write_study(tmp_path, name, trials=TRIALS, epochs=5, concurrent=2)
@@ -188,11 +201,21 @@ def test_study_resume_and_teacher_cache_on_s3(tmp_path: Path, s3_server: dict[st
     # ...and a second --resume sees the study finished, from the bucket alone
     mirror = tmp_path / "local-cache" / "storage"
     assert mirror.is_dir()
-    import shutil
-
     shutil.rmtree(mirror)
     code, out = _study(space, tmp_path, env, "--resume")
     assert code == 0 and "already finished" in out, out[-3000:]
+
+    # best and export read the study from the bucket alone (the mirror deleted again); the
+    # best trial's checkpoint is an s3:// URI in trials.json, downloaded to export it
+    trials = json.loads(_object(env, f"runs/{name}/trials.json"))
+    assert all(t["checkpoint"].startswith(f"s3://{BUCKET}/runs/{name}/") for t in trials
+               if not t["asha_stopped"]), trials  # fmt: skip
+    shutil.rmtree(mirror)
+    best = _cli(tmp_path, env, "best", "--name", name, "--storage-path", STORAGE)
+    assert best == _object(env, f"runs/{name}/best_config.yaml").decode()
+    out = _cli(tmp_path, env, "export", "--name", name, "--storage-path", STORAGE, "--out",
+               str(tmp_path / "student.pt"))  # fmt: skip
+    assert (tmp_path / "student.pt").is_file() and "exported trial" in out, out
 
     # 3. another study, the same teacher key: the teacher comes from the bucket's cache
     code, out = _study(space, tmp_path, env, "--name", "s3again", "--trials", "1")
