@@ -223,11 +223,13 @@ def _export(trial: dict[str, Any], ckpt: Path, out: Path, repeats: int) -> Expor
 def export_command(args: Any) -> int:
     """``rbm-tune export``: write the file, print what it is and how fast it answers."""
     from rbm_tune.paths import resolve_storage
-    from rbm_tune.storage import local_study
+    from rbm_tune.storage import local_study, with_query
 
     storage = resolve_storage(args.storage_path)
     local_study(args.storage_path, args.name)  # an object store's: pulled into its mirror
     trial = pick_trial(storage, args.name, args.trial)
+    # an s3:// checkpoint is read with the storage path's ?endpoint_override=... options
+    trial = {**trial, "checkpoint": with_query(str(trial["checkpoint"]), args.storage_path)}
     done = export_student(trial, Path(args.out))
     m, lat = done.meta, done.meta["latency_cpu"]
     print(

@@ -34,6 +34,7 @@ __all__ = [
     "remote_study_exists",
     "remote_study_files",
     "study_uri",
+    "with_query",
 ]
 
 # what rbm-tune writes into a study folder (Ray Tune writes the rest: its state, the trials)
@@ -196,3 +197,12 @@ def checkpoint_location(checkpoint: Any) -> str:
     path = str(checkpoint.path)
     kind = getattr(checkpoint.filesystem, "type_name", "local")
     return path if kind == "local" or "://" in path else f"{kind}://{path}"
+
+
+def with_query(location: str, storage_path: str | Path | None) -> str:
+    """``location`` (an object-store URI in the storage path) with the storage path's
+    ``?query`` (``endpoint_override``, ``scheme``...) when it has none of its own."""
+    remote = remote_storage(storage_path)
+    if remote is None or "?" not in remote or "://" not in location or "?" in location:
+        return location
+    return f"{location}?{remote.partition('?')[2]}"

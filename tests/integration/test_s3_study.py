@@ -16,7 +16,8 @@ with dummy credentials, as a user would reach MinIO. Through the real CLI:
 3. a second study (another name, same teacher key) takes the teacher from the bucket's cache:
    nothing trained, the cache's object count unchanged.
 
-MLflow stays local (SQLite in the test's folder). Skipped only when moto cannot start.
+The same once more with the endpoint in the URIs' query instead of ``AWS_ENDPOINT_URL``. MLflow
+stays local (SQLite in the test's folder). Skipped only when moto cannot start.
 """
 
 from __future__ import annotations
@@ -53,9 +54,14 @@ CREDENTIALS = {
 
 
 @pytest.fixture
-def s3_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """moto's S3 server on 127.0.0.1 with bucket ``rbm``; the environment that reaches it.
-    The server (its own process group) is killed at teardown."""
+def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1 with bucket ``rbm``; the environment that reaches it (the
+    processes the tests start get it on top of this one's, which loses any AWS endpoint,
+    storage path or tracking URI of the caller's). The server (its own process group) is
+    killed at teardown."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "RBM_TUNE_STORAGE",
+                 "MLFLOW_TRACKING_URI"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
     pytest.importorskip("moto.server", reason="moto[server] not installed (pip install .[dev])")
     boto3 = pytest.importorskip("boto3", reason="boto3 (a dependency of moto) not installed")
     port = free_port()
@@ -113,14 +119,19 @@ def _object(env: dict[str, str], key: str) -> bytes:
     return bytes(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
 
-def _study(space: Path, cwd: Path, env: dict[str, str], *args: str, **extra: str) -> Any:
+def _study(
+    space: Path,
+    cwd: Path,
+    env: dict[str, str],
+    *args: str,
+    storage: str = STORAGE,
+    cache: str = CACHE,
+    **extra: str,
+) -> Any:
     """``rbm-tune --space SPACE`` on the bucket; (exit status, output)."""
     full = {**env, "RBM_TUNE_CACHE": str(cwd / "local-cache"), **extra}
-    for name in ("RBM_TUNE_STORAGE", "MLFLOW_TRACKING_URI"):
-        full.pop(name, None)
-        os.environ.pop(name, None)  # rbm_tune_cli starts from os.environ
     proc = rbm_tune_cli(
-        "--space", str(space), "--cpus", "2", "--storage-path", STORAGE, "--cache-dir", CACHE,
+        "--space", str(space), "--cpus", "2", "--storage-path", storage, "--cache-dir", cache,
         *args, cwd=cwd, env=full,
     )  # fmt: skip
     try:
@@ -223,3 +234,23 @@ def test_study_resume_and_teacher_cache_on_s3(tmp_path: Path, s3_server: dict[st
     assert "(from cache)" in out and "(trained)" not in out, out[-4000:]
     assert _keys(env, "cache/teachers/") == teacher_keys
     assert "runs/s3again/results.csv" in _keys(env, "runs/s3again/")
+
+
+def test_endpoint_in_the_uri_query(tmp_path: Path, s3_server: dict[str, str]) -> None:
+    """The other way to name the server: pyarrow's ``?endpoint_override=HOST:PORT&scheme=http``
+    on both URIs, no ``AWS_ENDPOINT_URL``: a study trains and caches its teacher, writes its
+    trials and summary to the bucket, and ``export`` reads its checkpoint back."""
+    env = {k: v for k, v in s3_server.items() if k != "AWS_ENDPOINT_URL"}
+    host = s3_server["AWS_ENDPOINT_URL"].removeprefix("http://")
+    query = f"?endpoint_override={host}&scheme=http"
+    storage, cache = f"s3://{BUCKET}/q-runs{query}", f"s3://{BUCKET}/q-cache{query}"
+    space = write_study(tmp_path, "query", trials=2, epochs=4, concurrent=2)
+    code, out = _study(space, tmp_path, env, storage=storage, cache=cache)
+    assert code == 0, out[-4000:]
+    assert "(trained)" in out, out[-4000:]
+    assert any(k.endswith("/payload.pt") for k in _keys(s3_server, "q-cache/teachers/"))
+    keys = _keys(s3_server, "q-runs/query/")
+    assert "q-runs/query/finished.json" in keys and any("/checkpoint_" in k for k in keys), keys
+    out = _cli(tmp_path, env, "export", "--name", "query", "--storage-path", storage, "--out",
+               str(tmp_path / "student.pt"))  # fmt: skip
+    assert (tmp_path / "student.pt").is_file() and "exported trial" in out, out
