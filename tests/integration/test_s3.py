@@ -108,3 +108,22 @@ def test_study_folder_mirror_pull_and_push(
     stale.mkdir()
     (stale / "results.csv").write_text("old\n")
     assert not open_study(remote, "stale", stale) and not stale.exists()
+
+
+def test_best_of_a_study_the_bucket_lacks_names_the_uri(
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import pyarrow.fs
+
+    from rbm_tune.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("RBM_TUNE_CACHE", str(tmp_path / "cache"))
+    pyarrow.fs.FileSystem.from_uri("s3://rbm-bucket")[0].create_dir("rbm-bucket")
+    assert main(["best", "--name", "nosuch", "--storage-path", "s3://rbm-bucket/runs"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rbm-tune: error: no finished study 'nosuch' in s3://rbm-bucket/runs;")
+    assert "\n" not in err
