@@ -22,6 +22,7 @@ from ray import tune
 
 from rbm_tune.errors import RbmTuneError, first_line
 from rbm_tune.metrics import POST_SWITCH_EPOCH
+from rbm_tune.storage import study_uri
 from rbm_tune.study._compat import disable_actor_reuse, replace_restored_callbacks
 from rbm_tune.study.console import StudyConsole, quiet_libraries
 from rbm_tune.study.mlflow_callback import PENDING_MLFLOW, MlflowTrials
@@ -46,6 +47,7 @@ def fit_and_summarize(
     resume: bool,
     verbose: int,
     log: Callable[[str], None],
+    remote: str | None = None,
     on_cluster: bool = False,
     cache_dir: str | None = None,
     warm: Any = None,
@@ -87,14 +89,16 @@ def fit_and_summarize(
         callbacks: list[tune.Callback] = [mirror, console]
         run_config = tune.RunConfig(
             name=name,
-            storage_path=str(storage),
+            # an object store's URI (rbm_tune.storage): Ray Tune writes the trials there itself
+            storage_path=remote or str(storage),
             callbacks=callbacks,
             verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
         )
         if resume:
-            tuner = _restored_tuner(storage / name, trainable, callbacks, tracker)
+            where = study_uri(remote, name) if remote else str(storage / name)
+            tuner = _restored_tuner(where, name, trainable, callbacks, tracker)
         else:
             tuner = _new_tuner(space, trainable, run_config, trials, warm, storage / name)
         grid = tuner.fit()
@@ -112,17 +116,18 @@ def fit_and_summarize(
         )
 
 
-def _restored_tuner(folder: Path, trainable: Any, callbacks: list, tracker: Any) -> Any:
-    """The ``Tuner`` of the study in ``folder``, as Ray Tune saved it, with fresh callbacks."""
+def _restored_tuner(where: str, name: str, trainable: Any, callbacks: list, tracker: Any) -> Any:
+    """The ``Tuner`` of study ``name`` at ``where`` (a folder or an object store's URI), as Ray
+    Tune saved it, with fresh callbacks."""
     try:
         tuner = tune.Tuner.restore(
-            str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True
+            where, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     except Exception as err:  # noqa: BLE001 (whatever Ray's restore raises on bad state)
         tracker.close_orphan(tracker.parent_id, "resume failed: unreadable Ray state")
         raise RbmTuneError(
-            f"cannot resume study {folder.name!r}: Ray Tune could not read its state in "
-            f"{folder} ({first_line(err)}); start it again under a new --name (the teacher "
+            f"cannot resume study {name!r}: Ray Tune could not read its state in "
+            f"{where} ({first_line(err)}); start it again under a new --name (the teacher "
             "comes from the cache; finished trials stay in MLflow)"
         ) from None
     # a fresh callback: the pickled one holds no run ids
