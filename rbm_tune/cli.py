@@ -270,6 +270,15 @@ def build_parser() -> _Parser:
     p.add_argument("--name", default=None, help="study name (default: the space's)")
     p.add_argument("--resume", action="store_true", help="continue the study on the cluster")
     p.add_argument(
+        "--warm-start",
+        action="append",
+        default=None,
+        metavar="STUDY",
+        help="give the searcher an earlier study's finished trials first (repeatable): a study "
+        "folder or results.csv here (it travels with the job), else a study name in the "
+        "cluster's storage path",
+    )
+    p.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow URI as the cluster sees it (default: the head's $MLFLOW_TRACKING_URI, "

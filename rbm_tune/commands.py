@@ -14,6 +14,7 @@ from rbm_tune.config import find_config, shipped_configs
 from rbm_tune.errors import ConfigError
 from rbm_tune.paths import resolve_storage
 from rbm_tune.space.study import STUDY_NAME
+from rbm_tune.storage import local_study, remote_storage
 
 __all__ = [
     "cache_list",
@@ -347,7 +348,7 @@ def _already_finished(space: Any, args: argparse.Namespace) -> bool:
 
     name = args.name or space.study.name
     try:
-        check_not_finished(resolve_storage(args.storage_path) / name, name, args.storage_path)
+        check_not_finished(local_study(args.storage_path, name), name, args.storage_path)
     except StudyAlreadyFinished as done:
         print(done)
         return True
@@ -428,8 +429,8 @@ def _next_args(args: argparse.Namespace) -> dict[str, str]:
 def best(args: argparse.Namespace) -> int:
     """``rbm-tune best --name STUDY``: the best config, as YAML ready for ``rbm-tune train``."""
     check_study_name(args.name)
-    storage = resolve_storage(args.storage_path)
-    path = storage / args.name / "best_config.yaml"
+    storage = remote_storage(args.storage_path) or resolve_storage(args.storage_path)
+    path = local_study(args.storage_path, args.name) / "best_config.yaml"
     if not path.is_file():
         raise ConfigError(
             f"no finished study {args.name!r} in {storage}; check --name / --storage-path, or "

@@ -368,9 +368,11 @@ def evaluate_command(args: Any) -> int:
     import sys
 
     from rbm_tune.paths import resolve_storage
+    from rbm_tune.storage import local_study
 
     parse_overrides(args.overrides, space=False)  # a bad --set: one line before Ray loads
     storage = resolve_storage(args.storage_path)
+    local_study(args.storage_path, args.name)  # an object store's: pulled into its mirror
     table = evaluate_study(
         args.name,
         top=args.top,

@@ -32,6 +32,8 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -102,6 +104,30 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
         ConfigError: the trial's checkpoint is gone or was written by an older rbm-tune.
         RuntimeError: the traced module does not reproduce the eager logits.
     """
+    with _local_checkpoint(str(trial["checkpoint"])) as ckpt:
+        return _export(trial, ckpt, out, repeats)
+
+
+@contextmanager
+def _local_checkpoint(location: str) -> Iterator[Path]:
+    """The checkpoint folder ``location``, downloaded to a temporary folder when it is an
+    object-store URI (a study on ``--storage-path s3://...``)."""
+    if "://" not in location:
+        yield Path(location)
+        return
+    import tempfile
+
+    import pyarrow.fs
+
+    with tempfile.TemporaryDirectory(prefix="rbm-tune-ckpt-") as tmp:
+        try:
+            pyarrow.fs.copy_files(location, tmp)
+        except (OSError, ValueError):
+            pass  # then the files are missing: the caller's one line says so
+        yield Path(tmp)
+
+
+def _export(trial: dict[str, Any], ckpt: Path, out: Path, repeats: int) -> Export:
     import torch
     from torch import nn
 
@@ -109,7 +135,6 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
     from rbm_tune.models import build_student
     from rbm_tune.models.sparse import forbid_sparse
 
-    ckpt = Path(trial["checkpoint"])
     weights, meta_path = ckpt / "student.pt", ckpt / META
     if not weights.is_file() or not meta_path.is_file():
         raise ConfigError(
@@ -198,9 +223,13 @@ def export_student(trial: dict[str, Any], out: Path, *, repeats: int = 20) -> Ex
 def export_command(args: Any) -> int:
     """``rbm-tune export``: write the file, print what it is and how fast it answers."""
     from rbm_tune.paths import resolve_storage
+    from rbm_tune.storage import local_study, with_query
 
     storage = resolve_storage(args.storage_path)
+    local_study(args.storage_path, args.name)  # an object store's: pulled into its mirror
     trial = pick_trial(storage, args.name, args.trial)
+    # an s3:// checkpoint is read with the storage path's ?endpoint_override=... options
+    trial = {**trial, "checkpoint": with_query(str(trial["checkpoint"]), args.storage_path)}
     done = export_student(trial, Path(args.out))
     m, lat = done.meta, done.meta["latency_cpu"]
     print(

@@ -112,7 +112,11 @@ def _client(address: str | None) -> Any:
         ) from None
 
 
-def _entrypoint(args: argparse.Namespace, space_file: str) -> str:
+def _entrypoint(
+    args: argparse.Namespace, space_file: str, warm_start: list[str] | None = None
+) -> str:
+    """The study command the head runs; ``warm_start``: the ``--warm-start`` values as the job
+    sees them (:func:`_ship_warm_start`), default ``args.warm_start`` verbatim."""
     python = shlex.quote(args.python)
     parts = [f"{python} -m rbm_tune --space {shlex.quote(space_file)} --address auto"]
     for attr, flag in _FORWARDED:
@@ -121,12 +125,40 @@ def _entrypoint(args: argparse.Namespace, space_file: str) -> str:
             parts.append(f"{flag} {shlex.quote(str(value))}")
     for item in getattr(args, "overrides", None) or ():
         parts.append(f"--set {shlex.quote(item)}")
+    for source in warm_start if warm_start is not None else args.warm_start or ():
+        parts.append(f"--warm-start {shlex.quote(source)}")
     if args.resume:
         parts.append("--resume")
     storage = shlex.quote(args.storage_path) if args.storage_path else _STORAGE_DEFAULT
     tracking = shlex.quote(args.tracking_uri) if args.tracking_uri else _TRACKING_DEFAULT
     parts.append(f"--storage-path {storage} --tracking-uri {tracking}")
     return " ".join(parts)
+
+
+def _ship_warm_start(sources: list[str] | None, workdir: Path) -> list[str]:
+    """``--warm-start`` values for the job: an earlier study folder (or its results.csv) on
+    this machine travels with the job (its trials.json and results.csv, copied into the job's
+    working directory as ``warm-start/<i>``); anything else is a study name the head resolves
+    in its own storage path."""
+    shipped: list[str] = []
+    for i, source in enumerate(sources or ()):
+        path = Path(source).expanduser()
+        folder = path.parent if path.name == "results.csv" else path
+        if not path.exists():
+            shipped.append(source)
+            continue
+        if not (folder / "trials.json").is_file():
+            raise ConfigError(
+                f"--warm-start {source}: no finished study there (no trials.json in {folder}); "
+                "name a study folder, its results.csv, or a study in the cluster's storage path"
+            )
+        target = workdir / "warm-start" / str(i)
+        target.mkdir(parents=True)
+        for name in ("trials.json", "results.csv"):
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, target / name)
+        shipped.append(f"warm-start/{i}")
+    return shipped
 
 
 def _runtime_env(workdir: Path, use_installed: bool) -> dict[str, Any]:
@@ -157,13 +189,14 @@ def submit(args: argparse.Namespace) -> int:
             "have; remove --gpus (resources.gpus_per_trial in the space sets each trial's share)"
         )
     check_study_name(args.name)
-    client = _client(args.address)
     name = args.name or space.study.name
     with tempfile.TemporaryDirectory(prefix="rbm-tune-job-") as tmp:
         workdir = Path(tmp)
         space_file = Path(space.path).name
         shutil.copyfile(space.path, workdir / space_file)
-        entrypoint = _entrypoint(args, space_file)
+        warm = _ship_warm_start(getattr(args, "warm_start", None), workdir)
+        entrypoint = _entrypoint(args, space_file, warm)
+        client = _client(args.address)
         deadline = time.monotonic() + 90
         while True:
             try:

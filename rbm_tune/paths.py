@@ -78,10 +78,10 @@ def check_uri(text: str, flag: str) -> str:
 
 
 def resolve_storage(storage_path: str | Path | None) -> Path:
-    """Ray Tune's results folder: ``--storage-path``, else ``$RBM_TUNE_STORAGE``, else
-    ``./rbm-tune-runs``; absolute. A ``file://`` URI is its local path; an object-store URI
-    (``s3://``, ``gs://``...) is refused in one line (the study folder is written locally)
-    rather than turned into a folder named ``s3:`` under the current directory."""
+    """The local folder of the studies' folders: ``--storage-path``, else
+    ``$RBM_TUNE_STORAGE``, else ``./rbm-tune-runs``; absolute. A ``file://`` URI is its local
+    path; an object-store URI (``s3://``, ``gs://``...) is its local mirror
+    (:func:`rbm_tune.storage.mirror_dir`: Ray Tune writes the trials to the URI itself)."""
     chosen = storage_path or os.environ.get(STORAGE_ENV) or Path.cwd() / "rbm-tune-runs"
     text = check_uri(str(chosen), "--storage-path")
     if text.startswith("file://"):
@@ -89,11 +89,7 @@ def resolve_storage(storage_path: str | Path | None) -> Path:
 
         return Path(unquote(urlparse(text).path)).resolve()
     if "://" in text:
-        from rbm_tune.errors import ConfigError
+        from rbm_tune.storage import mirror_dir
 
-        raise ConfigError(
-            f"--storage-path {text!r}: object-store storage is not supported yet; give a "
-            "directory every node mounts (NFS, Lustre...) and put the teacher cache on "
-            "--cache-dir s3://... instead"
-        )
+        return mirror_dir(text)
     return Path(text).expanduser().resolve()

@@ -145,3 +145,45 @@ def test_run_study_refuses_to_resume_a_finished_study_before_anything_starts(
     assert (done.value.name, done.value.trials, done.value.best_trial) == ("demo", 3, "t_00000")
     assert "already finished (3 trials); nothing to do" in str(done.value)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["demo", "finished.json"]
+
+
+def test_submit_ships_a_local_warm_start_study_and_forwards_a_name(tmp_path: Path) -> None:
+    """A study folder here travels with the job (its trials.json and results.csv); a name the
+    does not exist here is passed on for the cluster's storage path."""
+    from rbm_tune.jobs import _entrypoint, _ship_warm_start
+
+    earlier = tmp_path / "runs" / "cora-old"
+    earlier.mkdir(parents=True)
+    (earlier / "trials.json").write_text("[]")
+    (earlier / "results.csv").write_text("trial_id\n")
+    args = build_parser().parse_args(
+        [
+            "submit",
+            "--space",
+            "demo",
+            "--warm-start",
+            str(earlier / "results.csv"),
+            "--warm-start",
+            "cora-on-the-cluster",
+        ]
+    )
+    job = tmp_path / "job"
+    job.mkdir()
+    shipped = _ship_warm_start(args.warm_start, job)
+    assert shipped == ["warm-start/0", "cora-on-the-cluster"]
+    assert sorted(p.name for p in (job / "warm-start" / "0").iterdir()) == [
+        "results.csv",
+        "trials.json",
+    ]
+    command = _entrypoint(args, "demo.yaml", shipped)
+    assert "--warm-start warm-start/0 --warm-start cora-on-the-cluster" in command
+
+
+def test_submit_refuses_a_warm_start_folder_without_a_finished_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "not-a-study"
+    empty.mkdir()
+    code = main(["submit", "--space", "demo", "--warm-start", str(empty)])
+    assert code == 2
+    _one_line_error(capsys.readouterr().err, "--warm-start", "trials.json")

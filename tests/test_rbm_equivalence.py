@@ -373,3 +373,30 @@ def test_moe_pretraining_sends_contiguous_slices_to_experts() -> None:
     out, aux = layer(x)
     assert torch.allclose(out, expected, atol=ATOL)
     assert aux.item() == 0.0
+
+
+def test_tracing_the_eval_mix_raises_no_tracer_warning() -> None:
+    """``rbm-tune export`` traces the student in eval mode: the per-pair dropout branch is
+    decided by module flags before any traced size is compared (no TracerWarning)."""
+    import warnings
+
+    class Mix(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bank, self.dropout = ExpertBank(4, 6, 3), nn.Dropout(0.5)
+            self.register_buffer("index", torch.tensor([[0, 1], [2, 3], [1, 0]]))
+            self.register_buffer("weight", torch.full((3, 2), 0.5))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.bank.mix(
+                x, self.index, self.weight, dropout=self.dropout, per_pair=True, sparse=False
+            )
+
+    mix = Mix().eval()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        with torch.no_grad():
+            traced = torch.jit.trace(mix, torch.rand(3, 6), check_trace=False)
+    x = torch.rand(3, 6)
+    assert torch.allclose(traced(x), mix(x))

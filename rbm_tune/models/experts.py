@@ -125,7 +125,9 @@ class ExpertBank(nn.Module):
         w_stack = self.weight if gate is None else self.weight * gate.unsqueeze(1)
         w_all = w_stack.reshape(num_experts * out_dim, in_dim)
         b_all = self.bias.reshape(num_experts * out_dim)
-        if per_pair and k > 1 and dropout.training and dropout.p > 0:
+        # the module flags first: under torch.jit.trace (export, eval mode) ``k`` is a traced
+        # size, and comparing it would warn that the trace freezes the branch
+        if per_pair and dropout.training and dropout.p > 0 and k > 1:
             # Dropout of an expanded view draws a fresh mask for every (slot, node, feature).
             x_pairs = dropout(x.unsqueeze(0).expand(k, batch, in_dim))
             y = F.linear(x_pairs, w_all, b_all).view(k, batch, num_experts, out_dim)

@@ -1,7 +1,8 @@
 """A study's compact console: one progress view, one line per ended trial, each warning once.
 
 By default a study prints no output of Ray Tune's own (no tables, result boxes or TensorBoard
-hint: :func:`quiet_libraries` turns Ray Tune's output engine and Optuna's INFO lines off), and
+hint: :func:`quiet_libraries`, from :mod:`rbm_tune.study.quiet`, turns Ray Tune's output
+engine and Optuna's INFO lines off), and
 :class:`StudyConsole`, a Ray Tune ``Callback``, prints instead:
 
 * a line per ended trial, ``[3/8] trial 5c7e1a2b finished: val_acc 0.7612 (epoch 27)``
@@ -23,20 +24,19 @@ summary after the search: ``rbm_tune.study.report``.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ray import tune
 
 from rbm_tune.metrics import EPOCH, FINAL, SKIPPED, VAL_ACC, WARNING
+from rbm_tune.study.quiet import quiet_libraries
 
 __all__ = [
     "HEARTBEAT_S",
@@ -52,58 +52,6 @@ __all__ = [
 
 HEARTBEAT_S = 30.0  # a plain status line at most this often when the output is not a terminal
 REDRAW_S = 0.5  # a terminal's status line at most this often
-
-# Ray Tune's settings for a study without --verbose (a user's own values are kept): its legacy
-# output engine, silent at verbose=0 (the new one prints tables and a TensorBoard hint even
-# then), and no traceback per failed trial attempt (the console prints a line instead)
-QUIET_ENV = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
-# Ray loggers whose routine warnings a study does not show without --verbose (experiment-state
-# snapshot and checkpoint-sync notices, auth-token hints): a study's errors come as its own lines
-RAY_LOGGERS = ("ray.tune", "ray.train", "ray.air", "ray._private.auth", "ray.util.annotations")
-
-
-@contextmanager
-def quiet_libraries(enabled: bool = True) -> Iterator[None]:
-    """Inside the block, silence the libraries' routine output (a study without ``--verbose``);
-    everything is as it was afterwards (a study may run inside another program).
-
-    Ray Tune's new output engine prints its configuration table, a TensorBoard hint and a final
-    trial table even at ``verbose=0``; with ``RAY_AIR_NEW_OUTPUT=0`` the legacy engine runs,
-    which at ``verbose=0`` prints nothing (:data:`QUIET_ENV`, a user's own values kept).
-    Optuna's INFO lines ("A new study created in memory ...") and the routine warnings of Ray's
-    loggers (:data:`RAY_LOGGERS`) are lowered to errors.
-    """
-    if not enabled:
-        yield
-        return
-    import optuna
-
-    env = {name: os.environ.get(name) for name in QUIET_ENV}
-    verbosity = optuna.logging.get_verbosity()
-    levels = {name: logging.getLogger(name).level for name in RAY_LOGGERS}
-    for name, value in QUIET_ENV.items():
-        os.environ.setdefault(name, value)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in RAY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    summary = logging.getLogger("ray.tune.tune")
-    summary.addFilter(_no_incomplete_trials)
-    try:
-        yield
-    finally:
-        for key, before in env.items():
-            if before is None:
-                os.environ.pop(key, None)
-        optuna.logging.set_verbosity(verbosity)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-        summary.removeFilter(_no_incomplete_trials)
-
-
-def _no_incomplete_trials(record: logging.LogRecord) -> bool:
-    """Drop Ray Tune's closing "Trials did not complete: [<trial names>]" error: the console
-    printed each errored trial, and the study's summary counts them."""
-    return record.msg != "Trials did not complete: %s"
 
 
 def format_duration(seconds: float) -> str:

@@ -48,7 +48,7 @@ from rbm_tune.space.params import effective_values
 from rbm_tune.testing import faults
 from rbm_tune.tracking.outbox import Outbox
 
-__all__ = ["PENDING_MLFLOW", "MlflowTrials"]
+__all__ = ["FINAL_STEP", "PENDING_MLFLOW", "MlflowTrials"]
 
 PENDING_MLFLOW = "mlflow-pending.json"  # the outbox, in the study folder
 
@@ -77,6 +77,12 @@ FINAL_LOGGED = (
 def logged(metrics: dict[str, Any]) -> dict[str, Any]:
     """The per-epoch metrics MLflow gets from one epoch's report."""
     return {k: metrics[k] for k in LOGGED if k in metrics}
+
+
+# the step of a finished trial's end-of-trial values: MLflow's UI draws a metric whose latest step
+# is 0 as a bar chart (one bar per run, side by side on the compare page) and one whose latest
+# step is >= 1 as a line chart, where a value logged once is a lone dot
+FINAL_STEP = 0
 
 
 def final_logged(result: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +198,7 @@ class MlflowTrials(tune.Callback):
             self.results += 1
             return
         if result.get(FINAL):
-            rows.append([final_logged(result), step])
+            rows.append([final_logged(result), FINAL_STEP])
             self.finished.add(tid)
         else:
             rows.append([logged(result), step])

@@ -69,6 +69,7 @@ def run_study(
     """
     from rbm_tune.data import load_graph
     from rbm_tune.paths import resolve_storage
+    from rbm_tune.storage import open_study, remote_storage, study_uri
     from rbm_tune.teacher_cache import TeacherKey, check_cache_dir
     from rbm_tune.tracking import (
         ARTIFACTS_DIR,
@@ -82,8 +83,12 @@ def run_study(
     study = space.study
     name = name or study.name
     trials = num_trials or study.num_trials
-    storage = resolve_storage(storage_path)
+    storage = resolve_storage(storage_path)  # an object store's: its local mirror
     experiment_dir = storage / name
+    remote = remote_storage(storage_path)  # s3://... (rbm_tune.storage), else None
+    exists = open_study(remote, name, experiment_dir) if remote else experiment_dir.exists()
+    # where Ray Tune keeps the study: the folder, or the URI the trials write to
+    ray_dir = study_uri(remote, name) if remote else str(experiment_dir)
     uri = resolve_tracking_uri(tracking_uri)
 
     if resume:  # a study that ended: nothing to do, nothing written (rbm_tune.study.finished)
@@ -101,6 +106,9 @@ def run_study(
     check_versions()
     warm = None
     if warm_start and not resume:
+        for source in warm_start:  # names of studies in the bucket: into its mirror
+            if remote and "/" not in source and not Path(source).expanduser().exists():
+                open_study(remote, source, storage / source)
         warm = load_warm_start(warm_start, storage, space, *_objectives(study))
         log(warm.note)
     check_reachable(uri)
@@ -117,18 +125,18 @@ def run_study(
     )
     from ray.tune import Tuner
 
-    if resume and not Tuner.can_restore(str(experiment_dir)):
+    if resume and not Tuner.can_restore(ray_dir):
         raise RbmTuneError(
-            f"no study {name!r} to resume in {storage}; run without --resume to start it"
+            f"no study {name!r} to resume in {remote or storage}; run without --resume to start it"
         )
     if resume:
-        _check_state_files(experiment_dir)
+        _check_state_files(experiment_dir, remote)
     if resume and warm_start:
         log(check_resume(experiment_dir, warm_start, storage))
-    if not resume and experiment_dir.exists():
+    if not resume and exists:
         raise RbmTuneError(
-            f"study {name!r} already exists in {storage}; pass --resume to continue it or "
-            "--name to start a new one"
+            f"study {name!r} already exists in {remote or storage}; pass --resume to continue "
+            "it or --name to start a new one"
         )
     cache = check_cache_dir(cache_dir)
     if not address:
@@ -143,9 +151,8 @@ def run_study(
         from rbm_tune.paths import cache_subdir
         from rbm_tune.study.storage_check import check_storage_visible
 
-        check_storage_visible(
-            {"storage path": storage, "teacher cache": cache_subdir(cache_dir, "teachers")}
-        )
+        teachers = cache_subdir(cache_dir, "teachers")
+        check_storage_visible({"storage path": remote or storage, "teacher cache": teachers})
         # GPUs a trial asks for that the cluster lacks: a bounded wait, not trials pending forever
         wait_for_gpus(study.gpus_per_trial, study.cpus_per_trial, address=address, log=log)
 
@@ -191,23 +198,32 @@ def run_study(
         f"teacher {key.digest[:12]} ({'trained' if trained else 'from cache'}): test_acc "
         f"{teacher.test_acc:.4f} at best val_acc {teacher.val_acc:.4f}"
     )
-    return fit_and_summarize(
-        space,
-        graph,
-        teacher,
-        key,
-        tracker,
-        trained,
-        name=name,
-        trials=trials,
-        storage=storage,
-        resume=resume,
-        verbose=verbose,
-        log=log,
-        on_cluster=bool(address) and address != "local",
-        cache_dir=None if cache_dir is None else str(cache_dir),
-        warm=warm,
-    )
+    if remote:  # the mirror's study folder: the outbox and the summary are written there
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return fit_and_summarize(
+            space,
+            graph,
+            teacher,
+            key,
+            tracker,
+            trained,
+            name=name,
+            trials=trials,
+            storage=storage,
+            remote=remote,
+            resume=resume,
+            verbose=verbose,
+            log=log,
+            on_cluster=bool(address) and address != "local",
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            warm=warm,
+        )
+    finally:  # the summary (or, if the study stopped, its MLflow outbox) up to the bucket
+        if remote:
+            from rbm_tune.storage import push
+
+            push(experiment_dir, remote, name)
 
 
 def _objectives(study: Any) -> tuple[list[str], list[str]]:
@@ -255,18 +271,36 @@ def _check_fits(space: Any, graph: Any, cpus: int | None, log: Callable[[str], N
         )
 
 
-def _check_state_files(experiment_dir: Path) -> None:
-    """Refuse, before anything is written, to resume from an unreadable experiment state."""
-    for path in sorted(experiment_dir.glob("experiment_state*.json")):
+def _check_state_files(experiment_dir: Path, remote: str | None = None) -> None:
+    """Refuse, before anything is written, to resume from an unreadable experiment state (in
+    the study folder, or for an object-store storage path, in ``<remote>/<study>/``)."""
+    if remote:
+        from rbm_tune.storage import remote_study_files
+
+        states = remote_study_files(remote, experiment_dir.name, "experiment_state*.json")
+    else:
+        states = [
+            (str(p), _read(p)) for p in sorted(experiment_dir.glob("experiment_state*.json"))
+        ]
+    for path, data in states:
         try:
-            json.loads(path.read_text())
+            if data is None:
+                raise OSError("unreadable")
+            json.loads(data)
         except (OSError, ValueError) as err:
             raise RbmTuneError(
                 f"cannot resume study {experiment_dir.name!r}: its Ray Tune state {path} is "
                 f"damaged ({type(err).__name__}); start it again under a new --name (the teacher "
                 "comes from the cache; finished trials stay in MLflow and their results in "
-                f"{experiment_dir})"
+                f"{remote or experiment_dir})"
             ) from None
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _log_teacher(tracker: Any, key: Any, teacher: Any, trained: bool) -> None:

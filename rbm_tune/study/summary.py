@@ -34,6 +34,7 @@ from rbm_tune.metrics import (
     TEST_ACC,
     VAL_ACC,
 )
+from rbm_tune.storage import checkpoint_location
 from rbm_tune.study.finished import mark_finished
 from rbm_tune.testing import faults
 from rbm_tune.tracking.study_run import best_tags
@@ -323,7 +324,7 @@ def _write_trials(space: Any, done: list[dict[str, Any]], path: Path) -> None:
                 "metrics": r["metrics"],
                 "sampled": r["config"],
                 "config": space.config_for(r["config"]).to_dict(),
-                "checkpoint": None if checkpoint is None else str(checkpoint.path),
+                "checkpoint": None if checkpoint is None else checkpoint_location(checkpoint),
             }
         )
     path.write_text(json.dumps(rows, indent=1, default=str))

@@ -191,6 +191,7 @@ def test_exported_student_loads_with_plain_torch_and_predicts_the_same(study: Pa
     out = _cli(study, "export", "--name", "multi", "--out", str(target))
     best = next(t for t in _trials(study) if not t["asha_stopped"])
     assert best["trial_id"] in out and "batch of 1" in out
+    assert "Warning" not in out  # e.g. a TracerWarning from tracing the student
     meta = json.loads(target.with_name("student.pt.json").read_text())
     assert meta["in_dim"] == 32 and meta["feature_columns"]["deepwalk_pe"] is None
 

@@ -11,40 +11,34 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import stop_process_group
+from tests.support.processes import rbm_tune_cli, stop_process_group
 from tests.support.spaces import write_space
 
 TRIALS = 8  # the demo space's study.num_trials
 
 
 def test_demo_study_prints_a_compact_log(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "HOME": str(tmp_path),  # Ray's token file lands here (token auth on, as for a user)
-        "RBM_TUNE_CACHE": str(tmp_path / "cache"),  # its own cache: the teacher is trained
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # loopback only (STACK.md)
-        "RAY_USAGE_STATS_ENABLED": "0",  # no traffic off the machine
-    }
-    # as a user's shell has them: Ray's defaults, whose notices the console must keep out
-    for name in ("RAY_AUTH_MODE", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"):
-        env.pop(name, None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RBM_TUNE_STORAGE", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rbm_tune", "--space", "demo"],
+    proc = rbm_tune_cli(
+        "--space",
+        "demo",
         cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        env={
+            "HOME": str(tmp_path),  # Ray's token file lands here (token auth on, as for a user)
+            "RBM_TUNE_CACHE": str(tmp_path / "cache"),  # its own cache: the teacher is trained
+        },
+        # as a user's shell has them: Ray's defaults, whose notices the console must keep out;
+        # no tracking URI or storage: the defaults in the working directory
+        unset=(
+            "RAY_AUTH_MODE",
+            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+            "MLFLOW_TRACKING_URI",
+            "RBM_TUNE_STORAGE",
+        ),
     )
     try:
         out, _ = proc.communicate(timeout=500)

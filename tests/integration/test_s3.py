@@ -1,11 +1,13 @@
-"""The content store behind the teacher cache (rbm_tune/store.py) through a real S3 API: moto's
-standalone server on 127.0.0.1, reached with an ``s3://`` URI and pyarrow's
-``endpoint_override`` query. Skipped when ``moto[server]`` is not installed (``.[dev]``)."""
+"""rbm_tune/store.py (the content store behind the teacher cache) and rbm_tune/storage.py (a
+study folder's mirror of an object-store storage path) through a real S3 API: moto's
+standalone server on 127.0.0.1, reached with ``s3://`` URIs (pyarrow's ``endpoint_override``
+query, or ``AWS_ENDPOINT_URL``). Skipped when ``moto[server]`` is not installed (``.[dev]``)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,71 @@ def test_content_store_round_trip_through_s3(s3_endpoint: str) -> None:
     entry = again.get_entry(digest, lambda e: e)
     assert entry is not None and entry.payload == b"payload bytes"
     assert entry.meta["kind"] == "test"
+
+
+def test_study_folder_mirror_pull_and_push(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rbm_tune/storage.py: push copies the mirror's study files up and deletes a drained
+    outbox there; pull brings down only rbm-tune's files that the mirror lacks (never Ray
+    Tune's state); open_study drops the mirror of a study the bucket no longer holds."""
+    import pyarrow.fs
+
+    from rbm_tune.storage import open_study, pull, push, remote_study_files
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    fs, _ = pyarrow.fs.FileSystem.from_uri("s3://rbm-bucket")
+    fs.create_dir("rbm-bucket")
+    remote = "s3://rbm-bucket/runs"
+    here = tmp_path / "mirror" / "st"
+    (here / "plots").mkdir(parents=True)
+    (here / "results.csv").write_text("trial_id\nA\n")
+    (here / "mlflow-pending.json").write_text("[]")
+    (here / "plots" / "p.png").write_bytes(b"png")
+    push(here, remote, "st")
+    with fs.open_output_stream("rbm-bucket/runs/st/experiment_state-x.json") as out:
+        out.write(b"{}")  # Ray Tune's
+    (here / "mlflow-pending.json").unlink()  # drained
+    push(here, remote, "st")
+    selector = pyarrow.fs.FileSelector("rbm-bucket/runs/st", recursive=True)
+    names = sorted(i.path for i in fs.get_file_info(selector))
+    assert names == [
+        "rbm-bucket/runs/st/experiment_state-x.json",
+        "rbm-bucket/runs/st/plots",
+        "rbm-bucket/runs/st/plots/p.png",
+        "rbm-bucket/runs/st/results.csv",
+    ], names
+    (state,) = remote_study_files(remote, "st", "experiment_state*.json")
+    assert state == ("rbm-bucket/runs/st/experiment_state-x.json", b"{}")
+
+    elsewhere = tmp_path / "other" / "st"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "results.csv").write_text("newer here\n")
+    pull(remote, "st", elsewhere)
+    assert (elsewhere / "results.csv").read_text() == "newer here\n"  # not overwritten
+    assert (elsewhere / "plots" / "p.png").read_bytes() == b"png"
+    assert not list(elsewhere.glob("experiment_state*"))
+    assert open_study(remote, "st", elsewhere)
+    stale = tmp_path / "other" / "stale"
+    stale.mkdir()
+    (stale / "results.csv").write_text("old\n")
+    assert not open_study(remote, "stale", stale) and not stale.exists()
+
+
+def test_best_of_a_study_the_bucket_lacks_names_the_uri(
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import pyarrow.fs
+
+    from rbm_tune.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("RBM_TUNE_CACHE", str(tmp_path / "cache"))
+    pyarrow.fs.FileSystem.from_uri("s3://rbm-bucket")[0].create_dir("rbm-bucket")
+    assert main(["best", "--name", "nosuch", "--storage-path", "s3://rbm-bucket/runs"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rbm-tune: error: no finished study 'nosuch' in s3://rbm-bucket/runs;")
+    assert "\n" not in err

@@ -209,6 +209,10 @@ def test_study_searching_another_per_epoch_metric(workdir: Path) -> None:
         at_best = {m.step: m.value for m in history}[int(t["metrics"]["best_epoch"])]
         assert t["metrics"]["train_loss"] == pytest.approx(at_best)
         assert t["metrics"]["best_val_acc"] == t["val_acc"]
+        # end-of-trial values at step 0 (MLflow draws them as bars), curves at their epochs
+        test_acc = client.get_metric_history(runs[t["trial_id"]].info.run_id, "test_acc")
+        assert [(m.step, m.value) for m in test_acc] == [(0, t["metrics"]["test_acc"])]
+        assert min(m.step for m in history) >= 1
     best = min(finished, key=lambda t: t["metrics"]["train_loss"])
     assert result.best_val_acc == best["val_acc"]
     assert space.config_for(best["sampled"]).to_dict() == result.best_config

@@ -133,10 +133,14 @@ def stop_process_group(proc: Any, sig: int = signal.SIGTERM, wait: float = 20) -
     proc.wait()
 
 
-def rbm_tune_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
+def rbm_tune_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, unset: tuple[str, ...] = ()
+) -> Any:
     """``rbm-tune ARGS`` as a real process in its own process group (stdout+stderr merged).
 
-    Single-node Ray on 127.0.0.1 (STACK.md "Loopback only"), no token files, no usage stats.
+    Single-node Ray on 127.0.0.1 (STACK.md "Loopback only"), no token files, no usage stats;
+    ``env`` overrides, ``unset`` names variables the process must not have (e.g.
+    ``RAY_AUTH_MODE``: Ray's default, token auth, as a user's shell has it).
     """
     full_env = {
         **os.environ,
@@ -145,6 +149,8 @@ def rbm_tune_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> An
         "RAY_USAGE_STATS_ENABLED": "0",
         **(env or {}),
     }
+    for name in unset:
+        full_env.pop(name, None)
     return subprocess.Popen(
         [sys.executable, "-m", "rbm_tune", *args],
         cwd=cwd,
