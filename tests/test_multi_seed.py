@@ -90,3 +90,15 @@ def test_test_accuracy_never_picks_the_epoch(tiny_graph: Graph, teacher) -> None
     got = train_students(config(eval_nodes="all"), tiny_graph, teacher, seeds=2)
     assert got.test_acc == pytest.approx(statistics.fmean(got.test_accs))
     assert got.test_acc <= got.test_acc_oracle + 1e-12
+
+
+def test_memory_counts_each_students_parameters_and_adam() -> None:
+    """Lockstep: n x parameters + Adam resident, data and teacher once, one student's peak."""
+    from rbm_tune.memory import GraphSizes, student_estimate
+
+    sizes = GraphSizes.for_dataset("cora")
+    one, three = (student_estimate(config(), sizes, "cpu", n) for n in (1, 3))
+    per_student = one.resident["parameters + Adam"]
+    assert three.resident["parameters + Adam"] == 3 * per_student
+    assert three.total - one.total == 2 * per_student
+    assert three.phases == one.phases and three.resident["features"] == one.resident["features"]

@@ -78,6 +78,7 @@ def test_seeds_per_trial_and_evaluate_select(tmp_path: Path, tiny_teacher_cache:
         assert (ckpt / f"student-seed{t['config']['seed'] + 1}.pt").is_file()
     _, parent, runs = _parent(tmp_path)
     assert all("val_acc_std" in r.data.metrics for r in runs)
+    assert parent.data.params["study.seeds_per_trial"] == "2"
     assert parent.data.tags["rbm_tune.best_selection"] == (
         "search (mean over 2 seeds per trial, one split)"
     )
