@@ -5,8 +5,10 @@ trial, picks the best finished trial by the study's metric (validation only; an 
 trial counts only when none finished), and writes, in the study folder and as artifacts of the
 study's MLflow parent run: ``best_config.yaml``, ``results.csv``, ``trials.json`` (what
 ``rbm-tune evaluate`` / ``export`` read), Optuna's plots and, for two objectives,
-``pareto.md``. An MLflow outage while it writes is one :class:`TrackingError` line: every trial
-is safe on disk and ``--resume`` writes the summary again.
+``pareto.md``; ``best_selection.json`` records that the search chose ``best_config.yaml``
+(``rbm-tune evaluate --select`` may choose again: rbm_tune/selection.py). An MLflow outage
+while it writes is one :class:`TrackingError` line: every trial is safe on disk and
+``--resume`` writes the summary again.
 """
 
 from __future__ import annotations
