@@ -1,4 +1,4 @@
-"""Several students of one config over seeds, in lockstep: ``study.seeds_per_trial`` (method §6).
+"""Several students of one config over seeds, in lockstep: ``study.seeds_per_trial`` (method §6.5).
 
 A trial with ``seeds_per_trial: n`` trains its config's student with the seeds
 :func:`student_seeds` gives (``seed, seed + 1, ..., seed + n - 1``) over *one* data split,
@@ -115,14 +115,17 @@ class _Rng:
         random.setstate(self.python)
 
 
-def _on_device(teacher: TeacherOutputs, features: Tensor, device: torch.device) -> tuple:
-    """Features and teacher tensors moved once, so the students' trainers share them (a
-    tensor already on the device is not copied again)."""
+def _on_device(
+    config: TrialConfig, teacher: TeacherOutputs, features: Tensor, device: torch.device
+) -> tuple[TeacherOutputs, Tensor]:
+    """Features and the teacher tensors the students read moved once, so their trainers share
+    them (a tensor already on the device is not copied again); the others stay where they are."""
+    d = config.distill
     moved = dataclasses.replace(
         teacher,
         log_probs=teacher.log_probs.to(device),
-        embedding=teacher.embedding.to(device),
-        krd_delta=teacher.krd_delta.to(device),
+        embedding=teacher.embedding.to(device) if d.similarity_distill else teacher.embedding,
+        krd_delta=teacher.krd_delta.to(device) if d.reliable_sampling else teacher.krd_delta,
     )
     return moved, features.to(device)
 
@@ -145,7 +148,7 @@ def train_students(
     """
     start = time.perf_counter()
     device = torch.device(device)
-    teacher, x = _on_device(teacher, graph.x if features is None else features, device)
+    teacher, x = _on_device(config, teacher, graph.x if features is None else features, device)
     runs: list[StudentRun] = []
     rngs: list[_Rng] = []
     for s in student_seeds(config.seed, seeds):

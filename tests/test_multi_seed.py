@@ -102,3 +102,13 @@ def test_memory_counts_each_students_parameters_and_adam() -> None:
     assert three.resident["parameters + Adam"] == 3 * per_student
     assert three.total - one.total == 2 * per_student
     assert three.phases == one.phases and three.resident["features"] == one.resident["features"]
+
+
+def test_lockstep_with_krd_and_similarity_matches_alone(tiny_graph: Graph, teacher) -> None:
+    """The shared teacher tensors (KRD's delta, the embedding) serve every student."""
+    cfg = config(reliable_sampling=True, similarity_distill=True, krd_min_update_epoch=1)
+    got = train_students(cfg, tiny_graph, teacher, seeds=2)
+    alone = [train_student(cfg.replace(seed=s), tiny_graph, teacher) for s in (3, 4)]
+    for epoch, m in enumerate(got.history):
+        vals = [a.history[epoch][VAL_ACC] for a in alone]
+        assert m[VAL_ACC] == pytest.approx(statistics.fmean(vals))
