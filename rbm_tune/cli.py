@@ -343,6 +343,13 @@ def build_parser() -> _Parser:
     p.add_argument("--tracking-uri", default=None, help="the study's MLflow URI")
     p.add_argument("--address", default=None, help="join this Ray cluster (as for a study)")
     p.add_argument("--cpus", type=int, default=None, help="CPUs of a local Ray")
+    p.add_argument(
+        "--select",
+        choices=("mean-val", "search"),
+        default=None,
+        help="mean-val: make the config with the best mean val acc over the new seeds the "
+        "study's best_config.yaml (test acc is never read); search: put the search's back",
+    )
     _add_set_arg(p, "re-run configs")
     _add_data_args(p)
     _add_cache_arg(p)

@@ -427,7 +427,8 @@ def _next_args(args: argparse.Namespace) -> dict[str, str]:
 
 
 def best(args: argparse.Namespace) -> int:
-    """``rbm-tune best --name STUDY``: the best config, as YAML ready for ``rbm-tune train``."""
+    """``rbm-tune best --name STUDY``: the best config, as YAML ready for ``rbm-tune train``,
+    under a comment naming the rule that chose it (rbm_tune.selection)."""
     check_study_name(args.name)
     storage = remote_storage(args.storage_path) or resolve_storage(args.storage_path)
     path = local_study(args.storage_path, args.name) / "best_config.yaml"
@@ -436,5 +437,9 @@ def best(args: argparse.Namespace) -> int:
             f"no finished study {args.name!r} in {storage}; check --name / --storage-path, or "
             "finish it with rbm-tune --space FILE --name NAME --resume"
         )
+    from rbm_tune.selection import chosen_by
+
+    # a YAML comment: the output stays a config for rbm-tune train
+    print(f"# {chosen_by(path.parent)}")
     print(path.read_text(), end="")
     return 0

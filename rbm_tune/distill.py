@@ -39,7 +39,14 @@ from rbm_tune.metrics import (
 from rbm_tune.student_trainer import StudentTrainer
 from rbm_tune.teacher import TeacherOutputs
 
-__all__ = ["DistillResult", "Report", "tf32_matmuls", "train_student"]
+__all__ = [
+    "DistillResult",
+    "EpochOutcome",
+    "Report",
+    "StudentRun",
+    "tf32_matmuls",
+    "train_student",
+]
 
 Report = Callable[[dict[str, float]], object]
 
@@ -86,6 +93,86 @@ def tf32_matmuls(on: bool) -> Iterator[None]:
         matmul.fp32_precision = before
 
 
+@dataclass(frozen=True)
+class EpochOutcome:
+    """One epoch of a :class:`StudentRun`: its summed loss, train / validation accuracy,
+    whether the student has left pretraining, and the test accuracy where the epoch measured
+    it (``eval_nodes: all``; None with ``needed``: ask :meth:`StudentRun.test_accuracy`)."""
+
+    loss: float
+    train_acc: float
+    val_acc: float
+    switched: bool
+    test_acc: float | None
+
+
+class StudentRun:
+    """One student's epoch loop without the selection: :func:`train_student` (one student)
+    and :func:`rbm_tune.multi_seed.train_students` (several, in lockstep) drive it and keep
+    the best epoch themselves. Seeds torch with ``config.seed`` and builds the
+    :class:`StudentTrainer`, as the loop always did."""
+
+    def __init__(
+        self,
+        config: TrialConfig,
+        graph: Graph,
+        teacher: TeacherOutputs,
+        features: Tensor,
+        device: torch.device | str,
+    ) -> None:
+        torch.manual_seed(config.seed)
+        self.config = config
+        self.trainer = StudentTrainer(
+            config, graph, teacher, features, torch.device(device),
+            train_acc_sample=TRAIN_ACC_SAMPLE,
+        )  # fmt: skip
+        d, self.model = config.distill, self.trainer.model
+        # MoE/RbM start in pretraining; the MLP has no switch
+        self.has_switch = bool(self.model.is_pretraining)
+        self.pretrain = d.pretrain_epochs if self.has_switch else 0
+        self.last_epoch = d.max_epochs + self.pretrain
+        self.every_node = d.eval_nodes == "all"
+        self._step = self.trainer.epoch_fast if d.mode == "fast" else self.trainer.epoch_reference
+
+    def epoch(self, epoch: int) -> EpochOutcome:
+        """Train epoch ``epoch`` (1-based; the switch happens before the first post-pretraining
+        one) and measure it."""
+        d, model, trainer = self.config.distill, self.model, self.trainer
+        if self.has_switch and epoch - 1 == self.pretrain:
+            model.end_pretraining(
+                trainer.x,
+                csr=trainer.rows.csr,
+                batch_size=d.batch_size,
+                seed=self.config.seed,
+                kmeans_restarts=d.kmeans_restarts,
+                kmeans_max_iter=d.kmeans_max_iter,
+                kmeans_max_rows=d.kmeans_max_rows,
+            )
+        model.train()
+        loss = self._step()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
+        switched = not getattr(model, "is_pretraining", False)
+        pred: Tensor | None
+        test_acc: float | None = None
+        if self.every_node:
+            train_acc, val_acc, test_acc, pred = trainer.evaluate()
+        else:
+            train_acc, val_acc, pred = trainer.evaluate_needed()
+        if trainer.sampler is not None:
+            assert pred is not None  # evaluate_needed predicts every node for KRD
+            trainer.sampler.update(trainer.teacher_pred, pred)
+        return EpochOutcome(loss, train_acc, val_acc, switched, test_acc)
+
+    def test_accuracy(self) -> float:
+        """The current student's test accuracy."""
+        return float(self.trainer.test_accuracy())
+
+    def state(self) -> dict[str, Tensor]:
+        """A CPU copy of the current student's weights."""
+        return {k: t.detach().to("cpu", copy=True) for k, t in self.model.state_dict().items()}
+
+
 def train_student(
     config: TrialConfig,
     graph: Graph,
@@ -114,77 +201,39 @@ def train_student(
         DistillResult with the test accuracy at the best post-switch validation epoch.
     """
     start = time.perf_counter()
-    device = torch.device(device)
-    torch.manual_seed(config.seed)
-    trainer = StudentTrainer(
-        config,
-        graph,
-        teacher,
-        graph.x if features is None else features,
-        device,
-        train_acc_sample=TRAIN_ACC_SAMPLE,
-    )
-    d, model = config.distill, trainer.model
-    has_switch = model.is_pretraining  # MoE/RbM start in pretraining; the MLP has no switch
-    pretrain = d.pretrain_epochs if has_switch else 0
-    step = trainer.epoch_fast if d.mode == "fast" else trainer.epoch_reference
-    every_node = d.eval_nodes == "all"
-
+    run = StudentRun(config, graph, teacher, graph.x if features is None else features, device)
+    model, every_node = run.model, run.every_node
     best_val, best_epoch, test_at_best, test_max = -1.0, 0, 0.0, 0.0
     best_state: dict[str, Tensor] | None = None
-    since_best = -pretrain  # pretraining epochs do not use up patience (§4.3 step 10)
+    since_best = -run.pretrain  # pretraining epochs do not use up patience (§4.3 step 10)
     history: list[dict[str, float]] = []
     epoch = 0
-    with tf32_matmuls(d.precision == "tf32"):
-        for epoch in range(1, d.max_epochs + pretrain + 1):
+    with tf32_matmuls(config.distill.precision == "tf32"):
+        for epoch in range(1, run.last_epoch + 1):
             tick = time.perf_counter()
-            if has_switch and epoch - 1 == pretrain:
-                model.end_pretraining(
-                    trainer.x,
-                    csr=trainer.rows.csr,
-                    batch_size=d.batch_size,
-                    seed=config.seed,
-                    kmeans_restarts=d.kmeans_restarts,
-                    kmeans_max_iter=d.kmeans_max_iter,
-                    kmeans_max_rows=d.kmeans_max_rows,
-                )
-            model.train()
-            loss = step()
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"student loss became {loss} at epoch {epoch}")
-            switched = not getattr(model, "is_pretraining", False)
-            pred: Tensor | None
-            if every_node:
-                train_acc, val_acc, test_acc, pred = trainer.evaluate()
-                test_max = max(test_max, test_acc)
-            else:
-                train_acc, val_acc, pred = trainer.evaluate_needed()
-            if trainer.sampler is not None:
-                assert pred is not None  # evaluate_needed predicts every node for KRD
-                trainer.sampler.update(trainer.teacher_pred, pred)
-            if switched and val_acc >= best_val:
-                if not every_node:
-                    test_acc = trainer.test_accuracy()
-                best_val, best_epoch, test_at_best, since_best = val_acc, epoch, test_acc, 0
+            out = run.epoch(epoch)
+            if out.test_acc is not None:
+                test_max = max(test_max, out.test_acc)
+            if out.switched and out.val_acc >= best_val:
+                test_acc = out.test_acc if out.test_acc is not None else run.test_accuracy()
+                best_val, best_epoch, test_at_best, since_best = out.val_acc, epoch, test_acc, 0
                 if keep_model:
-                    best_state = {
-                        k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()
-                    }
+                    best_state = run.state()
             else:
                 since_best += 1
             metrics = {
                 EPOCH: epoch,
-                TRAIN_LOSS: loss,
-                TRAIN_ACC: train_acc,
-                VAL_ACC: val_acc,
+                TRAIN_LOSS: out.loss,
+                TRAIN_ACC: out.train_acc,
+                VAL_ACC: out.val_acc,
                 BEST_VAL_ACC: max(best_val, 0.0),
-                IS_PRETRAINING: float(not switched),
+                IS_PRETRAINING: float(not out.switched),
                 EPOCH_SECONDS: time.perf_counter() - tick,
             }
             history.append(metrics)
             if report is not None:
                 report(dict(metrics))
-            if since_best >= d.patience:
+            if since_best >= config.distill.patience:
                 break
 
     kept = None

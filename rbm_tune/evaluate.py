@@ -21,7 +21,9 @@ is seeded, new teachers, new students), each run one Ray task. The table goes to
 ``evaluate-top{K}-seeds{S}.md``, to the study's parent MLflow run, with every run's numbers
 beside it in ``evaluate-top{K}-seeds{S}.json``. ``--set KEY=VALUE`` changes every re-run
 config (e.g. ``distill.max_epochs``), checked as a config file is; those files then end in
-``-set-<hash>`` and the table says what was set.
+``-set-<hash>`` and the table says what was set. ``--select mean-val`` then makes the re-run
+config with the best mean *validation* accuracy over those seeds the study's
+``best_config.yaml`` (rbm_tune/selection.py; ``--select search`` puts the search's back).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 from rbm_tune.errors import ConfigError, RbmTuneError
 from rbm_tune.overrides import Override, apply, blame, parse_overrides
 from rbm_tune.placement import NoCudaError
+from rbm_tune.selection import MEAN_VAL, SELECTIONS, select_and_adopt, selection_tags
 from rbm_tune.verdict import BASELINES, GLNN, PLAIN_MLP, TEACHER, verdict_line
 
 __all__ = ["evaluate_command", "evaluate_study", "format_table", "glnn", "plain_mlp"]
@@ -241,12 +244,17 @@ def evaluate_study(
     address: str | None = None,
     cpus: int | None = None,
     overrides: Sequence[str] = (),
+    select: str | None = None,
     log: Callable[[str], None] = print,
 ) -> str:
     """Run the evaluation (module docstring) and return the markdown table.
 
+    ``select``: None leaves ``best_config.yaml`` alone; ``mean-val`` makes the re-run config
+    with the best mean validation accuracy over the new seeds the study's best, ``search``
+    puts the search's choice back (rbm_tune.selection).
+
     Raises:
-        ConfigError: no such study, or bad ``top`` / ``seeds``.
+        ConfigError: no such study, or bad ``top`` / ``seeds`` / ``select``.
     """
     import ray
     from mlflow.tracking import MlflowClient
@@ -257,6 +265,7 @@ def evaluate_study(
     if top < 1 or seeds < 1:
         raise ConfigError(f"--top {top} and --seeds {seeds} must both be >= 1")
     changes = parse_overrides(overrides, space=False)
+    _check_select(select, overrides)
     path = storage / name / "trials.json"
     if not path.is_file():
         raise ConfigError(
@@ -317,6 +326,14 @@ def evaluate_study(
         label = f"#{i} trial {trial['trial_id']}"
         rows.append((label, _describe(config), [done[(i + 1, s)] for s in seed_list]))
     table = format_table(name, seed_list, rows)
+    selected = None
+    if select is not None:  # validation accuracy only: the rows' test numbers are not read
+        selected, line = select_and_adopt(
+            storage / name, select, trials=chosen, configs=configs,
+            runs=[r for _, _, r in rows[3:]], seeds=seed_list,
+            evaluate_file=f"evaluate-top{top}-seeds{seeds}.md",
+        )  # fmt: skip
+        table = f"{table}\n\n{line}"
 
     out = storage / name / f"evaluate-top{top}-seeds{seeds}{_set_suffix(changes)}.md"
     if changes:
@@ -339,9 +356,24 @@ def evaluate_study(
     if parents:
         client.log_artifact(parents[0].info.run_id, str(out))
         client.log_artifact(parents[0].info.run_id, str(per_run))
+        tags = selection_tags(selected) if selected is not None else {}
+        for key, value in tags.items():  # which config best_config.yaml holds now, and why
+            client.set_tag(parents[0].info.run_id, key, value)
     else:
         log(f"rbm-tune: note: no MLflow study run {name!r} at {uri}; the table is in {out}")
     return table
+
+
+def _check_select(select: str | None, overrides: Sequence[str]) -> None:
+    """``--select``: a known rule, and not with ``--set`` (it picks among the study's own
+    configs, not changed ones)."""
+    if select is not None and select not in SELECTIONS:
+        raise ConfigError(f"--select {select!r} is unknown; choose one of {list(SELECTIONS)}")
+    if select == MEAN_VAL and overrides:
+        raise ConfigError(
+            "--select mean-val chooses among the study's own configs; drop --set (or run "
+            "evaluate again without it to select)"
+        )
 
 
 def _config(values: dict[str, Any], changes: Sequence[Override]) -> Any:
@@ -371,6 +403,7 @@ def evaluate_command(args: Any) -> int:
     from rbm_tune.storage import local_study
 
     parse_overrides(args.overrides, space=False)  # a bad --set: one line before Ray loads
+    _check_select(getattr(args, "select", None), args.overrides or ())
     storage = resolve_storage(args.storage_path)
     local_study(args.storage_path, args.name)  # an object store's: pulled into its mirror
     table = evaluate_study(
@@ -384,6 +417,7 @@ def evaluate_command(args: Any) -> int:
         address=args.address,
         cpus=args.cpus,
         overrides=args.overrides or (),
+        select=getattr(args, "select", None),
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(table)

@@ -53,7 +53,8 @@ class Export:
 
 
 def pick_trial(storage: Path, name: str, trial_id: str | None) -> dict[str, Any]:
-    """The study's best finished trial, or ``trial_id``, from ``<storage>/<name>/trials.json``.
+    """The study's best finished trial (the one ``best_config.yaml`` holds:
+    rbm_tune.selection), or ``trial_id``, from ``<storage>/<name>/trials.json``.
 
     Raises:
         ConfigError: no such study, or no such (finished) trial.
@@ -69,7 +70,11 @@ def pick_trial(storage: Path, name: str, trial_id: str | None) -> dict[str, Any]
     if trial_id is None:
         if not finished:
             raise ConfigError(f"study {name!r} has no finished trial with weights to export")
-        return finished[0]  # trials.json is sorted best first
+        from rbm_tune.selection import read_selection
+
+        # the trial best_config.yaml holds (rbm-tune evaluate --select may have chosen another)
+        chosen = (read_selection(storage / name) or {}).get("trial_id")
+        return next((t for t in finished if t["trial_id"] == chosen), finished[0])
     for t in trials:
         if t["trial_id"] == trial_id:
             if t in finished:

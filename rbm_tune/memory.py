@@ -253,13 +253,20 @@ def _switch(
     return peak
 
 
-def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Estimate:
+def student_estimate(
+    config: Any, sizes: GraphSizes, device: str = "cpu", students: int = 1
+) -> Estimate:
     """What one student trial of ``config`` holds at its peak on ``device`` ("cpu"/"cuda").
 
     Args:
         config: a :class:`rbm_tune.config.TrialConfig`.
         sizes: the graph's sizes (:meth:`GraphSizes.of` or :meth:`GraphSizes.for_dataset`).
         device: where the trial trains.
+        students: ``study.seeds_per_trial``. The students train in lockstep
+            (rbm_tune.multi_seed), one epoch at a time, sharing the features and the teacher:
+            each keeps its parameters and Adam state (and KRD's edge state) resident, while an
+            epoch's activations are freed before the next student's epoch, so the phases'
+            peaks are one student's. (Students trained one after another would add nothing.)
     """
     device = "cuda" if str(device).startswith("cuda") else "cpu"
     s, dist = config.student, config.distill
@@ -272,7 +279,7 @@ def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Est
     inductive = config.setting == "inductive"
     resident = {
         # parameters, gradients and Adam's two moments (fused Adam: no extra copies)
-        "parameters + Adam": params * 4 * F32,
+        "parameters + Adam": params * 4 * F32 * students,
         # features (inductive: also the observed rows' copy), labels, split indices
         "features": (n + (n_obs if inductive else 0)) * d * F32 + n * 8 * 3,
         "teacher log-probs": n_obs * c * F32,
@@ -281,6 +288,8 @@ def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Est
         resident["teacher embedding"] = n_obs * config.teacher.hidden_dim * F32
     if dist.reliable_sampling or dist.positional_encoding:
         resident["edges"] = sizes.num_edges * 8 * 2
+    if dist.reliable_sampling and students > 1:  # each student's KRD sampler: per-edge state
+        resident["edges"] += (students - 1) * sizes.num_edges * 8 * 2
     batch = dist.batch_size if dist.batch_size > 0 else math.inf
     n_train = sizes.num_train or n_obs
     if dist.mode == "reference":  # CE chunks of train rows, KD chunks of distillation pairs
@@ -311,9 +320,9 @@ def student_estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> Est
     return Estimate(resident, phases, device, RUNTIME_BYTES[device], tuple(notes))
 
 
-def estimate(config: Any, sizes: GraphSizes, device: str = "cpu") -> int:
+def estimate(config: Any, sizes: GraphSizes, device: str = "cpu", students: int = 1) -> int:
     """Peak bytes of one student trial, runtime included (:func:`student_estimate`)."""
-    return student_estimate(config, sizes, device).total
+    return student_estimate(config, sizes, device, students).total
 
 
 def teacher_estimate(

@@ -27,11 +27,18 @@ VAL_ACC = "val_acc"
 BEST_VAL_ACC = "best_val_acc"
 IS_PRETRAINING = "is_pretraining"
 EPOCH_SECONDS = "epoch_seconds"
+# study.seeds_per_trial > 1 (rbm_tune.multi_seed): the per-epoch metrics above are means over the
+# trial's students; this is the sample std of their val_acc (0.0 for one student)
+VAL_ACC_STD = "val_acc_std"
 
 # -- once, at the end of training --------------------------------------------------------------
 TEST_ACC = "test_acc"
 TEST_ACC_ORACLE = "test_acc_max_over_epochs_oracle"
 BEST_EPOCH = "best_epoch"
+# study.seeds_per_trial > 1: the std over the students of their test_acc at the best mean epoch,
+# and how many students the trial trained
+TEST_ACC_STD = "test_acc_std"
+SEEDS = "seeds_per_trial"
 
 # -- a study's trial results (rbm_tune.study) ---------------------------------------------------
 POST_SWITCH_EPOCH = "post_switch_epoch"  # ASHA's time: epochs after the pretraining switch
@@ -87,14 +94,17 @@ __all__ = [
     "OBJECTIVE",
     "POST_SWITCH_EPOCH",
     "RAN_ON_CUDA",
+    "SEEDS",
     "SEARCH_METRICS",
     "SKIPPED",
     "SKIPPED_BECAUSE",
     "TEST_ACC",
     "TEST_ACC_ORACLE",
+    "TEST_ACC_STD",
     "TRAIN_ACC",
     "TRAIN_LOSS",
     "VAL_ACC",
+    "VAL_ACC_STD",
     "accuracy",
 ]
 

@@ -55,7 +55,10 @@ def plan_lines(
             f"memory_per_trial {format_bytes(share)}" if study.memory_per_trial
             else f"this host's {format_bytes(host)} / the trials at once = {format_bytes(share)}"
         )  # fmt: skip
-    rows = [(label, student_estimate(cfg, sizes, device)) for label, cfg in space.corners()]
+    students = space.study.seeds_per_trial  # lockstep students: n x parameters + Adam
+    rows = [
+        (label, student_estimate(cfg, sizes, device, students)) for label, cfg in space.corners()
+    ]
     lines = [
         f"plan for {space.path.name}: {base.dataset} ({sizes.num_nodes:,} nodes x "
         f"{sizes.num_features} features, {sizes.num_classes} classes), trials on "

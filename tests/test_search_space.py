@@ -434,7 +434,8 @@ def test_study_defaults_are_the_field_defaults(tmp_path: Path) -> None:
     from rbm_tune.search_space import STUDY_KEYS
 
     assert STUDY_KEYS == {
-        **{k: None for k in ("name", "num_trials", "seed", "sampler_seed", "metric", "mode")},
+        **{k: None for k in ("name", "num_trials", "seed", "seeds_per_trial", "sampler_seed")},
+        **{k: None for k in ("metric", "mode")},
         **{k: None for k in ("max_concurrent", "max_failures", "report_every_s")},
         "objectives": None,
         "plots": None,

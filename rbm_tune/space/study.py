@@ -49,6 +49,9 @@ class StudySettings:
     name: str  # left out of the file: the file's stem (MLflow experiment, Ray folder)
     num_trials: int = 8
     seed: int = 0  # data split / teacher / student seed of every trial
+    # students per trial, seeded seed, seed+1, ... and trained in lockstep over one shared
+    # split and teacher (rbm_tune.study.seeds); the trial reports their mean
+    seeds_per_trial: int = 1
     sampler_seed: int = 0  # the TPE seed; left out of the file: ``seed``
     metric: str = "val_acc"  # left out of the file: the first objective's metric, if any
     mode: str = "max"  # left out of the file: the metric's direction (SEARCH_METRICS)
@@ -86,6 +89,8 @@ class StudySettings:
              "cannot name an MLflow experiment; use letters, digits, '.', '_' and '-'"),
             ("num_trials", is_int(self.num_trials) and self.num_trials >= 1, positive),
             ("seed", is_int(self.seed) and self.seed >= 0, "is not an integer >= 0; use e.g. 0"),
+            ("seeds_per_trial", is_int(self.seeds_per_trial) and self.seeds_per_trial >= 1,
+             "is not an integer >= 1; use e.g. 3 (1: one student per trial)"),
             ("sampler_seed", is_int(self.sampler_seed) and self.sampler_seed >= 0,
              "is not an integer >= 0; use e.g. 0"),
             ("metric", not (isinstance(metric, str) and metric.startswith("test")),

@@ -35,13 +35,16 @@ from rbm_tune.metrics import (
     NODE_ID,
     NUM_PARAMS,
     RAN_ON_CUDA,
+    SEEDS,
     SKIPPED,
     SKIPPED_BECAUSE,
     TEST_ACC,
     TEST_ACC_ORACLE,
+    TEST_ACC_STD,
     TRAIN_ACC,
     TRAIN_LOSS,
     VAL_ACC,
+    VAL_ACC_STD,
 )
 from rbm_tune.space.conditions import ignored_by_model
 from rbm_tune.space.params import effective_values
@@ -57,6 +60,7 @@ LOGGED = (
     TRAIN_LOSS,
     TRAIN_ACC,
     VAL_ACC,
+    VAL_ACC_STD,  # study.seeds_per_trial > 1 only: the spread of the students' val_acc
     BEST_VAL_ACC,
     IS_PRETRAINING,
     EPOCH_SECONDS,
@@ -72,6 +76,8 @@ FINAL_LOGGED = (
     INFERENCE_MS,
     RAN_ON_CUDA,
 )
+# in a final result of a study with seeds_per_trial > 1 only
+FINAL_SEEDS_LOGGED = (VAL_ACC_STD, TEST_ACC_STD, SEEDS)
 
 
 def logged(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +93,8 @@ FINAL_STEP = 0
 
 def final_logged(result: dict[str, Any]) -> dict[str, Any]:
     """What MLflow gets from a finished trial's final result."""
-    return {FINAL_VAL_ACC if k == VAL_ACC else k: result[k] for k in FINAL_LOGGED}
+    out = {FINAL_VAL_ACC if k == VAL_ACC else k: result[k] for k in FINAL_LOGGED}
+    return {**out, **{k: result[k] for k in FINAL_SEEDS_LOGGED if k in result}}
 
 
 SKIP_REASONS = {

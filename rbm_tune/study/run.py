@@ -250,7 +250,11 @@ def _check_fits(space: Any, graph: Any, cpus: int | None, log: Callable[[str], N
     else:
         share = trial_share(study, device, node_cpus=cpus)
     sizes = GraphSizes.of(graph)
-    needs = [(label, student_estimate(cfg, sizes, device).total) for label, cfg in space.corners()]
+    students = space.study.seeds_per_trial
+    needs = [
+        (label, student_estimate(cfg, sizes, device, students).total)
+        for label, cfg in space.corners()
+    ]
     smallest = min(needs, key=lambda item: item[1])
     fix = (
         f"see 'rbm-tune plan --space {Path(space.path).name}'; lower the space's settings "

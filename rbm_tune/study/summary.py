@@ -5,8 +5,10 @@ trial, picks the best finished trial by the study's metric (validation only; an 
 trial counts only when none finished), and writes, in the study folder and as artifacts of the
 study's MLflow parent run: ``best_config.yaml``, ``results.csv``, ``trials.json`` (what
 ``rbm-tune evaluate`` / ``export`` read), Optuna's plots and, for two objectives,
-``pareto.md``. An MLflow outage while it writes is one :class:`TrackingError` line: every trial
-is safe on disk and ``--resume`` writes the summary again.
+``pareto.md``; ``best_selection.json`` records that the search chose ``best_config.yaml``
+(``rbm-tune evaluate --select`` may choose again: rbm_tune/selection.py). An MLflow outage
+while it writes is one :class:`TrackingError` line: every trial is safe on disk and
+``--resume`` writes the summary again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rbm_tune.metrics import (
     TEST_ACC,
     VAL_ACC,
 )
+from rbm_tune.selection import record_search, search_record, selection_tags
 from rbm_tune.storage import checkpoint_location
 from rbm_tune.study.finished import mark_finished
 from rbm_tune.testing import faults
@@ -183,6 +186,8 @@ def summarize(
         best_config = space.config_for(best["config"]).to_dict()
         best_yaml = out_dir / "best_config.yaml"
         best_yaml.write_text(yaml.safe_dump(best_config, sort_keys=False))
+        # chosen by the search (rbm-tune evaluate --select may choose again: rbm_tune.selection)
+        record_search(out_dir, str(best["trial_id"]), study.seeds_per_trial)
         faults.fire("driver_summary", 1)
         tracker.log_artifact(tracker.parent_id, best_yaml)
         _write_results_csv(done, out_dir / "results.csv")
@@ -210,6 +215,7 @@ def summarize(
             run_id=tracker.trial_run_id(str(best["trial_id"])),
             storage=storage,
         )
+        tags.update(selection_tags(search_record(str(best["trial_id"]), study.seeds_per_trial)))
         tracker.set_tags(tracker.parent_id, tags)
         tracker.end(tracker.parent_id)
     # last: the study ended; --resume of it now changes nothing (rbm_tune.study.finished)

@@ -6,7 +6,9 @@ adapter over ``rbm_tune.distill.train_student``, whose ``report`` callable sends
 metrics only to ``ray.tune.report``: at every ASHA rung (:func:`rung_epochs`) and otherwise at
 most every ``study.report_every_s``; the epochs in between ride along as :class:`HeldEpochs`
 and reach MLflow each at its own step. A finished trial reports once more with its test
-accuracy at the best-validation epoch and its best weights as a checkpoint.
+accuracy at the best-validation epoch and its best weights as a checkpoint. With
+``study.seeds_per_trial: n`` > 1 it trains n students in lockstep (``rbm_tune.multi_seed``) and
+reports their means, ``val_acc_std`` beside; ``student.pt`` is the first seed's.
 
 Before training, a trial compares its memory estimate (``rbm_tune.memory``) with its share and
 reports itself skipped instead of starting when it would not fit; an out-of-memory error while
@@ -125,7 +127,8 @@ def _trial_fn(
     import torch
 
     from rbm_tune import metrics as M
-    from rbm_tune.distill import train_student
+    from rbm_tune.distill import DistillResult, train_student
+    from rbm_tune.multi_seed import final_metrics, other_students, train_students
     from rbm_tune.testing import faults
     from rbm_tune.trial import seed_everything, student_features
 
@@ -196,10 +199,19 @@ def _trial_fn(
         if time.monotonic() - last >= every or int(m[M.EPOCH]) - pretrain in rungs:
             send(m)
 
+    seeds = int(getattr(study, "seeds_per_trial", 1))  # a study pickled before it: 1
+    result: DistillResult
     try:
-        result = train_student(
-            cfg, graph, teacher, report=report, features=features, device=device, keep_model=True
-        )
+        if seeds > 1:  # n students in lockstep, reporting their means (rbm_tune.multi_seed)
+            result = train_students(
+                cfg, graph, teacher, seeds=seeds, report=report, features=features,
+                device=device, keep_model=True,
+            )  # fmt: skip
+        else:
+            result = train_student(
+                cfg, graph, teacher, report=report, features=features, device=device,
+                keep_model=True,
+            )  # fmt: skip
     except Exception as err:
         if not is_out_of_memory(err):
             raise
@@ -231,6 +243,7 @@ def _trial_fn(
         M.VAL_ACC: result.val_acc,
         M.TEST_ACC: result.test_acc,
         M.TEST_ACC_ORACLE: result.test_acc_oracle,
+        **final_metrics(result),  # seeds_per_trial > 1: the spreads over the students
         M.BEST_EPOCH: result.best_epoch,
         NUM_PARAMS: sum(p.numel() for p in model.parameters()),
         INFERENCE_MS: inference,
@@ -244,6 +257,8 @@ def _trial_fn(
     }
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.cpu().state_dict(), Path(tmp) / "student.pt")
+        for file, student in other_students(result):
+            torch.save(student.state_dict(), Path(tmp) / file)
         shapes = {  # what rbm-tune export needs to rebuild the student (rbm_tune/export.py)
             "in_dim": int(x.shape[1]),
             "num_features": graph.num_features,
@@ -277,7 +292,8 @@ def _memory_need_and_share(cfg: Any, graph: Any, device: Any, study: Any) -> tup
 
     from rbm_tune.memory import GraphSizes, estimate, trial_share
 
-    need = estimate(cfg, GraphSizes.of(graph), device.type)
+    students = int(getattr(study, "seeds_per_trial", 1))  # lockstep: n x parameters + Adam
+    need = estimate(cfg, GraphSizes.of(graph), device.type, students)
     if device.type == "cuda":
         fraction = min(study.gpus_per_trial or 1.0, 1.0)
         torch.cuda.set_per_process_memory_fraction(fraction, device)

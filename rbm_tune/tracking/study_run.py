@@ -51,6 +51,8 @@ def study_params(space: Any, *, name: str, trials: int) -> dict[str, Any]:
                 "study.asha.max_t": study.asha_max_t,
             }
         )
+    if getattr(study, "seeds_per_trial", 1) > 1:  # only then: the params of older studies stay
+        params["study.seeds_per_trial"] = study.seeds_per_trial
     if study.objectives:
         params["study.objectives"] = ", ".join(f"{m}:{d}" for m, d in study.objectives)
     return params
