@@ -400,12 +400,12 @@ def evaluate_command(args: Any) -> int:
     import sys
 
     from rbm_tune.paths import resolve_storage
-    from rbm_tune.storage import local_study
+    from rbm_tune.storage import local_study, push, remote_storage
 
     parse_overrides(args.overrides, space=False)  # a bad --set: one line before Ray loads
     _check_select(getattr(args, "select", None), args.overrides or ())
     storage = resolve_storage(args.storage_path)
-    local_study(args.storage_path, args.name)  # an object store's: pulled into its mirror
+    folder = local_study(args.storage_path, args.name)  # an object store's: pulled into a mirror
     table = evaluate_study(
         args.name,
         top=args.top,
@@ -420,5 +420,8 @@ def evaluate_command(args: Any) -> int:
         select=getattr(args, "select", None),
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
+    remote = remote_storage(args.storage_path)
+    if remote:  # the table, its numbers and a --select's best config back to the object store
+        push(folder, remote, args.name)
     print(table)
     return 0

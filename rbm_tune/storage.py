@@ -40,6 +40,8 @@ __all__ = [
 # what rbm-tune writes into a study folder (Ray Tune writes the rest: its state, the trials)
 STUDY_FILES = (
     "best_config.yaml",
+    "best_config.search.yaml",  # rbm-tune evaluate --select (rbm_tune/selection.py)
+    "best_selection.json",
     "results.csv",
     "trials.json",
     "study.json",

@@ -254,3 +254,14 @@ def test_endpoint_in_the_uri_query(tmp_path: Path, s3_server: dict[str, str]) ->
     out = _cli(tmp_path, env, "export", "--name", "query", "--storage-path", storage, "--out",
                str(tmp_path / "student.pt"))  # fmt: skip
     assert (tmp_path / "student.pt").is_file() and "exported trial" in out, out
+
+    # evaluate --select on the bucket: its table and the selected best config go back there,
+    # and best reads them from the bucket alone (the mirror deleted)
+    _cli(tmp_path, env, "evaluate", "--name", "query", "--storage-path", storage, "--cache-dir",
+         cache, "--top", "2", "--seeds", "1", "--select", "mean-val", "--cpus", "2")  # fmt: skip
+    keys = _keys(s3_server, "q-runs/query/")
+    assert "q-runs/query/best_selection.json" in keys, keys
+    assert any(k.startswith("q-runs/query/evaluate-top2-seeds1") for k in keys), keys
+    shutil.rmtree(tmp_path / "local-cache" / "storage")
+    best = _cli(tmp_path, env, "best", "--name", "query", "--storage-path", storage)
+    assert "chosen by: mean val acc" in best.splitlines()[0], best
