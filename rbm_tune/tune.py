@@ -22,7 +22,8 @@ from rbm_tune.study import HeldEpochs, StudyResult, run_study, rung_epochs
 from rbm_tune.study.mlflow_callback import PENDING_MLFLOW, MlflowTrials
 from rbm_tune.study.ray_session import check_address as _check_address
 from rbm_tune.study.ray_session import init_ray as _init_ray
-from rbm_tune.study.summary import _close_lost_trial_runs, _trial_id
+from rbm_tune.study.rows import _trial_id
+from rbm_tune.study.summary import _close_lost_trial_runs
 from rbm_tune.study.trainable import _drop_exit_in_callbacks, _trial_fn, is_out_of_memory
 
 __all__ = [

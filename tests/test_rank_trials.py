@@ -42,7 +42,7 @@ def test_ties_go_to_the_trial_created_first_not_the_smallest_random_id() -> None
     """Ray 2.60's trial ids are random hex: the creation order is the index in the trial's
     folder name, and both the summary's ranking and the console's best-so-far follow it."""
     from rbm_tune.study.console import best_of
-    from rbm_tune.study.summary import _creation_index, trial_order
+    from rbm_tune.study.rows import _creation_index, trial_order
 
     assert _creation_index("/r/demo/_trial_fn_f0cf3c94_12_student_k=2_2026-12-05_09-23-20") == 12
     assert _creation_index("/r/demo/_trial_fn_bdce1740_1") == 1

@@ -138,7 +138,7 @@ def test_trial_id_of_a_result_with_and_without_metrics(tmp_path: Path) -> None:
     folder's name (Ray Tune's ``_trial_fn_<id>_<n>_<config>_<date>``), not the folder's tail."""
     from ray.tune import Result
 
-    from rbm_tune.study.summary import _trial_id
+    from rbm_tune.study.rows import _trial_id
 
     folder = tmp_path / "_trial_fn_14bfcf10_3_distill_lr=0.0000,student_k=2_2026-11-26_05-27-35"
     assert _trial_id(Result({"trial_id": "ab12cd34"}, None, None, str(folder))) == "ab12cd34"
