@@ -8,101 +8,28 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
 from rbm_tune import __version__
+from rbm_tune.cli_args import (
+    Parser,
+    add_cache_arg,
+    add_data_args,
+    add_set_arg,
+    gpus,
+    non_negative,
+    positive,
+)
 from rbm_tune.errors import RbmTuneError
 
 __all__ = ["build_parser", "main"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line, like every other rbm-tune error.
-
-    argparse prints the usage block and then the error (two or more lines); here it is
-    ``rbm-tune: error: <what>; see 'rbm-tune <command> --help'`` and exit status 2. Subparsers
-    inherit the class (``add_subparsers`` uses ``type(self)``).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from rbm_tune.cli_help import Formatter
-
-        kwargs.setdefault("formatter_class", Formatter)  # no line break inside "rbm-tune"
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        text = " ".join(message.split())
-        self.exit(2, f"rbm-tune: error: {text}; see '{self.prog} --help'\n")
-
-
-def _number_type(
-    kind: Callable[[str], float], what: str, ok: Callable[[float], bool], rule: str
-) -> Callable[[str], float]:
-    """An argparse ``type=`` that parses with ``kind`` and rejects values failing ``ok``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}; give {rule}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"{text} is out of range; give {rule}")
-        return value
-
-    parse.__name__ = what  # argparse names the type in some messages
-    return parse
-
-
-_gpus = _number_type(
-    float, "a number of GPUs", lambda v: math.isfinite(v) and v >= 0, "0 or more, e.g. 1 or 0.5"
-)
-_positive = _number_type(int, "an integer", lambda v: v >= 1, "an integer >= 1")
-_non_negative = _number_type(int, "an integer", lambda v: v >= 0, "an integer >= 0")
-
-
-def _add_data_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    p.add_argument(
-        "--data-root",
-        metavar="DIR",
-        help="folder holding the datasets (default: $RBM_TUNE_DATA, else ~/.cache/rbm-tune/data)",
-    )
-    p.add_argument(
-        "--download",
-        action="store_true",
-        help="let PyG/OGB download missing dataset files into the data root (needs internet)",
-    )
-
-
-def _add_cache_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    p.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="rbm-tune cache: a directory (may be shared by a cluster) or a file://, s3:// or "
-        "gs:// URI: teachers, DeepWalk embeddings and processed datasets (a local DIR only) "
-        "live under it (default: $RBM_TUNE_CACHE, else "
-        "~/.cache/rbm-tune)",
-    )
-
-
-def _add_set_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=None,
-        metavar="KEY=VALUE",
-        help=f"change one key of the {what}, checked as if the file said it (repeatable): "
-        "--set distill.max_epochs=100"
-        + (", --set 'student.hidden_dim={categorical: [64, 128]}'" if what == "space" else ""),
-    )
-
-
-def build_parser() -> _Parser:
-    parser = _Parser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="rbm-tune",
         description="Distil a GNN teacher into a Routing-by-Memory MoE student, and tune it. "
         "'rbm-tune --space demo' runs a short study on a built-in graph (Ray Tune + Optuna + "
@@ -122,10 +49,10 @@ def build_parser() -> _Parser:
         "the shipped spaces (demo, cora, citeseer, ..., arxiv, products: 'rbm-tune spaces')",
     )
     search.add_argument(
-        "--gpus", type=_gpus, default=None, help="GPUs the study may use (local Ray: declared)"
+        "--gpus", type=gpus, default=None, help="GPUs the study may use (local Ray: declared)"
     )
-    search.add_argument("--cpus", type=_positive, default=None, help="CPUs the study may use")
-    search.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
+    search.add_argument("--cpus", type=positive, default=None, help="CPUs the study may use")
+    search.add_argument("--trials", type=positive, default=None, help="override study.num_trials")
     search.add_argument("--name", default=None, help="study name (default: the space's)")
     search.add_argument(
         "--resume",
@@ -163,9 +90,9 @@ def build_parser() -> _Parser:
         metavar="DIR",
         help="where Ray Tune keeps the study (default: $RBM_TUNE_STORAGE, else ./rbm-tune-runs)",
     )
-    _add_set_arg(search, "space")
-    _add_data_args(search)
-    _add_cache_arg(search)
+    add_set_arg(search, "space")
+    add_data_args(search)
+    add_cache_arg(search)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("best", help="print a finished study's best config as trial YAML")
@@ -178,7 +105,7 @@ def build_parser() -> _Parser:
     )
 
     p = sub.add_parser("datasets", help="list datasets, whether their files are present, sizes")
-    _add_data_args(p)
+    add_data_args(p)
 
     p = sub.add_parser("train", help="train one teacher and one student (no Ray): one trial")
     p.add_argument(
@@ -187,13 +114,13 @@ def build_parser() -> _Parser:
         metavar="FILE",
         help="trial YAML, or the name of a shipped config (see 'rbm-tune configs')",
     )
-    _add_data_args(p)
-    p.add_argument("--seed", type=_non_negative, help="override the config's seed")
+    add_data_args(p)
+    p.add_argument("--seed", type=non_negative, help="override the config's seed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--json", metavar="FILE", help="also write the final metrics as JSON here")
-    _add_set_arg(p, "config")
-    _add_cache_arg(p)
+    add_set_arg(p, "config")
+    add_cache_arg(p)
 
     p = sub.add_parser(
         "teacher", help="pre-train (or find in the cache) the teacher a space or config needs"
@@ -209,28 +136,28 @@ def build_parser() -> _Parser:
     )
     p.add_argument(
         "--seeds",
-        type=_positive,
+        type=positive,
         default=1,
         metavar="N",
         help="teachers for the config's seed and the N-1 seeds after it (default 1)",
     )
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    _add_set_arg(p, "space or config")
-    _add_cache_arg(p)
+    add_set_arg(p, "space or config")
+    add_cache_arg(p)
 
     p = sub.add_parser("cache", help="list or remove cached teachers")
     cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     q = cache_sub.add_parser("list", help="one row per cached teacher: key, accuracy, size, age")
-    _add_cache_arg(q)
+    add_cache_arg(q)
     q = cache_sub.add_parser("rm", help="remove one cached teacher, or all of them")
     which = q.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "key", nargs="?", metavar="KEY_PREFIX", help="the key, or its first characters"
     )
     which.add_argument("--all", action="store_true", help="remove every cached teacher")
-    _add_cache_arg(q)
+    add_cache_arg(q)
 
     sub.add_parser("configs", help="list the shipped trial configs")
 
@@ -254,75 +181,11 @@ def build_parser() -> _Parser:
     p.add_argument(
         "--host-memory", default=None, metavar="SIZE", help="default: this host's memory"
     )
-    _add_set_arg(p, "space")
+    add_set_arg(p, "space")
 
-    p = sub.add_parser(
-        "submit",
-        help="run a study as a Ray job on a remote cluster (Job Submission SDK)",
-        description="Submit 'rbm-tune --space FILE' as a Ray job: the space file and this "
-        "rbm_tune package travel in the job's runtime environment; logs stream until the job "
-        "ends (Ctrl-C detaches, the job goes on); the job id is printed last.",
-    )
-    _add_address_arg(p)
-    p.add_argument("--space", required=True, metavar="FILE", help="search-space YAML or name")
-    p.add_argument("--gpus", type=_gpus, default=None, help=argparse.SUPPRESS)  # an error
-    p.add_argument("--trials", type=_positive, default=None, help="override study.num_trials")
-    p.add_argument("--name", default=None, help="study name (default: the space's)")
-    p.add_argument("--resume", action="store_true", help="continue the study on the cluster")
-    p.add_argument(
-        "--warm-start",
-        action="append",
-        default=None,
-        metavar="STUDY",
-        help="give the searcher an earlier study's finished trials first (repeatable): a study "
-        "folder or results.csv here (it travels with the job), else a study name in the "
-        "cluster's storage path",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow URI as the cluster sees it (default: the head's $MLFLOW_TRACKING_URI, "
-        "else sqlite:///$HOME/rbm-tune-runs/mlflow.db on the head)",
-    )
-    p.add_argument(
-        "--storage-path",
-        default=None,
-        metavar="DIR",
-        help="Ray results folder on the cluster, shared by all nodes (default: the head's "
-        "$RBM_TUNE_STORAGE, else $HOME/rbm-tune-runs)",
-    )
-    p.add_argument("--data-root", metavar="DIR", help="dataset folder on the cluster")
-    p.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="teacher cache on the cluster (shared dir, s3://, gs://)",
-    )
-    p.add_argument("--job-id", default=None, help="submission id (default: Ray picks one)")
-    p.add_argument(
-        "--python", default="python", help="interpreter on the head (default: python on PATH)"
-    )
-    p.add_argument(
-        "--use-installed",
-        action="store_true",
-        help="run the cluster's installed rbm-tune instead of uploading this copy",
-    )
-    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    _add_set_arg(p, "space")
+    from rbm_tune.cli_cluster import add_cluster_commands
 
-    p = sub.add_parser("jobs", help="list, inspect, follow or stop submitted study jobs")
-    jobs_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
-    q = jobs_sub.add_parser("list", help="every job on the cluster")
-    _add_address_arg(q)
-    for action, text in (
-        ("status", "a job's status"),
-        ("logs", "a job's logs so far (--follow: until it ends)"),
-        ("stop", "stop a job"),
-    ):
-        q = jobs_sub.add_parser(action, help=text)
-        q.add_argument("job_id", metavar="JOB_ID")
-        _add_address_arg(q)
-        if action == "logs":
-            q.add_argument("--follow", action="store_true", help="stream until the job ends")
+    add_cluster_commands(sub)  # submit, jobs
 
     p = sub.add_parser(
         "evaluate",
@@ -350,9 +213,9 @@ def build_parser() -> _Parser:
         help="mean-val: make the config with the best mean val acc over the new seeds the "
         "study's best_config.yaml (test acc is never read); search: put the search's back",
     )
-    _add_set_arg(p, "re-run configs")
-    _add_data_args(p)
-    _add_cache_arg(p)
+    add_set_arg(p, "re-run configs")
+    add_data_args(p)
+    add_cache_arg(p)
 
     p = sub.add_parser(
         "export",
@@ -373,16 +236,7 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _add_address_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address",
-        default=None,
-        help="the head's job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, an "
-        "http:// $RAY_ADDRESS, else http://127.0.0.1:8265)",
-    )
-
-
-def _run(parser: _Parser, args: argparse.Namespace) -> int:
+def _run(parser: Parser, args: argparse.Namespace) -> int:
     if args.command is None:
         from rbm_tune.commands import search
 
