@@ -262,11 +262,11 @@ def _run(parser: Parser, args: argparse.Namespace) -> int:
 
         return train(args)
     if args.command == "teacher":
-        from rbm_tune.commands import pretrain_teachers
+        from rbm_tune.cache_commands import pretrain_teachers
 
         return pretrain_teachers(args)
     if args.command == "cache":
-        from rbm_tune.commands import cache_list, cache_rm
+        from rbm_tune.cache_commands import cache_list, cache_rm
 
         return cache_list(args) if args.cache_command == "list" else cache_rm(args)
     if args.command == "plan":
