@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rbm_tune.errors import ConfigError, RbmTuneError
+from rbm_tune.evaluate_table import describe_config, format_table, per_run
 from rbm_tune.overrides import Override, apply, blame, parse_overrides
 from rbm_tune.placement import NoCudaError
 from rbm_tune.selection import MEAN_VAL, SELECTIONS, select_and_adopt, selection_tags
-from rbm_tune.verdict import BASELINES, GLNN, PLAIN_MLP, TEACHER, verdict_line
+from rbm_tune.verdict import GLNN, PLAIN_MLP, TEACHER
 
 __all__ = ["evaluate_command", "evaluate_study", "format_table", "glnn", "plain_mlp"]
 
@@ -161,77 +161,6 @@ def study_resources(folder: Path) -> dict[str, Any]:
     }
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f}"
-
-
-_ACCURACIES = ("test_acc", "val_acc", "test_acc_oracle")
-
-
-def _accuracies(label: str, run: dict[str, Any]) -> dict[str, float]:
-    """A run's test / val / oracle accuracy for the table row ``label``: the teacher's row
-    reads the run's teacher numbers (``teacher_test_acc``, ...)."""
-    prefix = "teacher_" if label == TEACHER else ""
-    return {k: float(run[prefix + k]) for k in _ACCURACIES}
-
-
-def format_table(
-    name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
-) -> str:
-    """Markdown: one row per model; test accuracy at best validation (×100), mean ± std."""
-    configs = sum(1 for label, _, _ in rows if label not in (TEACHER, *BASELINES))
-    lines = [
-        verdict_line(rows),
-        "",
-        f"### Study {name}: {configs} best config(s) over seeds {', '.join(map(str, seeds))}",
-        "",
-        "| model | config | n | test acc @ best val | val acc | oracle (max over epochs) |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for label, what, runs in rows:
-        accs = [_accuracies(label, r) for r in runs]
-        test, val, oracle = ([a[k] for a in accs] for k in _ACCURACIES)
-        lines.append(
-            f"| {label} | {what} | {len(runs)} | {_mean_std(test)} | {_mean_std(val)} | "
-            f"{_mean_std(oracle)} |"
-        )
-    lines += [
-        "",
-        "Test accuracy is read at each run's best-validation epoch; the oracle column (max test "
-        "accuracy over epochs) is shown for comparison with the paper's code and never used to "
-        "choose anything.",
-    ]
-    return "\n".join(lines)
-
-
-def _per_run(
-    name: str, seeds: list[int], rows: list[tuple[str, str, list[dict[str, Any]]]]
-) -> dict[str, Any]:
-    """The table's numbers before averaging: per model, per seed, test / val / oracle acc."""
-    out = [
-        {
-            "model": label,
-            "config": what,
-            "runs": [
-                {"seed": seed, **_accuracies(label, r)}
-                for seed, r in zip(seeds, runs, strict=True)
-            ],
-        }
-        for label, what, runs in rows
-    ]
-    return {"study": name, "seeds": seeds, "rows": out}
-
-
-def _describe(config: Any) -> str:
-    s = config.student
-    if s.model == "mlp":
-        return f"mlp {s.num_layers}x{s.hidden_dim}"
-    return f"{s.model} {s.num_layers}x{s.hidden_dim}, E={s.num_experts}, k={s.k}"
-
-
 def evaluate_study(
     name: str,
     *,
@@ -319,12 +248,12 @@ def evaluate_study(
 
     rows: list[tuple[str, str, list[dict[str, Any]]]] = [
         (TEACHER, configs[0].teacher.model, [done[(2, s)] for s in seed_list]),
-        (GLNN, _describe(variants[1]), [done[(1, s)] for s in seed_list]),
-        (PLAIN_MLP, _describe(variants[0]), [done[(0, s)] for s in seed_list]),
+        (GLNN, describe_config(variants[1]), [done[(1, s)] for s in seed_list]),
+        (PLAIN_MLP, describe_config(variants[0]), [done[(0, s)] for s in seed_list]),
     ]
     for i, (trial, config) in enumerate(zip(chosen, configs, strict=True), start=1):
         label = f"#{i} trial {trial['trial_id']}"
-        rows.append((label, _describe(config), [done[(i + 1, s)] for s in seed_list]))
+        rows.append((label, describe_config(config), [done[(i + 1, s)] for s in seed_list]))
     table = format_table(name, seed_list, rows)
     selected = None
     if select is not None:  # validation accuracy only: the rows' test numbers are not read
@@ -340,8 +269,8 @@ def evaluate_study(
         table = f"with {' '.join(f'--set {c}' for c in changes)}\n\n{table}"
     out.write_text(table + "\n")
     # every run's numbers, for other statistics than mean ± std (tests, significance, plots)
-    per_run = out.with_suffix(".json")
-    per_run.write_text(json.dumps(_per_run(name, seed_list, rows), indent=1) + "\n")
+    numbers = out.with_suffix(".json")
+    numbers.write_text(json.dumps(per_run(name, seed_list, rows), indent=1) + "\n")
     client = MlflowClient(uri)  # not a Tracker: that would reopen the study's parent run
     experiment = client.get_experiment_by_name(name)
     parents = (
@@ -355,7 +284,7 @@ def evaluate_study(
     )
     if parents:
         client.log_artifact(parents[0].info.run_id, str(out))
-        client.log_artifact(parents[0].info.run_id, str(per_run))
+        client.log_artifact(parents[0].info.run_id, str(numbers))
         tags = selection_tags(selected) if selected is not None else {}
         for key, value in tags.items():  # which config best_config.yaml holds now, and why
             client.set_tag(parents[0].info.run_id, key, value)
