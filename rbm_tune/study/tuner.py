@@ -30,7 +30,9 @@ from rbm_tune.study.summary import StudyResult, summarize
 from rbm_tune.study.trainable import _trial_fn
 from rbm_tune.study.warm_start import write_record
 
-__all__ = ["fit_and_summarize"]
+__all__ = ["REMOTE_SYNC_S", "fit_and_summarize"]
+
+REMOTE_SYNC_S = 5  # seconds between uploads of the experiment state to an object store
 
 
 def fit_and_summarize(
@@ -100,6 +102,10 @@ def fit_and_summarize(
             callbacks=callbacks,
             verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # on an object store Ray Tune uploads the driver's experiment state at most every
+            # sync_period (default 300 s): a driver killed in between leaves a state minutes
+            # old, whose --resume re-runs or adds trials; every REMOTE_SYNC_S instead
+            sync_config=tune.SyncConfig(sync_period=REMOTE_SYNC_S) if remote else None,
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
         )
         if resume:

@@ -223,7 +223,9 @@ def test_study_resume_and_teacher_cache_on_s3(tmp_path: Path, s3_server: dict[st
                if not t["asha_stopped"]), trials  # fmt: skip
     shutil.rmtree(mirror)
     best = _cli(tmp_path, env, "best", "--name", name, "--storage-path", STORAGE)
-    assert best == _object(env, f"runs/{name}/best_config.yaml").decode()
+    chosen, config = best.split("\n", 1)  # best's provenance line, then the config
+    assert chosen.startswith("# chosen by: search"), best
+    assert config == _object(env, f"runs/{name}/best_config.yaml").decode()
     out = _cli(tmp_path, env, "export", "--name", name, "--storage-path", STORAGE, "--out",
                str(tmp_path / "student.pt"))  # fmt: skip
     assert (tmp_path / "student.pt").is_file() and "exported trial" in out, out
