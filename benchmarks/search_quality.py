@@ -31,39 +31,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from warm_start import local_ray_workdir, write_space  # benchmarks/ (run as a script)
 
 from rbm_tune.verdict import GLNN, TEACHER  # the evaluate table's row labels
 
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
 SCORE_BASE = 1000  # scoring seeds: SCORE_BASE + 1 .. SCORE_BASE + --score-seeds
-
-
-def write_space(
-    base: Path, out: Path, name: str, trials: int, max_epochs: int | None, seeds: int = 1
-) -> Path:
-    """A copy of ``base`` named ``name``: ``trials`` trials, 1 CPU and no GPU per trial."""
-    data = yaml.safe_load(base.read_text())
-    study = data.setdefault("study", {})
-    study.update(name=name, num_trials=trials)
-    if seeds > 1:
-        study["seeds_per_trial"] = seeds
-    study["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": 0}
-    if max_epochs is not None:
-        data.setdefault("distill", {})["max_epochs"] = max_epochs
-        asha = study.get("asha") or {}
-        if asha.get("grace_period", 0) >= max_epochs:  # a rung past the last epoch is refused
-            study["asha"] = {**asha, "grace_period": max(1, max_epochs // 4)}
-    path = out / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def _wall(workdir: Path, key: str, seconds: float | None = None) -> float:
@@ -231,15 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.score_seeds < 2 or args.select_seeds < 1 or args.select_top < 1:
         p.error("--score-seeds >= 2 (a spread), --select-seeds and --select-top >= 1")
 
-    # local Ray on loopback, no token, no usage stats, a private temp dir
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ.pop("RAY_ADDRESS", None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rbmq-", dir="/tmp")).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=str(workdir))
+    workdir = local_ray_workdir(args.workdir, "rbmq-")
 
     seeds = f"{SCORE_BASE + 1}..{SCORE_BASE + args.score_seeds}"
     lines = [

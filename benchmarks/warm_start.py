@@ -40,11 +40,16 @@ import yaml
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
 
 
-def write_space(base: Path, out: Path, name: str, trials: int, max_epochs: int | None) -> Path:
-    """A copy of ``base`` named ``name`` with ``trials`` trials, 1 CPU and no GPU per trial."""
+def write_space(
+    base: Path, out: Path, name: str, trials: int, max_epochs: int | None, seeds: int = 1
+) -> Path:
+    """A copy of ``base`` named ``name`` with ``trials`` trials, 1 CPU and no GPU per trial
+    (and ``seeds`` students per trial where > 1)."""
     data = yaml.safe_load(base.read_text())
     study = data.setdefault("study", {})
     study.update(name=name, num_trials=trials)
+    if seeds > 1:
+        study["seeds_per_trial"] = seeds
     study["resources"] = {"cpus_per_trial": 1, "gpus_per_trial": 0}
     if max_epochs is not None:
         data.setdefault("distill", {})["max_epochs"] = max_epochs
@@ -54,6 +59,20 @@ def write_space(base: Path, out: Path, name: str, trials: int, max_epochs: int |
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def local_ray_workdir(workdir: str | None, prefix: str) -> Path:
+    """A local Ray on loopback (no token, no usage stats, no outside address or tracking URI)
+    with its temp dir inside the runs' folder ``workdir`` (default: a new temp dir)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    folder = Path(workdir or tempfile.mkdtemp(prefix=prefix, dir="/tmp")).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=str(folder))
+    return folder
 
 
 def trial_index(folder: Path, trial_id: str) -> int:
@@ -149,15 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if not base.is_file():
         p.error(f"no space {args.space!r}")
 
-    # local Ray on loopback, no token, no usage stats, a private temp dir
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ.pop("RAY_ADDRESS", None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rbmw-", dir="/tmp")).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray-", dir=str(workdir))
+    workdir = local_ray_workdir(args.workdir, "rbmw-")
 
     s, n = args.trials_source, args.trials
     source = f"cold-{s}"
