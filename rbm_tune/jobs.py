@@ -140,10 +140,14 @@ def _ship_warm_start(sources: list[str] | None, workdir: Path) -> list[str]:
     this machine travels with the job (its trials.json and results.csv, copied into the job's
     working directory as ``warm-start/<i>``); anything else is a study name the head resolves
     in its own storage path."""
+    if not sources:
+        return []
+    from rbm_tune.study.warm_start import study_folder  # imports optuna and Ray Tune
+
     shipped: list[str] = []
-    for i, source in enumerate(sources or ()):
+    for i, source in enumerate(sources):
         path = Path(source).expanduser()
-        folder = path.parent if path.name == "results.csv" else path
+        folder = study_folder(path)
         if not path.exists():
             shipped.append(source)
             continue

@@ -49,6 +49,7 @@ __all__ = [
     "load_warm_start",
     "read_record",
     "resolve_source",
+    "study_folder",
     "warm_points",
     "write_record",
 ]
@@ -71,10 +72,15 @@ class WarmPoints:
     note: str  # one line; empty when nothing was dropped
 
 
+def study_folder(path: Path) -> Path:
+    """The study folder a ``--warm-start`` path names: the folder itself, or its results.csv's
+    (the trials.json beside it holds the configs)."""
+    return path.parent if path.name == "results.csv" else path
+
+
 def load_rows(source: str | Path) -> list[dict[str, Any]]:
     """The trials of the study at ``source`` (its folder or its ``results.csv``), best first."""
-    path = Path(source)
-    folder = path.parent if path.name == "results.csv" else path
+    folder = study_folder(Path(source))
     trials = folder / "trials.json"
     if not trials.is_file():
         raise WarmStartError(
@@ -192,7 +198,7 @@ def resolve_source(source: str, storage: Path) -> Path:
     path = Path(source).expanduser()
     if not path.exists() and (storage / source).exists():
         path = storage / source
-    folder = path.parent if path.name == "results.csv" else path
+    folder = study_folder(path)
     if not (folder / "trials.json").is_file():
         raise WarmStartError(
             f"--warm-start {source}: no finished study there (no trials.json in {folder}); name "
