@@ -10,6 +10,9 @@ Per shipped space (cora by default), on a fixed budget of trial-epochs:
 - ``seeds2``: a study with ``study.seeds_per_trial: 2`` and half the trials (the same
   trial-epochs); its verdict is its best trial by the two seeds' mean validation accuracy.
   Skipped, with a note, where this rbm-tune has no ``seeds_per_trial``.
+- ``family`` (with ``--family``): a study of the same trials with ``student.model`` searched
+  among mlp, moe and rbm (the family's own keys drawn only where they exist); its verdict is its
+  best trial by one seed's validation accuracy, whichever family that is.
 
 Each verdict is then scored over ``--score-seeds`` seeds that neither the search nor the
 selection saw (``rbm-tune evaluate --set seed=<score base>``: new splits where the dataset's
@@ -21,7 +24,7 @@ seconds x CPUs given to Ray).
 
     nice -n 19 .venv/bin/python benchmarks/search_quality.py --data-root /work/shared/data \\
         [--spaces cora amazon-photo] [--trials 32] [--max-epochs N] [--select-top 3] \\
-        [--select-seeds 3] [--score-seeds 10] [--cpus 2] [--workdir DIR] [--out FILE.md]
+        [--select-seeds 3] [--score-seeds 10] [--family] [--cpus 2] [--workdir DIR] [--out FILE.md]
 
 A quick check: ``--trials 4 --max-epochs 20 --select-top 2 --select-seeds 2 --score-seeds 3``.
 With ``--workdir``, a study or evaluation already finished there is read back, not run again.
@@ -41,6 +44,7 @@ from warm_start import local_ray_workdir, write_space  # benchmarks/ (run as a s
 from rbm_tune.verdict import GLNN, TEACHER  # the evaluate table's row labels
 
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
+FAMILY = ("mlp", "moe", "rbm")  # --family: student.model searched among these
 SCORE_BASE = 1000  # scoring seeds: SCORE_BASE + 1 .. SCORE_BASE + --score-seeds
 
 
@@ -183,6 +187,16 @@ def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
         rivals_c = {"GLNN": row(scores_c, GLNN), "teacher": row(scores_c, TEACHER)}
         arm = "seeds_per_trial 2 (half the trials)"
         lines.append(score_line(dataset, arm, row(scores_c, "#1 "), rivals_c, wall_c * cpu_h))
+    # (d): the student family searched too (mlp / moe / rbm), the same trials; its #1 by val
+    if args.family:
+        d = f"{dataset}-family"
+        space_d = write_space(base, workdir, d, args.trials, args.max_epochs, models=FAMILY)
+        wall_d = study(d, space_d, workdir, args)
+        scores_d, _ = evaluate(d, workdir, args, 1, s_score, SCORE_BASE)
+        rivals_d = {"GLNN": row(scores_d, GLNN), "teacher": row(scores_d, TEACHER)}
+        picked = next(r for r in scores_d["rows"] if r["model"].startswith("#1 "))
+        arm = f"family searched (mlp/moe/rbm): picked {picked['config']}"
+        lines.append(score_line(dataset, arm, picked["runs"], rivals_d, wall_d * cpu_h))
     glnn = [r["test_acc"] for r in rivals["GLNN"]]
     teacher = [r["test_acc"] for r in rivals["teacher"]]
     lines.append(
@@ -202,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select-top", type=int, default=3, help="configs re-run for selection")
     p.add_argument("--select-seeds", type=int, default=3, help="seeds of the selection re-runs")
     p.add_argument("--score-seeds", type=int, default=10, help="seeds scoring each verdict")
+    p.add_argument(
+        "--family", action="store_true", help="also a study with student.model searched"
+    )
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     p.add_argument("--out", default=None, help="also write the table here (markdown)")

@@ -41,11 +41,21 @@ SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
 
 
 def write_space(
-    base: Path, out: Path, name: str, trials: int, max_epochs: int | None, seeds: int = 1
+    base: Path,
+    out: Path,
+    name: str,
+    trials: int,
+    max_epochs: int | None,
+    seeds: int = 1,
+    models: tuple[str, ...] = (),
 ) -> Path:
     """A copy of ``base`` named ``name`` with ``trials`` trials, 1 CPU and no GPU per trial
-    (and ``seeds`` students per trial where > 1)."""
+    (and ``seeds`` students per trial where > 1; ``student.model`` searched among ``models``
+    where given, the family's own keys drawn only where they exist)."""
     data = yaml.safe_load(base.read_text())
+    if models:
+        rest = {k: v for k, v in data.get("student", {}).items() if k != "model"}
+        data["student"] = {"model": {"categorical": list(models)}, **rest}
     study = data.setdefault("study", {})
     study.update(name=name, num_trials=trials)
     if seeds > 1:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import FixedTrial
 
 from rbm_tune.config import FAMILY_KEYS, StudentSpec
@@ -300,3 +301,18 @@ def test_mlflow_description_names_each_condition(tmp_path: Path) -> None:
     assert "multivariate, grouped" in text
     row = next(line for line in text.splitlines() if "`student.num_experts`" in line)
     assert "when student.model in ['moe', 'rbm']" in row and row.endswith("| - |")
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml") if p.stem != "cora-family")
+)
+def test_every_shipped_space_takes_the_family_as_one_more_key(name: str, tmp_path: Path) -> None:
+    """``student.model: {categorical: [mlp, moe, rbm]}`` set in a shipped space (what
+    benchmarks/search_quality.py --family does) loads, and its expert keys become conditional."""
+    data = yaml.safe_load((SHIPPED_DIR / f"{name}.yaml").read_text())
+    rest = {k: v for k, v in data["student"].items() if k != "model"}  # demo fixes model: rbm
+    data["student"] = {"model": {"categorical": ["mlp", "moe", "rbm"]}, **rest}
+    space = load_space(write(tmp_path, yaml.safe_dump(data, sort_keys=False)))
+    when = {p.name: dict(p.when) for p in space.params}
+    assert space.conditional and when["student.model"] == {}
+    assert when["student.num_experts"] == {"student.model": ("moe", "rbm")}
