@@ -41,10 +41,10 @@ from typing import Any
 
 from warm_start import local_ray_workdir, write_space  # benchmarks/ (run as a script)
 
+from rbm_tune.config import STUDENTS  # --family: student.model searched among these
 from rbm_tune.verdict import GLNN, TEACHER  # the evaluate table's row labels
 
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
-FAMILY = ("mlp", "moe", "rbm")  # --family: student.model searched among these
 SCORE_BASE = 1000  # scoring seeds: SCORE_BASE + 1 .. SCORE_BASE + --score-seeds
 
 
@@ -125,6 +125,11 @@ def row(evaluation: dict[str, Any], model: str) -> list[dict[str, float]]:
     return next(r["runs"] for r in evaluation["rows"] if r["model"].startswith(model))
 
 
+def rivals(evaluation: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    """GLNN's and the teacher's per-seed runs in an evaluation, the rivals of its verdict."""
+    return {"GLNN": row(evaluation, GLNN), "teacher": row(evaluation, TEACHER)}
+
+
 def mean_val_choice(selection: dict[str, Any]) -> int:
     """1-based rank (in the search's order) of the config with the best mean validation
     accuracy over the selection seeds; ties go to the search's order. Test never chooses."""
@@ -134,14 +139,14 @@ def mean_val_choice(selection: dict[str, Any]) -> int:
 
 
 def score_line(
-    dataset: str, arm: str, runs: list[dict[str, float]], rivals: dict[str, list], hours: float
+    dataset: str, arm: str, runs: list[dict[str, float]], against: dict[str, list], hours: float
 ) -> str:
     from rbm_tune.verdict import paired_sign_flip_p
 
     test = [r["test_acc"] for r in runs]
     spread = f"{100 * statistics.fmean(test):.2f} ± {100 * statistics.stdev(test):.2f}"
     cells = [dataset, arm, spread]
-    for rival in rivals.values():
+    for rival in against.values():
         diffs = [a - b["test_acc"] for a, b in zip(test, rival, strict=True)]
         p = paired_sign_flip_p(diffs)
         cells.append(f"{100 * statistics.fmean(diffs):+.2f} (p={p:.3f})")
@@ -162,16 +167,16 @@ def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
     selection, wall_sel = evaluate(a, workdir, args, k, s_sel, None)
     chosen = mean_val_choice(selection)
     scores, _ = evaluate(a, workdir, args, max(chosen, 1), s_score, SCORE_BASE)
-    rivals = {"GLNN": row(scores, GLNN), "teacher": row(scores, TEACHER)}
+    rivals_a = rivals(scores)
     cpu_h = args.cpus / 3600
     top1 = row(scores, "#1 ")
-    lines.append(score_line(dataset, "search (1 seed)", top1, rivals, wall_a * cpu_h))
+    lines.append(score_line(dataset, "search (1 seed)", top1, rivals_a, wall_a * cpu_h))
     lines.append(
         score_line(
             dataset,
             f"mean val over {s_sel} seeds (top {k}: picked #{chosen})",
             row(scores, f"#{chosen} "),
-            rivals,
+            rivals_a,
             (wall_a + wall_sel) * cpu_h,
         )
     )
@@ -184,21 +189,21 @@ def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
         lines.append(f"| {dataset} | seeds_per_trial 2 | skipped: {str(err).splitlines()[0]} |")
     else:
         scores_c, _ = evaluate(c, workdir, args, 1, s_score, SCORE_BASE)
-        rivals_c = {"GLNN": row(scores_c, GLNN), "teacher": row(scores_c, TEACHER)}
         arm = "seeds_per_trial 2 (half the trials)"
-        lines.append(score_line(dataset, arm, row(scores_c, "#1 "), rivals_c, wall_c * cpu_h))
+        lines.append(
+            score_line(dataset, arm, row(scores_c, "#1 "), rivals(scores_c), wall_c * cpu_h)
+        )
     # (d): the student family searched too (mlp / moe / rbm), the same trials; its #1 by val
     if args.family:
         d = f"{dataset}-family"
-        space_d = write_space(base, workdir, d, args.trials, args.max_epochs, models=FAMILY)
+        space_d = write_space(base, workdir, d, args.trials, args.max_epochs, models=STUDENTS)
         wall_d = study(d, space_d, workdir, args)
         scores_d, _ = evaluate(d, workdir, args, 1, s_score, SCORE_BASE)
-        rivals_d = {"GLNN": row(scores_d, GLNN), "teacher": row(scores_d, TEACHER)}
         picked = next(r for r in scores_d["rows"] if r["model"].startswith("#1 "))
         arm = f"family searched (mlp/moe/rbm): picked {picked['config']}"
-        lines.append(score_line(dataset, arm, picked["runs"], rivals_d, wall_d * cpu_h))
-    glnn = [r["test_acc"] for r in rivals["GLNN"]]
-    teacher = [r["test_acc"] for r in rivals["teacher"]]
+        lines.append(score_line(dataset, arm, picked["runs"], rivals(scores_d), wall_d * cpu_h))
+    glnn = [r["test_acc"] for r in rivals_a["GLNN"]]
+    teacher = [r["test_acc"] for r in rivals_a["teacher"]]
     lines.append(
         f"| {dataset} | GLNN (distilled MLP) / teacher | "
         f"{100 * statistics.fmean(glnn):.2f} ± {100 * statistics.stdev(glnn):.2f} / "

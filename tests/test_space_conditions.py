@@ -12,7 +12,7 @@ import pytest
 import yaml
 from optuna.trial import FixedTrial
 
-from rbm_tune.config import FAMILY_KEYS, StudentSpec
+from rbm_tune.config import FAMILY_KEYS, STUDENTS, StudentSpec
 from rbm_tune.errors import SpaceError
 from rbm_tune.search_space import SHIPPED_DIR, load_space
 from rbm_tune.space.conditions import ignored_by_model
@@ -311,7 +311,7 @@ def test_every_shipped_space_takes_the_family_as_one_more_key(name: str, tmp_pat
     benchmarks/search_quality.py --family does) loads, and its expert keys become conditional."""
     data = yaml.safe_load((SHIPPED_DIR / f"{name}.yaml").read_text())
     rest = {k: v for k, v in data["student"].items() if k != "model"}  # demo fixes model: rbm
-    data["student"] = {"model": {"categorical": ["mlp", "moe", "rbm"]}, **rest}
+    data["student"] = {"model": {"categorical": list(STUDENTS)}, **rest}
     space = load_space(write(tmp_path, yaml.safe_dump(data, sort_keys=False)))
     when = {p.name: dict(p.when) for p in space.params}
     assert space.conditional and when["student.model"] == {}
