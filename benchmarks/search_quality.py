@@ -24,7 +24,8 @@ seconds x CPUs given to Ray).
 
     nice -n 19 .venv/bin/python benchmarks/search_quality.py --data-root /work/shared/data \\
         [--spaces cora amazon-photo] [--trials 32] [--max-epochs N] [--select-top 3] \\
-        [--select-seeds 3] [--score-seeds 10] [--family] [--cpus 2] [--workdir DIR] [--out FILE.md]
+        [--select-seeds 3] [--score-seeds 10] [--family] [--arms search family] [--cpus 2] \\
+        [--workdir DIR] [--out FILE.md]
 
 A quick check: ``--trials 4 --max-epochs 20 --select-top 2 --select-seeds 2 --score-seeds 3``.
 With ``--workdir``, a study or evaluation already finished there is read back, not run again.
@@ -45,6 +46,7 @@ from rbm_tune.config import STUDENTS  # --family: student.model searched among t
 from rbm_tune.verdict import GLNN, TEACHER  # the evaluate table's row labels
 
 SPACES = Path(__file__).resolve().parents[1] / "rbm_tune" / "search_spaces"
+ARMS = ("search", "mean-val", "seeds2", "family")
 SCORE_BASE = 1000  # scoring seeds: SCORE_BASE + 1 .. SCORE_BASE + --score-seeds
 
 
@@ -154,6 +156,20 @@ def score_line(
     return "| " + " | ".join(cells) + " |"
 
 
+def seeds2_arm(dataset: str, base: Path, workdir: Path, args: argparse.Namespace) -> list[str]:
+    """Arm (c): a ``seeds_per_trial: 2`` study of half the trials, its #1 scored."""
+    c = f"{dataset}-seeds2"
+    try:
+        space_c = write_space(base, workdir, c, max(1, args.trials // 2), args.max_epochs, 2)
+        wall_c = study(c, space_c, workdir, args)
+    except Exception as err:  # noqa: BLE001 (an rbm-tune without seeds_per_trial refuses it)
+        return [f"| {dataset} | seeds_per_trial 2 | skipped: {str(err).splitlines()[0]} |"]
+    scores_c, _ = evaluate(c, workdir, args, 1, args.score_seeds, SCORE_BASE)
+    arm = "seeds_per_trial 2 (half the trials)"
+    hours = wall_c * args.cpus / 3600
+    return [score_line(dataset, arm, row(scores_c, "#1 "), rivals(scores_c), hours)]
+
+
 def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
     base = Path(name) if Path(name).is_file() else SPACES / f"{name}.yaml"
     if not base.is_file():
@@ -164,37 +180,30 @@ def one_space(name: str, workdir: Path, args: argparse.Namespace) -> list[str]:
     # (a) and (b): one study, two selection rules
     a = f"{dataset}-search"
     wall_a = study(a, write_space(base, workdir, a, args.trials, args.max_epochs), workdir, args)
-    selection, wall_sel = evaluate(a, workdir, args, k, s_sel, None)
-    chosen = mean_val_choice(selection)
+    chosen, wall_sel = 1, 0.0
+    if "mean-val" in args.arms:
+        selection, wall_sel = evaluate(a, workdir, args, k, s_sel, None)
+        chosen = mean_val_choice(selection)
     scores, _ = evaluate(a, workdir, args, max(chosen, 1), s_score, SCORE_BASE)
     rivals_a = rivals(scores)
     cpu_h = args.cpus / 3600
     top1 = row(scores, "#1 ")
     lines.append(score_line(dataset, "search (1 seed)", top1, rivals_a, wall_a * cpu_h))
-    lines.append(
-        score_line(
-            dataset,
-            f"mean val over {s_sel} seeds (top {k}: picked #{chosen})",
-            row(scores, f"#{chosen} "),
-            rivals_a,
-            (wall_a + wall_sel) * cpu_h,
-        )
-    )
-    # (c): two seeds per trial, half the trials
-    c = f"{dataset}-seeds2"
-    try:
-        space_c = write_space(base, workdir, c, max(1, args.trials // 2), args.max_epochs, 2)
-        wall_c = study(c, space_c, workdir, args)
-    except Exception as err:  # noqa: BLE001 (an rbm-tune without seeds_per_trial refuses it)
-        lines.append(f"| {dataset} | seeds_per_trial 2 | skipped: {str(err).splitlines()[0]} |")
-    else:
-        scores_c, _ = evaluate(c, workdir, args, 1, s_score, SCORE_BASE)
-        arm = "seeds_per_trial 2 (half the trials)"
+    if "mean-val" in args.arms:
         lines.append(
-            score_line(dataset, arm, row(scores_c, "#1 "), rivals(scores_c), wall_c * cpu_h)
+            score_line(
+                dataset,
+                f"mean val over {s_sel} seeds (top {k}: picked #{chosen})",
+                row(scores, f"#{chosen} "),
+                rivals_a,
+                (wall_a + wall_sel) * cpu_h,
+            )
         )
+    # (c): two seeds per trial, half the trials
+    if "seeds2" in args.arms:
+        lines += seeds2_arm(dataset, base, workdir, args)
     # (d): the student family searched too (mlp / moe / rbm), the same trials; its #1 by val
-    if args.family:
+    if "family" in args.arms:
         d = f"{dataset}-family"
         space_d = write_space(base, workdir, d, args.trials, args.max_epochs, models=STUDENTS)
         wall_d = study(d, space_d, workdir, args)
@@ -224,10 +233,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--family", action="store_true", help="also a study with student.model searched"
     )
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=None,
+        help="arms to run (the search always runs; default: search mean-val seeds2, and "
+        "family with --family)",
+    )
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     p.add_argument("--out", default=None, help="also write the table here (markdown)")
     args = p.parse_args(argv)
+    args.arms = set(args.arms or ARMS[:3]) | {"search"} | ({"family"} if args.family else set())
     if args.score_seeds < 2 or args.select_seeds < 1 or args.select_top < 1:
         p.error("--score-seeds >= 2 (a spread), --select-seeds and --select-top >= 1")
 
