@@ -112,9 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = load(args.folders, args.model)
     if len(rows) < 4:
         p.error(f"{len(rows)} reported trials: too few to say anything")
-    what = ", ".join(str(f) for f in args.folders) + (
-        f" (model {args.model})" if args.model else ""
-    )
+    names = [(f if f.is_dir() else f.parent).name for f in args.folders]  # the studies' names
+    what = ", ".join(names) + (f" (model {args.model})" if args.model else "")
     text = "\n".join([f"# space evidence: {what}", "", *evidence(rows)]) + "\n"
     print(text)
     if args.out:
