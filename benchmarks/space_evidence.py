@@ -70,10 +70,7 @@ def evidence(rows: list[dict[str, Any]], top_share: float = 0.25) -> list[str]:
     """Markdown lines: one table row per searched parameter (see the module's docstring)."""
     best = sorted(rows, key=lambda r: -r["objective"])
     top = best[: max(1, round(top_share * len(best)))]
-    names = sorted(
-        {k.removesuffix(ZERO) for r in rows for k in r["sampled"]} - {"student.model"}
-        | ({"student.model"} if any("student.model" in r["sampled"] for r in rows) else set())
-    )
+    names = sorted({k.removesuffix(ZERO) for r in rows for k in r["sampled"]})
     lines = [
         f"{len(rows)} reported trials; top quarter: {len(top)} trials, objective "
         f"{top[-1]['objective']:.4f}..{top[0]['objective']:.4f}",
