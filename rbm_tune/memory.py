@@ -168,20 +168,26 @@ def _num_params(student: Any, d: int, c: int, similarity: bool) -> int:
 
 
 def _grouped(student: Any, device: str, training: bool) -> bool:
-    """Whether the expert dispatch is grouped (rbm_tune.models.rbm.RbMLayer._use_grouped);
-    the vanilla MoE always mixes densely (ExpertBank.mix)."""
-    if student.model != "rbm":
+    """Whether the expert dispatch is grouped (RbMLayer._use_grouped, MoELayer._use_grouped)."""
+    if student.model == "mlp":
         return False
     if device == "cpu":
         return True
     per_pair = student.expert_dropout == "per_pair"
-    return training and per_pair and student.dropout > 0 and student.k > 1
+    return training and per_pair and student.dropout > 0 and _experts_per_row(student) > 1
+
+
+def _experts_per_row(student: Any) -> int:
+    """Experts each row reaches: k (RbM, MoE's noisy top-k router), k + 1 (MoE's reference)."""
+    if student.model == "moe" and student.router == "reference":
+        return min(student.k + 1, student.num_experts)
+    return 1 if student.model == "mlp" else int(student.k)
 
 
 def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: str) -> int:
     """Bytes one training chunk keeps for backward, plus the widest layer's backward work."""
     b, e = rows, student.num_experts
-    k = {"mlp": 1, "rbm": student.k, "moe": min(student.k + 1, e)}[student.model]
+    k = _experts_per_row(student)
     kept, work, scratch = 0, 0, 0
     grouped = _grouped(student, device, training=True)
     mask = 1 if device == "cuda" else F32  # rbm_tune.models.dropout_mask.keep_mask's dtype there
@@ -223,7 +229,7 @@ def _train_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: s
 def _eval_chunk(student: Any, dims: list[tuple[int, int]], rows: int, device: str) -> int:
     """Bytes of one evaluation chunk's forward (no gradient): the widest layer's temporaries."""
     b, e = rows, student.num_experts
-    k = 1 if student.model == "mlp" else student.k
+    k = _experts_per_row(student)
     grouped = _grouped(student, device, training=False)
     peak = 0
     for a, out in dims:

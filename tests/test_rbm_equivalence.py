@@ -364,6 +364,42 @@ def test_moe_dense_dispatch_equals_loop() -> None:
     assert route.experts.shape == (12, 3)  # the reference router uses k + 1 experts
 
 
+@pytest.mark.parametrize("router", ["reference", "noisy_topk"])
+def test_moe_grouped_dispatch_equals_dense_with_router_gradients(router: str) -> None:
+    """The MoE layer's grouped dispatch (the CPU default) computes what the dense one does:
+    outputs, balance loss and every gradient (the router's through the mixing weights), in
+    pretraining, training (router noise seeded alike) and eval."""
+    torch.manual_seed(0)
+    grouped = MoELayer(6, 5, num_experts=4, k=2, router_dim=8, dropout=0.0, router=router)
+    dense = MoELayer(6, 5, num_experts=4, k=2, router_dim=8, dropout=0.0, router=router)
+    dense.load_state_dict(grouped.state_dict())
+    grouped.grouped, dense.grouped = True, False
+    if router == "noisy_topk":  # W_g = 0 at init would tie every logit
+        for layer in (grouped, dense):
+            torch.manual_seed(3)
+            nn.init.normal_(layer.router.w_gate, 0.0, 0.5)
+            nn.init.normal_(layer.router.w_noise, 0.0, 0.5)
+    x = torch.randn(40, 6)
+    for switched, training in [(False, True), (True, True), (True, False)]:
+        results = []
+        for layer in (grouped, dense):
+            if switched:
+                layer.end_pretraining()
+            layer.train(training)
+            torch.manual_seed(1)
+            y, aux = layer(x)
+            loss = (y * torch.linspace(-1, 1, 5)).square().sum() + aux
+            params = [p for p in layer.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            results.append([y.detach(), aux.detach(), *[g for g in grads if g is not None]])
+        assert len(results[0]) == len(results[1]) >= 4
+        for a, b in zip(*results):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert grouped._use_grouped(x, True, 3) and not dense._use_grouped(x, True, 3)
+    grouped.grouped = None  # auto: grouped on the CPU
+    assert grouped._use_grouped(x, False, 3)
+
+
 def test_moe_pretraining_sends_contiguous_slices_to_experts() -> None:
     torch.manual_seed(0)
     layer = MoELayer(6, 5, num_experts=4, k=2, router_dim=8, dropout=0.0)

@@ -2,9 +2,12 @@
 
 Deviations from the reference, all deliberate:
 
-- The dispatch is dense (method §10.3, :meth:`rbm_tune.models.experts.ExpertBank.mix`): every
-  expert runs on the whole chunk in one GEMM and the chosen ones are mixed with
-  ``G = π ⊙ mask``; numerically the same, no ``nonzero``/``.tolist()``.
+- The dispatch is the RbM layer's (method §10.3): *grouped* on the CPU and wherever per-pair
+  dropout is active (:func:`rbm_tune.models.experts.grouped_mix`: each expert multiplies only
+  its own rows, k + 1 expert FLOPs per node, one device-to-host sync), otherwise *dense*
+  (:meth:`rbm_tune.models.experts.ExpertBank.mix`: every expert on the whole chunk in one GEMM,
+  mixed with ``G = π ⊙ mask``, no sync). Both are the same function; with per-pair dropout
+  they draw their masks from different random streams. ``MoELayer.grouped`` forces one.
 - ``router="noisy_topk"`` offers the real Shazeer-style router the reference defines but never
   uses (method §10.1 item 9); the default ``"reference"`` is the cosine router actually wired.
 """
@@ -22,7 +25,7 @@ from torch import Tensor, nn
 from rbm_tune.config import ROUTERS
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
-from rbm_tune.models.experts import ExpertBank
+from rbm_tune.models.experts import ExpertBank, grouped_mix
 from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
@@ -167,6 +170,13 @@ class MoELayer(PhasedLayer):
         router: ``"reference"`` (:class:`CosineRouter`) or ``"noisy_topk"``.
         expert_dropout: ``"per_pair"`` or ``"shared"`` (see :meth:`ExpertBank.mix`).
         pretraining: start in the pretraining phase.
+
+    Attributes:
+        grouped: force the grouped (True) or dense (False) expert dispatch; None (default)
+            picks grouped on the CPU and wherever per-pair dropout is active (as
+            :class:`rbm_tune.models.rbm.RbMLayer`).
+        sparse: force (True) or forbid (False) the CSR path for inputs without gradient; None
+            (default) takes it on the CPU for inputs with at most 2 % non-zeros.
     """
 
     def __init__(
@@ -199,7 +209,8 @@ class MoELayer(PhasedLayer):
             else NoisyTopKRouter(in_dim, num_experts, k)
         )
         self.scale_logit = nn.Parameter(torch.empty(()))
-        self.sparse: bool | None = None  # the CSR path for sparse inputs (None: auto)
+        self.grouped: bool | None = None
+        self.sparse: bool | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -228,26 +239,42 @@ class MoELayer(PhasedLayer):
         if self._pretraining:
             index = _slice_experts(x.shape[0], self.num_experts, x.device).unsqueeze(1)
             ones = x.new_ones(x.shape[0], 1)
-            y = self.experts.mix(
-                x, index, ones, dropout=self.dropout, per_pair=False, sparse=self.sparse, csr=csr
-            )
+            y = self._mix(x, index, ones, per_pair=False, csr=csr)
             return scale * y, zero
         route = self.router(x)
         per_pair = self.expert_dropout == "per_pair"
-        y = self.experts.mix(
-            x,
-            route.experts,
-            route.weight,
-            dropout=self.dropout,
-            per_pair=per_pair,
-            sparse=self.sparse,
-            csr=csr,
-        )
+        y = self._mix(x, route.experts, route.weight, per_pair=per_pair, csr=csr)
         aux = zero
         if self.training and self.load_balance_coef > 0:
             balance = cv_squared(route.importance) + cv_squared(route.load)
             aux = self.load_balance_coef * balance
         return scale * y, aux
+
+    def _mix(
+        self, x: Tensor, index: Tensor, weight: Tensor, *, per_pair: bool, csr: CsrRows | None
+    ) -> Tensor:
+        """The chosen experts mixed, grouped or dense (see ``grouped``)."""
+        drop, sparse = self.dropout, self.sparse
+        if self._use_grouped(x, per_pair, index.shape[1]):
+            return grouped_mix(
+                x, index, weight, bank=self.experts, dropout=drop, per_pair=per_pair,
+                sparse=sparse, csr=csr,
+            )  # fmt: skip
+        return self.experts.mix(
+            x, index, weight, dropout=drop, per_pair=per_pair, sparse=sparse, csr=csr
+        )
+
+    def _use_grouped(self, x: Tensor, per_pair: bool, k: int) -> bool:
+        """Grouped dispatch on the CPU, and wherever per-pair dropout is active (k experts a row).
+
+        Grouped costs k/E of the dense FLOPs (1/E of the dense per-pair ones) for one
+        device-to-host sync; on an accelerator without per-pair dropout the dense single GEMM
+        stays (no sync, static shapes).
+        """
+        if self.grouped is not None:
+            return self.grouped
+        active = per_pair and self.training and self.dropout.p > 0 and k > 1
+        return x.device.type == "cpu" or active
 
 
 class MoE(ExpertStudent):
