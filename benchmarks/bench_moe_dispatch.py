@@ -5,7 +5,7 @@ Full-batch training steps (forward, backward, Adam) and one eval forward of a sw
 non-zeros, 7 classes), dropout 0.5 per (node, expert) pair, for the configurations a family
 study draws. The two runs differ only in ``MoELayer.grouped`` (True: each expert multiplies its
 own rows, k + 1 per node with the reference router; False: every expert on every row, the
-dispatch the MoE used before); the script prints seconds per call and dense / grouped.
+dispatch the MoE used before); the script prints median seconds per call and dense / grouped.
 
     nice -n 5 python benchmarks/bench_moe_dispatch.py [--device cpu|cuda] [--repeats 5]
         [--threads T] [--out FILE]
@@ -16,35 +16,25 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from rbm_tune.config import StudentSpec
-from rbm_tune.models import build_student
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_inference import median_time  # noqa: E402
+
+from rbm_tune.config import StudentSpec  # noqa: E402
+from rbm_tune.models import build_student  # noqa: E402
 
 # (experts, k, layers, hidden): the cora family study's pick first, then smaller ones
 CONFIGS = [(16, 3, 3, 512), (8, 2, 2, 256), (4, 1, 2, 128)]
 
 
-def _time(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
-
-
 def measure(
     config: tuple[int, int, int, int], grouped: bool, x: torch.Tensor, repeats: int
 ) -> tuple[float, float]:
-    """Seconds per training step and per eval forward with the dispatch forced."""
+    """Median seconds per training step and per eval forward with the dispatch forced."""
     experts, k, layers, hidden = config
     spec = StudentSpec(
         model="moe", num_layers=layers, hidden_dim=hidden, dropout=0.5, num_experts=experts, k=k
@@ -70,7 +60,7 @@ def measure(
         with torch.no_grad():
             student(x)
 
-    return _time(step, x.device, repeats), _time(evaluate, x.device, repeats)
+    return median_time(step, x.device, repeats), median_time(evaluate, x.device, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
