@@ -168,7 +168,7 @@ def _num_params(student: Any, d: int, c: int, similarity: bool) -> int:
 
 
 def _grouped(student: Any, device: str, training: bool) -> bool:
-    """Whether the expert dispatch is grouped (RbMLayer._use_grouped, MoELayer._use_grouped)."""
+    """Whether the expert dispatch is grouped (rbm_tune.models.experts.use_grouped)."""
     if student.model == "mlp":
         return False
     if device == "cpu":

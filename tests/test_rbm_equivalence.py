@@ -7,6 +7,7 @@ time with index lists and host-side branching, the way the reference code does i
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 from rbm_tune.models.base import ExpertBank
 from rbm_tune.models.dropout_mask import keep_mask as _keep_mask
 from rbm_tune.models.dropout_mask import quantised as _quantised
-from rbm_tune.models.experts import grouped_mix
+from rbm_tune.models.experts import grouped_mix, use_grouped
 from rbm_tune.models.moe import MoELayer
 from rbm_tune.models.rbm import RbMLayer
 
@@ -395,9 +396,9 @@ def test_moe_grouped_dispatch_equals_dense_with_router_gradients(router: str) ->
         assert len(results[0]) == len(results[1]) >= 4
         for a, b in zip(*results):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-    assert grouped._use_grouped(x, True, 3) and not dense._use_grouped(x, True, 3)
-    grouped.grouped = None  # auto: grouped on the CPU
-    assert grouped._use_grouped(x, False, 3)
+    pick = partial(use_grouped, x=x, training=True, dropout=grouped.dropout, k=3)
+    assert pick(grouped.grouped, per_pair=True) and not pick(dense.grouped, per_pair=True)
+    assert pick(None, per_pair=False)  # auto: grouped on the CPU
 
 
 def test_moe_pretraining_sends_contiguous_slices_to_experts() -> None:

@@ -4,6 +4,8 @@
   ``(E, d_out, d_in)`` weight tensor. Its :meth:`~ExpertBank.mix` is the *dense* dispatch:
   every expert runs on the whole chunk in one GEMM and the chosen ones are mixed with an
   einsum (E expert FLOPs per node, no Python loop over experts, no device-to-host sync).
+- :func:`mix_experts`: the one choice between them for the RbM and MoE layers
+  (:func:`use_grouped`).
 - :func:`grouped_mix`: the *grouped* dispatch, the same function: the B·k (node, chosen
   expert) pairs are sorted by expert and each expert runs one GEMM on its own rows (k expert
   FLOPs per node, one device-to-host sync), with a hand-written backward
@@ -18,6 +20,8 @@ Both are checked against a per-expert loop in ``tests/test_rbm_equivalence.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import torch
@@ -29,7 +33,7 @@ from rbm_tune.models.dropout_mask import keep_mask, quantised
 from rbm_tune.models.scratch import scratch
 from rbm_tune.models.sparse import CsrRows, dropped_linear, sparse_input
 
-__all__ = ["ExpertBank", "grouped_mix"]
+__all__ = ["ExpertBank", "grouped_mix", "mix_experts", "use_grouped"]
 
 
 class ExpertBank(nn.Module):
@@ -345,3 +349,52 @@ def grouped_mix(
             src, w_stack, bias, w_sorted, gather, nodes, inv, counts, batch, p, rows
         )
     return cast(Tensor, out)
+
+
+def use_grouped(
+    grouped: bool | None,
+    x: Tensor,
+    *,
+    training: bool,
+    dropout: nn.Dropout,
+    per_pair: bool,
+    k: int,
+) -> bool:
+    """Whether a mixture layer dispatches grouped (method §10.3): ``grouped`` if forced (not
+    None), else on the CPU and wherever per-pair dropout is active (training, p > 0, k > 1).
+
+    Grouped costs k/E of the dense FLOPs (1/E of the dense per-pair ones) for one
+    device-to-host sync; on an accelerator without per-pair dropout the dense single GEMM stays
+    (no sync, static shapes). A forced value is returned before any size is compared (export
+    traces with ``grouped=False``).
+    """
+    if grouped is not None:
+        return grouped
+    active = per_pair and training and dropout.p > 0 and k > 1
+    return x.device.type == "cpu" or active
+
+
+def mix_experts(
+    x: Tensor,
+    index: Tensor,
+    weight: Tensor,
+    *,
+    bank: ExpertBank,
+    dropout: nn.Dropout,
+    per_pair: bool,
+    grouped: bool | None,
+    training: bool,
+    gate: Tensor | None = None,
+    sparse: bool | None = None,
+    csr: CsrRows | None = None,
+) -> Tensor:
+    """The chosen experts mixed by :func:`grouped_mix` or :meth:`ExpertBank.mix`, whichever
+    :func:`use_grouped` picks (k = ``index.shape[1]`` experts a row); the other arguments are
+    theirs."""
+    k = index.shape[1]
+    mix: Callable[..., Tensor] = bank.mix
+    if use_grouped(grouped, x, training=training, dropout=dropout, per_pair=per_pair, k=k):
+        mix = partial(grouped_mix, bank=bank)
+    return mix(
+        x, index, weight, dropout=dropout, per_pair=per_pair, gate=gate, sparse=sparse, csr=csr
+    )

@@ -2,7 +2,8 @@
 
 Deviations from the reference, all deliberate:
 
-- The dispatch is the RbM layer's (method §10.3): *grouped* on the CPU and wherever per-pair
+- The dispatch is the RbM layer's (method §10.3,
+  :func:`rbm_tune.models.experts.mix_experts`): *grouped* on the CPU and wherever per-pair
   dropout is active (:func:`rbm_tune.models.experts.grouped_mix`: each expert multiplies only
   its own rows, k + 1 expert FLOPs per node, one device-to-host sync), otherwise *dense*
   (:meth:`rbm_tune.models.experts.ExpertBank.mix`: every expert on the whole chunk in one GEMM,
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from rbm_tune.config import ROUTERS
 from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
-from rbm_tune.models.experts import ExpertBank, grouped_mix
+from rbm_tune.models.experts import ExpertBank, mix_experts
 from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["ROUTERS", "CosineRouter", "MoE", "MoELayer", "NoisyTopKRouter", "Route"]
@@ -236,45 +237,21 @@ class MoELayer(PhasedLayer):
         """
         zero = x.new_zeros(())
         scale = clamped_exp(self.scale_logit)
+        mix = partial(
+            mix_experts, bank=self.experts, dropout=self.dropout, grouped=self.grouped,
+            training=self.training, sparse=self.sparse, csr=csr,
+        )  # fmt: skip
         if self._pretraining:
             index = _slice_experts(x.shape[0], self.num_experts, x.device).unsqueeze(1)
-            ones = x.new_ones(x.shape[0], 1)
-            y = self._mix(x, index, ones, per_pair=False, csr=csr)
+            y = mix(x, index, x.new_ones(x.shape[0], 1), per_pair=False)
             return scale * y, zero
         route = self.router(x)
-        per_pair = self.expert_dropout == "per_pair"
-        y = self._mix(x, route.experts, route.weight, per_pair=per_pair, csr=csr)
+        y = mix(x, route.experts, route.weight, per_pair=self.expert_dropout == "per_pair")
         aux = zero
         if self.training and self.load_balance_coef > 0:
             balance = cv_squared(route.importance) + cv_squared(route.load)
             aux = self.load_balance_coef * balance
         return scale * y, aux
-
-    def _mix(
-        self, x: Tensor, index: Tensor, weight: Tensor, *, per_pair: bool, csr: CsrRows | None
-    ) -> Tensor:
-        """The chosen experts mixed, grouped or dense (see ``grouped``)."""
-        drop, sparse = self.dropout, self.sparse
-        if self._use_grouped(x, per_pair, index.shape[1]):
-            return grouped_mix(
-                x, index, weight, bank=self.experts, dropout=drop, per_pair=per_pair,
-                sparse=sparse, csr=csr,
-            )  # fmt: skip
-        return self.experts.mix(
-            x, index, weight, dropout=drop, per_pair=per_pair, sparse=sparse, csr=csr
-        )
-
-    def _use_grouped(self, x: Tensor, per_pair: bool, k: int) -> bool:
-        """Grouped dispatch on the CPU, and wherever per-pair dropout is active (k experts a row).
-
-        Grouped costs k/E of the dense FLOPs (1/E of the dense per-pair ones) for one
-        device-to-host sync; on an accelerator without per-pair dropout the dense single GEMM
-        stays (no sync, static shapes).
-        """
-        if self.grouped is not None:
-            return self.grouped
-        active = per_pair and self.training and self.dropout.p > 0 and k > 1
-        return x.device.type == "cpu" or active
 
 
 class MoE(ExpertStudent):

@@ -43,7 +43,7 @@ from rbm_tune.losses import cv_squared
 from rbm_tune.models.base import ExpertStudent, PhasedLayer, check_expert_args, clamped_exp
 
 # the kernels' helpers under their names from before they left this module (old imports)
-from rbm_tune.models.experts import ExpertBank, grouped_mix
+from rbm_tune.models.experts import ExpertBank, grouped_mix, mix_experts
 from rbm_tune.models.sparse import CsrRows
 
 __all__ = ["RbM", "RbMLayer", "grouped_mix"]
@@ -173,11 +173,10 @@ class RbMLayer(PhasedLayer):
         w = torch.softmax(top_v, dim=1)
         gate = clamped_exp(self.gate_logit) if self.gate_logit is not None else None
         per_pair = self.expert_dropout == "per_pair"
-        if self._use_grouped(x, per_pair):
-            mix = partial(grouped_mix, bank=self.experts, sparse=self.sparse, csr=csr)
-        else:
-            mix = partial(self.experts.mix, sparse=self.sparse, csr=csr)
-        y = mix(x, top_i, w.detach(), dropout=self.dropout, per_pair=per_pair, gate=gate)
+        y = mix_experts(
+            x, top_i, w.detach(), bank=self.experts, dropout=self.dropout, per_pair=per_pair,
+            grouped=self.grouped, training=self.training, gate=gate, sparse=self.sparse, csr=csr,
+        )  # fmt: skip
         out = clamped_exp(self.scale_logit) * y
         if not self.training:
             return out, zero
@@ -194,18 +193,6 @@ class RbMLayer(PhasedLayer):
             g = w.new_zeros(x.shape[0], self.num_experts).scatter(1, top_i, w)
             aux = aux + self.load_balance_coef * cv_squared(g.sum(0))
         return out, aux
-
-    def _use_grouped(self, x: Tensor, per_pair: bool) -> bool:
-        """Grouped dispatch on the CPU, and wherever per-pair dropout is active.
-
-        Grouped costs k/E of the dense FLOPs (1/E of the dense per-pair ones) for one
-        device-to-host sync; on an accelerator without per-pair dropout the dense single GEMM
-        stays (no sync, static shapes).
-        """
-        if self.grouped is not None:
-            return self.grouped
-        active = per_pair and self.training and self.dropout.p > 0 and self.k > 1
-        return x.device.type == "cpu" or active
 
     @torch.no_grad()
     def _ema(self, x: Tensor, inv_norm: Tensor, m_hat: Tensor, index: Tensor, w: Tensor) -> None:
